@@ -1,0 +1,566 @@
+"""Frozen, validated hardware description of an analog crossbar accelerator.
+
+Every physical quantity carries its unit in the field name (``_ohm``, ``_uS``, ``_s``) or in the docstring.
+Configurations round-trip through plain dicts and YAML. Invalid input raises :class:`ConfigError` naming the
+field path, the offending value and the allowed range; nothing is silently clamped or skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar, get_args, get_origin, get_type_hints
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; the message names the field, the value and what is allowed."""
+
+    def __init__(self, path: str, value: Any, allowed: str) -> None:
+        self.path = path
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"{path}: invalid value {value!r}; allowed: {allowed}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# validation helpers
+
+
+def _number(path: str, value: Any, *, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+            allow_inf: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(path, value, "a number")
+    if math.isnan(value) or (math.isinf(value) and not allow_inf):
+        raise ConfigError(path, value, "a finite number")
+    lo_txt = "" if lo is None else (f"> {lo}" if lo_open else f">= {lo}")
+    hi_txt = "" if hi is None else f"<= {hi}"
+    allowed = " and ".join(t for t in (lo_txt, hi_txt) if t) or "any number"
+    if lo is not None and (value <= lo if lo_open else value < lo):
+        raise ConfigError(path, value, allowed)
+    if hi is not None and value > hi:
+        raise ConfigError(path, value, allowed)
+
+
+def _integer(path: str, value: Any, *, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(path, value, f"an integer in [{lo}, {hi}]")
+    if not lo <= value <= hi:
+        raise ConfigError(path, value, f"an integer in [{lo}, {hi}]")
+
+
+def _choice(path: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(path, value, "one of " + ", ".join(repr(c) for c in choices))
+
+
+def _bool(path: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(path, value, "true or false")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# sections
+
+
+@dataclass(frozen=True)
+class CrossbarConfig:
+    """Physical array size: ``rows`` word lines (inputs) × ``cols`` bit lines (outputs) per crossbar tile."""
+
+    rows: int = 64
+    cols: int = 64
+
+    def validate(self, path: str) -> None:
+        _integer(f"{path}.rows", self.rows, lo=1, hi=4096)
+        _integer(f"{path}.cols", self.cols, lo=1, hi=4096)
+
+
+@dataclass(frozen=True)
+class WeightConfig:
+    """How weights become conductances.
+
+    ``bits``: magnitude bits of the per-layer symmetric quantiser (levels 0 … 2^bits−1, the sign is carried by
+    the mapping). ``bits_per_cell``: bits stored per device; a weight uses ceil(bits / bits_per_cell) slices,
+    combined by shift-and-add. ``mapping``: ``differential`` (G+/G− pair, idle device at G_off) or ``offset``
+    (offset-binary weights, one reference column per tile subtracted per slice). ``quantize``: when false, weights
+    keep full precision on one analog device pair (no slicing). ``noise_granularity``: ``slice`` (every physical
+    device is perturbed independently) or ``weight`` (P1's reading: one device pair holds the full ``bits``-bit
+    magnitude, papers.md §1.10).
+    """
+
+    bits: int = 8
+    bits_per_cell: int = 4
+    mapping: str = "differential"
+    quantize: bool = True
+    noise_granularity: str = "slice"
+
+    def validate(self, path: str) -> None:
+        _integer(f"{path}.bits", self.bits, lo=1, hi=16)
+        _integer(f"{path}.bits_per_cell", self.bits_per_cell, lo=1, hi=max(1, self.bits))
+        _choice(f"{path}.mapping", self.mapping, ("differential", "offset"))
+        _bool(f"{path}.quantize", self.quantize)
+        _choice(f"{path}.noise_granularity", self.noise_granularity, ("slice", "weight"))
+        if self.mapping == "offset" and self.quantize and self.bits < 2:
+            raise ConfigError(f"{path}.bits", self.bits, ">= 2 with the offset mapping (one bit is the sign)")
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """Memory device. ``r_on_ohm``: low-resistance state (Ω); ``on_off_ratio``: R_off/R_on (> 1, may be inf).
+
+    G_on = 1/R_on and G_off = G_on / on_off_ratio (siemens). A cell stores 2^bits_per_cell equally spaced
+    conductance levels between G_off and G_on.
+    """
+
+    name: str = "generic"
+    r_on_ohm: float = 50e3
+    on_off_ratio: float = 10.0
+
+    def validate(self, path: str) -> None:
+        if not isinstance(self.name, str):
+            raise ConfigError(f"{path}.name", self.name, "a string")
+        _number(f"{path}.r_on_ohm", self.r_on_ohm, lo=0.0, lo_open=True)
+        _number(f"{path}.on_off_ratio", self.on_off_ratio, lo=1.0, lo_open=True, allow_inf=True)
+
+    @property
+    def g_on_s(self) -> float:
+        """Conductance of the ON state, siemens."""
+        return 1.0 / self.r_on_ohm
+
+    @property
+    def g_off_s(self) -> float:
+        """Conductance of the OFF state, siemens (0 for an infinite ON/OFF ratio)."""
+        return 0.0 if math.isinf(self.on_off_ratio) else self.g_on_s / self.on_off_ratio
+
+    @property
+    def g_on_us(self) -> float:
+        """Conductance of the ON state, µS."""
+        return self.g_on_s * 1e6
+
+    @property
+    def g_off_us(self) -> float:
+        """Conductance of the OFF state, µS."""
+        return self.g_off_s * 1e6
+
+
+@dataclass(frozen=True)
+class ProgrammingConfig:
+    """Static programming variation, sampled once per chip instance.
+
+    ``kind``: ``none``; ``gaussian_abs`` (G + N(0, sigma²), sigma in µS); ``gaussian_rel`` (G·(1 + sigma·ξ));
+    ``lognormal`` (G·e^θ, θ ~ N(0, sigma²), CorrectNet); ``pcm_nandakumar`` (aihwkit's PCM polynomial
+    σ_prog(g), sigma = prog_noise_scale). Conductances are floored at 0 S (a device cannot be negative).
+    """
+
+    kind: str = "none"
+    sigma: float = 0.0
+
+    def validate(self, path: str) -> None:
+        _choice(f"{path}.kind", self.kind, ("none", "gaussian_abs", "gaussian_rel", "lognormal", "pcm_nandakumar"))
+        _number(f"{path}.sigma", self.sigma, lo=0.0)
+
+
+@dataclass(frozen=True)
+class ReadNoiseConfig:
+    """Stochastic read noise G' = G + N(0, σ²) (P1 Eq. 1).
+
+    ``kind`` fixes the unit of σ: ``absolute_uS`` (σ = sigma µS), ``relative_to_G`` (σ = sigma·G + offset_uS,
+    the P1 default for FeFET/RRAM; PCM-i/ii use sigma 0.03 and offset 0.13 µS), ``relative_to_G_on``
+    (σ = sigma·G_on), ``pcm_1f`` (aihwkit's accumulated 1/f noise, sigma = read_noise_scale) or ``none``.
+    ``mode``: ``frozen`` (sampled once per chip instance) or ``per_mvm`` (an independent draw for every sample
+    of every matrix-vector multiplication, simulated exactly through the output variance Σ x_i² σ_ij²).
+    """
+
+    kind: str = "none"
+    sigma: float = 0.0
+    offset_us: float = 0.0
+    mode: str = "frozen"
+
+    def validate(self, path: str) -> None:
+        _choice(
+            f"{path}.kind", self.kind, ("none", "absolute_uS", "relative_to_G", "relative_to_G_on", "pcm_1f")
+        )
+        _number(f"{path}.sigma", self.sigma, lo=0.0)
+        _number(f"{path}.offset_us", self.offset_us, lo=0.0)
+        _choice(f"{path}.mode", self.mode, ("frozen", "per_mvm"))
+        if self.kind == "pcm_1f" and self.mode != "frozen":
+            raise ConfigError(f"{path}.mode", self.mode, "'frozen' with kind 'pcm_1f' (noise accumulated over time)")
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    """Temporal conductance drift G(t) = G0·(t/t0)^−ν (P1 Eq. 2).
+
+    ``kind``: ``none``, ``power_law`` (ν ~ N(nu_mean, nu_std²) per device) or ``pcm_nandakumar`` (aihwkit's
+    conductance-dependent ν(g), multiplied by ``scale``). ``t0_s``: reference time in seconds (P1: 1 s; aihwkit:
+    20 s). A chip is read at t0 until :func:`xbarlab.drift` moves it.
+    """
+
+    kind: str = "none"
+    nu_mean: float = 0.0
+    nu_std: float = 0.0
+    t0_s: float = 1.0
+    scale: float = 1.0
+
+    def validate(self, path: str) -> None:
+        _choice(f"{path}.kind", self.kind, ("none", "power_law", "pcm_nandakumar"))
+        _number(f"{path}.nu_mean", self.nu_mean, lo=0.0, hi=2.0)
+        _number(f"{path}.nu_std", self.nu_std, lo=0.0, hi=2.0)
+        _number(f"{path}.t0_s", self.t0_s, lo=0.0, lo_open=True)
+        _number(f"{path}.scale", self.scale, lo=0.0)
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    """Stuck-at faults: a fraction ``sa0_rate`` of devices stuck at G_off, ``sa1_rate`` stuck at G_on."""
+
+    sa0_rate: float = 0.0
+    sa1_rate: float = 0.0
+
+    def validate(self, path: str) -> None:
+        _number(f"{path}.sa0_rate", self.sa0_rate, lo=0.0, hi=1.0)
+        _number(f"{path}.sa1_rate", self.sa1_rate, lo=0.0, hi=1.0)
+        if self.sa0_rate + self.sa1_rate > 1.0:
+            raise ConfigError(f"{path}.sa1_rate", self.sa1_rate, f"<= {1.0 - self.sa0_rate} (sa0 + sa1 <= 1)")
+
+
+@dataclass(frozen=True)
+class DACConfig:
+    """Input DAC: inputs quantised to ``bits`` bits over a range calibrated on data (None = ideal inputs).
+
+    ``range_mode``: ``max`` (largest |x| seen) or ``percentile`` (that percentile of |x|). Non-negative inputs
+    use the unsigned range [0, r]; signed inputs a symmetric range [−r, r] with zero exactly representable.
+    """
+
+    bits: int | None = None
+    range_mode: str = "max"
+    percentile: float = 99.99
+
+    def validate(self, path: str) -> None:
+        if self.bits is not None:
+            _integer(f"{path}.bits", self.bits, lo=2, hi=16)
+        _choice(f"{path}.range_mode", self.range_mode, ("max", "percentile"))
+        _number(f"{path}.percentile", self.percentile, lo=50.0, hi=100.0, lo_open=True)
+
+
+@dataclass(frozen=True)
+class ADCConfig:
+    """Column ADC: each tile column's partial sum (per slice and row tile) quantised to ``bits`` bits.
+
+    The symmetric range [−r, r] is calibrated per layer and slice (``max`` or ``percentile`` of |partial sum|).
+    ``noise_lsb``: Gaussian ADC input noise, standard deviation in LSB. None bits = ideal readout.
+    """
+
+    bits: int | None = None
+    range_mode: str = "max"
+    percentile: float = 99.99
+    noise_lsb: float = 0.0
+
+    def validate(self, path: str) -> None:
+        if self.bits is not None:
+            _integer(f"{path}.bits", self.bits, lo=2, hi=16)
+        _choice(f"{path}.range_mode", self.range_mode, ("max", "percentile"))
+        _number(f"{path}.percentile", self.percentile, lo=50.0, hi=100.0, lo_open=True)
+        _number(f"{path}.noise_lsb", self.noise_lsb, lo=0.0)
+        if self.noise_lsb > 0 and self.bits is None:
+            raise ConfigError(f"{path}.noise_lsb", self.noise_lsb, "0 when the ADC is off (bits: null)")
+
+
+@dataclass(frozen=True)
+class ParasiticsConfig:
+    """Resistive parasitics (IR drop), solved exactly per physical array. Resistances in Ω.
+
+    P1's values (refs [3, 4] of the paper): driver 1 kΩ, row wire 5 Ω and column wire 10 Ω per cell segment,
+    sense 1 kΩ.
+    """
+
+    enabled: bool = False
+    r_driver_ohm: float = 1000.0
+    r_wire_row_ohm: float = 5.0
+    r_wire_col_ohm: float = 10.0
+    r_sense_ohm: float = 1000.0
+
+    def validate(self, path: str) -> None:
+        _bool(f"{path}.enabled", self.enabled)
+        for name in ("r_driver_ohm", "r_wire_row_ohm", "r_wire_col_ohm", "r_sense_ohm"):
+            _number(f"{path}.{name}", getattr(self, name), lo=0.0)
+
+
+@dataclass(frozen=True)
+class LayerOverride:
+    """Settings for the layers whose dotted name matches ``pattern`` (fnmatch glob), as a partial config dict."""
+
+    pattern: str
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+SECTIONS: dict[str, type] = {
+    "crossbar": CrossbarConfig,
+    "weights": WeightConfig,
+    "device": DeviceConfig,
+    "programming": ProgrammingConfig,
+    "read_noise": ReadNoiseConfig,
+    "drift": DriftConfig,
+    "faults": FaultConfig,
+    "dac": DACConfig,
+    "adc": ADCConfig,
+    "parasitics": ParasiticsConfig,
+}
+
+CLASSIFIER_TOKEN = "@classifier"
+"""Entry of ``keep_digital`` meaning "the last nn.Linear of the model" (P1 keeps the classifier digital)."""
+
+
+@dataclass(frozen=True)
+class HardwareConfig:
+    """A complete, validated hardware description. Build with :meth:`from_dict`, :meth:`from_yaml` or a preset."""
+
+    name: str = "custom"
+    crossbar: CrossbarConfig = field(default_factory=CrossbarConfig)
+    weights: WeightConfig = field(default_factory=WeightConfig)
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    programming: ProgrammingConfig = field(default_factory=ProgrammingConfig)
+    read_noise: ReadNoiseConfig = field(default_factory=ReadNoiseConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
+    faults: FaultConfig = field(default_factory=FaultConfig)
+    dac: DACConfig = field(default_factory=DACConfig)
+    adc: ADCConfig = field(default_factory=ADCConfig)
+    parasitics: ParasiticsConfig = field(default_factory=ParasiticsConfig)
+    keep_digital: tuple[str, ...] = ()
+    layers: tuple[LayerOverride, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ---------------------------------------------------------------------------------------------- validation
+    def validate(self) -> None:
+        """Check every field; raise :class:`ConfigError` on the first invalid one."""
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError("name", self.name, "a non-empty string")
+        for section in SECTIONS:
+            getattr(self, section).validate(section)
+        for i, pattern in enumerate(self.keep_digital):
+            if not isinstance(pattern, str) or not pattern:
+                raise ConfigError(f"keep_digital[{i}]", pattern, "a non-empty module-name glob or '@classifier'")
+        for i, override in enumerate(self.layers):
+            if not isinstance(override.pattern, str) or not override.pattern:
+                raise ConfigError(f"layers[{i}].pattern", override.pattern, "a non-empty module-name glob")
+            bad = set(override.settings) - set(SECTIONS)
+            if bad:
+                key = sorted(bad)[0]
+                raise ConfigError(f"layers[{i}].settings.{key}", override.settings[key],
+                                  "a section among " + ", ".join(SECTIONS))
+            # validate by applying to this config (errors name the override path)
+            try:
+                self._apply_sections(override.settings, root=f"layers[{i}].settings")
+            except ConfigError:
+                raise
+
+    # ---------------------------------------------------------------------------------------------- dicts, YAML
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (YAML/JSON serialisable)."""
+        out: dict[str, Any] = {"name": self.name}
+        for section in SECTIONS:
+            out[section] = dataclasses.asdict(getattr(self, section))
+        out["keep_digital"] = list(self.keep_digital)
+        out["layers"] = [{"pattern": o.pattern, "settings": _plain(o.settings)} for o in self.layers]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, path: str = "") -> HardwareConfig:
+        """Build from a nested dict; unknown keys and wrong types raise :class:`ConfigError`."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(path or "<root>", data, "a mapping of hardware sections")
+        allowed = {"name", "keep_digital", "layers", "preset", *SECTIONS}
+        unknown = sorted(set(data) - allowed)
+        if unknown:
+            raise ConfigError(_join(path, unknown[0]), data[unknown[0]], "a key among " + ", ".join(sorted(allowed)))
+        base: HardwareConfig
+        if "preset" in data:
+            from xbarlab.presets import load_preset
+
+            base = load_preset(str(data["preset"]))
+        else:
+            base = cls()
+        kwargs: dict[str, Any] = {}
+        if "name" in data:
+            kwargs["name"] = data["name"]
+        elif "preset" in data:
+            kwargs["name"] = base.name
+        for section, section_cls in SECTIONS.items():
+            if section in data:
+                kwargs[section] = _section_from_dict(
+                    section_cls, data[section], _join(path, section), getattr(base, section)
+                )
+        if "keep_digital" in data:
+            value = data["keep_digital"]
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(_join(path, "keep_digital"), value, "a list of module-name globs")
+            kwargs["keep_digital"] = tuple(value)
+        if "layers" in data:
+            kwargs["layers"] = _overrides_from(data["layers"], _join(path, "layers"))
+        return dataclasses.replace(base, **kwargs)
+
+    def to_yaml(self) -> str:
+        """YAML text that :meth:`from_yaml` reads back to an equal config."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, source: str | Path) -> HardwareConfig:
+        """Read a YAML file path or YAML text."""
+        text = Path(source).read_text() if isinstance(source, Path) or _looks_like_path(source) else source
+        data = yaml.safe_load(text)
+        return cls.from_dict(data or {})
+
+    # ---------------------------------------------------------------------------------------------- overrides
+    def override(self, changes: Mapping[str, Any]) -> HardwareConfig:
+        """A new config with dotted-path changes applied, e.g. ``{"read_noise.sigma": 0.1}``; validated."""
+        nested: dict[str, Any] = {}
+        for dotted, value in changes.items():
+            parts = dotted.split(".")
+            cursor = nested
+            for part in parts[:-1]:
+                cursor = cursor.setdefault(part, {})
+            cursor[parts[-1]] = value
+        return self._apply_sections(nested, root="")
+
+    def _apply_sections(self, settings: Mapping[str, Any], *, root: str) -> HardwareConfig:
+        data = self.to_dict()
+        for key, value in settings.items():
+            if key in SECTIONS:
+                if not isinstance(value, Mapping):
+                    raise ConfigError(_join(root, key), value, "a mapping of fields")
+                merged = dict(data[key])
+                unknown = sorted(set(value) - set(merged))
+                if unknown:
+                    raise ConfigError(_join(root, f"{key}.{unknown[0]}"), value[unknown[0]],
+                                      "a field among " + ", ".join(merged))
+                merged.update(value)
+                data[key] = merged
+            elif key in ("name", "keep_digital", "layers"):
+                data[key] = value
+            else:
+                raise ConfigError(_join(root, key), value, "a key among name, keep_digital, layers, "
+                                  + ", ".join(SECTIONS))
+        return HardwareConfig.from_dict(data, path=root)
+
+    def for_layer(self, layer_name: str) -> HardwareConfig:
+        """The configuration that applies to one layer: every matching override, in order."""
+        config = self
+        for override in self.layers:
+            if fnmatch.fnmatchcase(layer_name, override.pattern):
+                config = config._apply_sections(override.settings, root=f"layers[{override.pattern}]")
+        if config.layers:
+            config = dataclasses.replace(config, layers=())
+        return config
+
+    # ---------------------------------------------------------------------------------------------- derived
+    @property
+    def num_slices(self) -> int:
+        """Physical devices per weight and polarity (bit slices); 1 for unquantised or per-weight noise."""
+        w = self.weights
+        if not w.quantize or w.noise_granularity == "weight":
+            return 1
+        return -(-w.bits // w.bits_per_cell)
+
+    @property
+    def is_ideal(self) -> bool:
+        """True when no non-ideality and no quantisation is active (outputs equal the digital model)."""
+        return (
+            not self.weights.quantize
+            and self.programming.kind == "none"
+            and self.read_noise.kind == "none"
+            and self.drift.kind == "none"
+            and self.faults.sa0_rate == 0
+            and self.faults.sa1_rate == 0
+            and self.dac.bits is None
+            and self.adc.bits is None
+            and not self.parasitics.enabled
+        )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# internal helpers
+
+T = TypeVar("T")
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _looks_like_path(text: str) -> bool:
+    return "\n" not in text and (text.endswith((".yaml", ".yml")) or Path(text).is_file())
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _section_from_dict(section_cls: type[T], data: Any, path: str, base: T) -> T:
+    if not isinstance(data, Mapping):
+        raise ConfigError(path, data, "a mapping of fields")
+    hints = get_type_hints(section_cls)
+    names = [f.name for f in fields(section_cls)]  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(f"{path}.{unknown[0]}", data[unknown[0]], "a field among " + ", ".join(names))
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(f"{path}.{name}", value, hints[name])
+    section = dataclasses.replace(base, **kwargs)  # type: ignore[type-var]
+    return section
+
+
+def _coerce(path: str, value: Any, hint: Any) -> Any:
+    """Type check one YAML value against its annotation; ints are accepted where floats are expected."""
+    origin = get_origin(hint)
+    args = get_args(hint)
+    if origin is not None and type(None) in args:
+        if value is None:
+            return None
+        inner = [a for a in args if a is not type(None)][0]
+        return _coerce(path, value, inner)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(path, value, "a number")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(path, value, "an integer")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(path, value, "true or false")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(path, value, "a string")
+        return value
+    return value
+
+
+def _overrides_from(value: Any, path: str) -> tuple[LayerOverride, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(path, value, "a list of {pattern, settings} mappings")
+    out = []
+    for i, item in enumerate(value):
+        if isinstance(item, LayerOverride):
+            out.append(item)
+            continue
+        if not isinstance(item, Mapping) or set(item) - {"pattern", "settings"} or "pattern" not in item:
+            raise ConfigError(f"{path}[{i}]", item, "a mapping with keys 'pattern' and 'settings'")
+        settings = item.get("settings", {}) or {}
+        if not isinstance(settings, Mapping):
+            raise ConfigError(f"{path}[{i}].settings", settings, "a mapping of hardware sections")
+        out.append(LayerOverride(pattern=item["pattern"], settings=_plain(settings)))
+    return tuple(out)
