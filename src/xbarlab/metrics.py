@@ -64,16 +64,16 @@ def _pair(a: ArrayLike, b: ArrayLike, fn: str, na: str, nb: str) -> tuple[np.nda
     return x, y
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # PC2
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 
 
 def pc2(w_ideal: ArrayLike, w_nonideal: ArrayLike) -> float:
     """Fraction of the variance on the 2nd principal component of the scatter (w_ideal, w_nonideal).
 
     Implementation (papers.md §1.6 note, float64): centre both coordinates, form the 2×2 sample covariance
-    ``C = [[a, b], [b, d]]`` (no standardisation: both axes are in weight units), and return ``λ2 / (λ1 + λ2)``
+    ``C = [[a, b], [b, d]]`` (no standardisation: both axes in weight units), and return ``λ2 / (λ1 + λ2)``
     with the eigenvalues λ1 ≥ λ2 of C. To avoid cancellation for nearly collinear points, the determinant is
     computed as ``a · Var(y − (b/a)·x)`` (= ``a·d − b²``, regressing the lower-variance axis on the other),
     ``λ1 = (tr C + sqrt((a − d)² + 4b²)) / 2`` and ``λ2 = det C / λ1``. Identical inputs give exactly 0.0.
@@ -98,7 +98,9 @@ def pc2(w_ideal: ArrayLike, w_nonideal: ArrayLike) -> float:
     a = float(np.dot(xc, xc)) / (n - 1)
     d = float(np.dot(yc, yc)) / (n - 1)
     if a == 0.0 or d == 0.0:
-        which = "w_ideal and w_nonideal are" if a == d == 0.0 else ("w_ideal is" if a == 0.0 else "w_nonideal is")
+        which = (
+            "w_ideal and w_nonideal are" if a == d == 0.0 else ("w_ideal is" if a == 0.0 else "w_nonideal is")
+        )
         raise ValueError(f"pc2: {which} constant (zero variance over {n} weights); PC2 is undefined")
     b = float(np.dot(xc, yc)) / (n - 1)
     # det C = a·d − b² computed without cancellation: regress the smaller-variance axis on the larger one.
@@ -135,9 +137,9 @@ def pc2_proj(pc2_value: float, t_seconds: float, t0_seconds: float = 1.0, nu: fl
     return float(pc2_value * (t_seconds / t0_seconds) ** nu)
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # MAC error
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 
 
 def _snr_from_sums(sig: float, err: float) -> float:
@@ -231,13 +233,13 @@ def mac_error_stats(reference: ArrayLike, measured: ArrayLike) -> MacErrorStats:
     return acc.stats()
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Per-layer distortion
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 
 
 def analog_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Modules with a tensor ``weight``, a callable ``effective_weight()`` and a ``layer_name`` (duck-typed)."""
+    """Modules with a tensor ``weight``, a callable ``effective_weight()`` and a ``layer_name``."""
     found: list[tuple[str, nn.Module]] = []
     for name, m in model.named_modules():
         if (
@@ -334,7 +336,8 @@ def _iter_inputs(calib: Any) -> Iterable[torch.Tensor]:
             yield batch[0]
         else:
             raise TypeError(
-                "layer_distortion: calib_batches must be a tensor or an iterable of tensors or (x, y) batches; "
+                "layer_distortion: calib_batches must be a tensor or an iterable of tensors or (x, y) "
+                "batches; "
                 f"got an item of type {type(batch).__name__}"
             )
 
@@ -354,8 +357,8 @@ def layer_distortion(
     ``effective_weight()``. When ``calib_batches`` is given (a tensor, or an iterable of tensors or ``(x, y)``
     batches), the model is run in eval mode under ``torch.no_grad()`` with forward hooks capturing each analog
     layer's input and output; the output is compared with the ideal digital output for the *same* input
-    (``module.ideal_forward(x)`` when the layer provides it, else ``conv/linear`` with the ideal ``weight`` and
-    ``bias``), so the SNR isolates that layer's MAC error. Sums are streamed over batches.
+    (``module.ideal_forward(x)`` when the layer provides it, else ``conv/linear`` with the ideal ``weight``
+    and ``bias``), so the SNR isolates that layer's MAC error. Sums are streamed over batches.
 
     Returns one :class:`LayerDistortion` per analog layer, in module order. ``training`` flags are restored.
     """
@@ -379,8 +382,9 @@ def layer_distortion(
             )
         scatter = None
         if keep_scatter:
-            scatter = _subsample(_as_f64(w, "weight"), _as_f64(w_ni, "effective_weight"), max_scatter_points,
-                                 seed + i)
+            scatter = _subsample(
+                _as_f64(w, "weight"), _as_f64(w_ni, "effective_weight"), max_scatter_points, seed + i
+            )
         records.append(
             LayerDistortion(
                 layer_name=name,
@@ -422,9 +426,9 @@ def layer_distortion(
     return records
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Plot
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 
 
 def plot_weight_scatter(
@@ -480,7 +484,7 @@ def plot_weight_scatter(
         ax.set_xlabel("W_ideal")
         ax.set_ylabel("W_NI")
         ax.set_title(f"{name + ': ' if name else ''}PC2 = {p:.3g}", fontsize=9)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     if title:
         fig.suptitle(title)

@@ -3,9 +3,9 @@
 Every function here works on an arbitrary :class:`torch.nn.Module`. The simulated chip is just a model whose
 analog layers compute with non-ideal weights, so the mitigation needs no knowledge of the noise model:
 
-* :func:`adapt_bn` -- BN adaptation / noise-aware ("calibrated") BN, P2 reading A and P1's baseline (P1 §1.7 A):
-  re-estimate the BN running statistics on the noisy chip from a few unlabelled batches; γ/β and all
-  weights stay frozen.
+* :func:`adapt_bn` -- BN adaptation / noise-aware ("calibrated") BN, P2 reading A and P1's baseline
+  (P1 §1.7 A): re-estimate the BN running statistics on the noisy chip from a few unlabelled batches; γ/β
+  and all weights stay frozen.
 * :func:`online_bn` -- P2 reading B: normalise every test batch with its own statistics, leaving the running
   statistics untouched (context manager).
 * :func:`finetune_bn` -- P1's BN fine-tuning (P1 §1.7 B): train only γ (weight) and β (bias) of every BN layer
@@ -51,9 +51,9 @@ _log = logging.getLogger(__name__)
 ADABS_RESIDUAL = 0.015
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Helpers
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 
 
 def bn_modules(model: nn.Module) -> list[tuple[str, _BatchNorm]]:
@@ -97,8 +97,8 @@ def snapshot_bn_state(model: nn.Module) -> dict[str, BNModuleState]:
     """Copy the state of every BN module of ``model`` (keyed by module name).
 
     The copy holds the running mean/variance, ``num_batches_tracked``, γ (``weight``), β (``bias``),
-    ``momentum``, ``track_running_stats`` and ``eps``. Use :func:`restore_bn_state` to put it back, e.g. before
-    each Monte-Carlo chip instance.
+    ``momentum``, ``track_running_stats`` and ``eps``. Use :func:`restore_bn_state` to put it back, e.g.
+    before each Monte-Carlo chip instance.
     """
     snap: dict[str, BNModuleState] = {}
     for name, bn in bn_modules(model):
@@ -119,11 +119,15 @@ def _copy_into(dst: torch.Tensor | None, src: torch.Tensor | None, what: str) ->
     if dst is None and src is None:
         return
     if dst is None or src is None:
-        raise ValueError(f"restore_bn_state: {what} is {'absent' if dst is None else 'present'} in the model "
-                         f"but {'present' if src is not None else 'absent'} in the snapshot")
+        raise ValueError(
+            f"restore_bn_state: {what} is {'absent' if dst is None else 'present'} in the model "
+            f"but {'present' if src is not None else 'absent'} in the snapshot"
+        )
     if dst.shape != src.shape:
-        raise ValueError(f"restore_bn_state: {what} has shape {tuple(dst.shape)} in the model but "
-                         f"{tuple(src.shape)} in the snapshot")
+        raise ValueError(
+            f"restore_bn_state: {what} has shape {tuple(dst.shape)} in the model but "
+            f"{tuple(src.shape)} in the snapshot"
+        )
     dst.copy_(src)
 
 
@@ -136,8 +140,10 @@ def restore_bn_state(model: nn.Module, snapshot: dict[str, BNModuleState]) -> No
     if set(modules) != set(snapshot):
         missing = sorted(set(snapshot) - set(modules))
         extra = sorted(set(modules) - set(snapshot))
-        raise ValueError(f"restore_bn_state: BN modules differ from the snapshot (missing in model: {missing}, "
-                         f"not in snapshot: {extra})")
+        raise ValueError(
+            f"restore_bn_state: BN modules differ from the snapshot (missing in model: {missing}, "
+            f"not in snapshot: {extra})"
+        )
     with torch.no_grad():
         for name, st in snapshot.items():
             bn = modules[name]
@@ -153,7 +159,7 @@ def restore_bn_state(model: nn.Module, snapshot: dict[str, BNModuleState]) -> No
 
 @contextlib.contextmanager
 def _preserve_modes(model: nn.Module) -> Iterator[None]:
-    """Restore every module's ``training`` flag and every BN's ``momentum``/``track_running_stats`` on exit."""
+    """Restore all ``training`` flags and every BN's ``momentum``/``track_running_stats`` on exit."""
     training = [(m, m.training) for m in model.modules()]
     bn_hparams = [(bn, bn.momentum, bn.track_running_stats) for _, bn in bn_modules(model)]
     try:
@@ -177,7 +183,7 @@ def _preserve_requires_grad(model: nn.Module) -> Iterator[None]:
 
 
 def _bn_only_train_mode(model: nn.Module) -> None:
-    """Everything in eval mode (dropout off, analog layers in inference mode), only BN modules in train mode."""
+    """Everything in eval mode (dropout off, analog layers in inference mode), only BN in train mode."""
     model.eval()
     for _, bn in bn_modules(model):
         bn.train()
@@ -186,15 +192,15 @@ def _bn_only_train_mode(model: nn.Module) -> None:
 def _infer_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
     if device is not None:
         return torch.device(device)
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
     return torch.device("cpu")
 
 
 def _split_batch(batch: Any, *, need_labels: bool, fn: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Accept ``x``, ``(x, y)``, ``[x, y, ...]`` or ``{"x"/"input": .., "y"/"label"/"target": ..}`` batches."""
+    """Accept ``x``, ``(x, y)``, ``[x, y, ...]`` or ``{"x": .., "y": ..}``-style dict batches."""
     x: Any
     y: Any = None
     if isinstance(batch, torch.Tensor):
@@ -206,12 +212,16 @@ def _split_batch(batch: Any, *, need_labels: bool, fn: str) -> tuple[torch.Tenso
         x = next((batch[k] for k in ("x", "input", "inputs", "image", "images") if k in batch), None)
         y = next((batch[k] for k in ("y", "label", "labels", "target", "targets") if k in batch), None)
     else:
-        raise TypeError(f"{fn}: the loader must yield tensors x, (x, y) tuples or dicts; got {type(batch).__name__}")
+        raise TypeError(
+            f"{fn}: the loader must yield tensors x, (x, y) tuples or dicts; got {type(batch).__name__}"
+        )
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{fn}: batch input x must be a torch.Tensor, got {type(x).__name__}")
     if need_labels and not isinstance(y, torch.Tensor):
-        raise TypeError(f"{fn}: the loader must yield labelled batches (x, y) with a tensor y of class indices; "
-                        f"got labels of type {type(y).__name__}")
+        raise TypeError(
+            f"{fn}: the loader must yield labelled batches (x, y) with a tensor y of class indices; "
+            f"got labels of type {type(y).__name__}"
+        )
     return x, y
 
 
@@ -222,9 +232,9 @@ def _check_positive_int(value: Any, name: str, fn: str, *, allow_none: bool = Fa
         raise ValueError(f"{fn}: {name} must be an int >= 1{' or None' if allow_none else ''}, got {value!r}")
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # BN adaptation (P2 reading A, P1 baseline)
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -273,20 +283,22 @@ def adapt_bn(
         num_batches: maximum number of calibration batches (default 20; P1/P2 use 20 × 128 images).
         momentum: ``None`` for the exact cumulative average (default), or a PyTorch-convention momentum in
             (0, 1], e.g. :func:`adabs_momentum(num_batches) <adabs_momentum>` for AdaBS (Joshi et al. 2020).
-        reset: reset the running statistics first. ``None`` (default) resets for the cumulative average and keeps
-            the pre-trained statistics as the starting point for an exponential momentum, as AdaBS does.
+        reset: reset the running statistics first. ``None`` (default) resets for the cumulative average and
+            keeps the pre-trained statistics as the starting point for an exponential momentum, as AdaBS does.
         device: where to send the inputs; default: the device of the model's first parameter/buffer.
 
     Returns:
         A :class:`BNAdaptResult` (batches and images used, wall time in s).
 
-    On return -- also on an exception -- every module's ``training`` flag and every BN's ``momentum`` are restored.
-    On an exception the BN running statistics are restored too, leaving the model as it was.
+    On return -- also on an exception -- every module's ``training`` flag and every BN's ``momentum`` are
+    restored. On an exception the BN running statistics are restored too, leaving the model as it was.
     """
     fn = "adapt_bn"
     _check_positive_int(num_batches, "num_batches", fn)
     if momentum is not None and not (isinstance(momentum, (int, float)) and 0.0 < float(momentum) <= 1.0):
-        raise ValueError(f"{fn}: momentum must be None (cumulative average) or a float in (0, 1], got {momentum!r}")
+        raise ValueError(
+            f"{fn}: momentum must be None (cumulative average) or a float in (0, 1], got {momentum!r}"
+        )
     do_reset = (momentum is None) if reset is None else bool(reset)
     dev = _infer_device(model, device)
     bns = bn_modules(model)
@@ -329,9 +341,9 @@ def adapt_bn(
     )
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Online test-batch statistics (P2 reading B)
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
@@ -340,12 +352,13 @@ def online_bn(model: nn.Module) -> Iterator[nn.Module]:
 
     Inside the block every module is in eval mode except the BN modules, which are in train mode with
     ``track_running_stats=False``. With that combination PyTorch passes no running buffers to
-    ``F.batch_norm``, so the running mean/variance and ``num_batches_tracked`` are guaranteed to stay unchanged
-    (a train-mode BN with ``momentum=0.0`` would still increment ``num_batches_tracked`` and turns NaN batch
-    statistics into NaN running statistics, because 0·NaN = NaN). The result depends on the test batch size.
+    ``F.batch_norm``, so the running mean/variance and ``num_batches_tracked`` are guaranteed to stay
+    unchanged (a train-mode BN with ``momentum=0.0`` would still increment ``num_batches_tracked`` and turns
+    NaN batch statistics into NaN running statistics, because 0·NaN = NaN). The result depends on the test
+    batch size.
 
-    On exit -- also on an exception -- all ``training`` flags and BN ``track_running_stats``/``momentum`` values
-    are restored. Use it around the evaluation, e.g.::
+    On exit -- also on an exception -- all ``training`` flags and BN ``track_running_stats``/``momentum``
+    values are restored. Use it around the evaluation, e.g.::
 
         with torch.no_grad(), online_bn(chip):
             logits = chip(x)
@@ -357,9 +370,9 @@ def online_bn(model: nn.Module) -> Iterator[nn.Module]:
         yield model
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # BN fine-tuning (P1 §1.7 B)
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -368,7 +381,8 @@ class BNFinetuneResult:
 
     Attributes:
         epochs: epochs run.
-        samples_used: distinct labelled samples used (``max_samples`` when few-shot and the loader had enough).
+        samples_used: distinct labelled samples used (``max_samples`` when few-shot and the loader had
+            enough).
         samples_seen: sample presentations over all epochs (``samples_used × epochs`` in few-shot mode).
         steps: optimiser steps over all epochs.
         wall_time_s: wall-clock time in seconds, including the optional initial BN adaptation.
@@ -394,7 +408,7 @@ class BNFinetuneResult:
 def _first_n_batches(
     loader: Iterable[Any], max_samples: int, fn: str
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The first ``max_samples`` labelled samples of ``loader``, as a list of batches (the last one truncated)."""
+    """The first ``max_samples`` labelled samples of ``loader`` as batches (the last one truncated)."""
     kept: list[tuple[torch.Tensor, torch.Tensor]] = []
     count = 0
     for batch in loader:
@@ -429,11 +443,12 @@ def finetune_bn(
     """Fine-tune only the BN affine parameters γ/β on the (noisy) model with cross-entropy; P1 §1.7 B.
 
     Every parameter is frozen except the BN ``weight`` (γ) and ``bias`` (β); only the BN modules are in train
-    mode (so the running statistics are re-estimated implicitly, with ``bn_momentum``, PyTorch's default 0.1, as
-    papers.md §1.10 recommends), every other module (dropout, analog layers) is in eval mode. The optimiser is
-    SGD (``momentum``, ``weight_decay``) with ``StepLR(step_size=lr_step_epochs, gamma=lr_gamma)`` stepped per
-    epoch: the defaults give P1's schedule 0.01, 0.01, 0.002, 0.002, 0.0004. Gradients flow through all modules
-    between BN layers (their parameters are frozen but their inputs need gradients).
+    mode (so the running statistics are re-estimated implicitly, with ``bn_momentum``, PyTorch's default 0.1,
+    as papers.md §1.10 recommends), every other module (dropout, analog layers) is in eval mode. The
+    optimiser is SGD (``momentum``, ``weight_decay``) with ``StepLR(step_size=lr_step_epochs,
+    gamma=lr_gamma)`` stepped per
+    epoch: the defaults give P1's schedule 0.01, 0.01, 0.002, 0.002, 0.0004. Gradients flow through all
+    modules between BN layers (their parameters are frozen but their inputs need gradients).
 
     Args:
         model: any module with at least one affine BN; modified in place (γ/β and BN running statistics).
@@ -493,7 +508,9 @@ def finetune_bn(
         with _preserve_modes(model), _preserve_requires_grad(model):
             if start_from_adapted:
                 adapt_res = adapt_bn(
-                    model, adapt_loader if adapt_loader is not None else loader, num_batches=adapt_batches,
+                    model,
+                    adapt_loader if adapt_loader is not None else loader,
+                    num_batches=adapt_batches,
                     device=dev,
                 )
             model.requires_grad_(False)
