@@ -37,7 +37,7 @@ def _numpy_reconstruct() -> Any:
     core = getattr(np, "_core", None)
     if core is not None and hasattr(core, "multiarray"):
         return core.multiarray._reconstruct
-    return np.core.multiarray._reconstruct  # pragma: no cover - NumPy 1.x
+    return np.core.multiarray._reconstruct  # type: ignore[attr-defined]  # pragma: no cover - NumPy 1.x
 
 
 # (module, name) → object. The only globals an official CIFAR pickle refers to.
@@ -96,9 +96,7 @@ def _batch_arrays(
     d = _load_pickle_dict(path, dataset, how_to_get)
     for key in ("data", label_key):
         if key not in d:
-            raise DatasetCorruptError(
-                dataset, path, f"missing key {key!r} (keys: {sorted(d)})", how_to_get
-            )
+            raise DatasetCorruptError(dataset, path, f"missing key {key!r} (keys: {sorted(d)})", how_to_get)
     data = d["data"]
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         desc = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
@@ -138,9 +136,7 @@ CIFAR10_DIR = "cifar-10-batches-py"
 CIFAR100_DIR = "cifar-100-python"
 
 
-def load_cifar10(
-    data_dir: Path, split: str, how_to_get: str
-) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+def load_cifar10(data_dir: Path, split: str, how_to_get: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Images ``uint8 (N, 3, 32, 32)``, labels ``int64 (N,)`` and class names of one CIFAR-10 split."""
     name = "cifar10"
     directory = _resolve(data_dir, CIFAR10_DIR)

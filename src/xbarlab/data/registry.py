@@ -18,7 +18,7 @@ __all__ = ["AUGMENTATIONS", "FASHION_MNIST_DIR", "dataset_info", "get_dataset", 
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
-_FMNIST_HOW = (
+FASHION_MNIST_HOW = (
     "Install the Debian package with `make data` (or `apt-get install dataset-fashion-mnist`, which puts the "
     f"four *-ubyte.gz files in {FASHION_MNIST_DIR}), or pass --data-dir / data_dir= pointing to a folder "
     "with the IDX .gz files from https://github.com/zalandoresearch/fashion-mnist."
@@ -66,7 +66,7 @@ _INFOS: dict[str, DatasetInfo] = {
             _FMNIST_MEAN,
             _FMNIST_STD,
             default_dir=FASHION_MNIST_DIR,
-            how_to_get=_FMNIST_HOW,
+            how_to_get=FASHION_MNIST_HOW,
             aliases=("fmnist", "fashion_mnist", "fashionmnist"),
         ),
         DatasetInfo(
@@ -224,9 +224,7 @@ def get_dataset(
     info = _INFOS[canonical]
     if split not in info.splits:
         raise ValueError(f"{canonical}: split must be one of {list(info.splits)}, got {split!r}")
-    images, labels, classes = _load_raw(
-        canonical, split, None if data_dir is None else Path(data_dir), info
-    )
+    images, labels, classes = _load_raw(canonical, split, None if data_dir is None else Path(data_dir), info)
     use_aug = (split == "train") if augment is None else bool(augment)
     return ImageDataset(
         images,

@@ -78,7 +78,10 @@ def load_fmnist_subset(split: str, path: Path | None = None) -> tuple[torch.Tens
     n = FMNIST_SUBSET_SIZES[split]
     if images.dtype != np.uint8 or images.shape != (n, 28, 28) or labels.shape != (n,):
         raise DatasetCorruptError(
-            name, path, f"expected uint8 images ({n}, 28, 28) and {n} labels, got {images.dtype} "
-            f"{images.shape} and {labels.shape}", how
+            name,
+            path,
+            f"expected uint8 images ({n}, 28, 28) and {n} labels, got {images.dtype} "
+            f"{images.shape} and {labels.shape}",
+            how,
         )
     return torch.from_numpy(images[:, None].copy()), torch.from_numpy(labels.astype(np.int64))

@@ -49,7 +49,11 @@ class LeNet5(nn.Module):
 
 
 def lenet5(
-    num_classes: int = 10, in_channels: int = 1, width: float = 1.0, batch_norm: bool = False, padding: int = 2
+    num_classes: int = 10,
+    in_channels: int = 1,
+    width: float = 1.0,
+    batch_norm: bool = False,
+    padding: int = 2,
 ) -> LeNet5:
     """LeNet-5 (CorrectNet variant: ReLU, max-pooling); 61,706 parameters for MNIST-like inputs."""
     check_common(num_classes, in_channels, width)

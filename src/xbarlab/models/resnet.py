@@ -57,7 +57,8 @@ class BasicBlock(nn.Module):
             self.shortcut = ZeroPadShortcut(in_channels, out_channels, stride)
         else:
             self.shortcut = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels)
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_channels),
             )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -110,9 +111,7 @@ class ResNet(nn.Module):
         return self.fc(self.avgpool(x).flatten(1))
 
 
-def resnet20(
-    num_classes: int = 10, in_channels: int = 3, width: float = 1.0, shortcut: str = "A"
-) -> ResNet:
+def resnet20(num_classes: int = 10, in_channels: int = 3, width: float = 1.0, shortcut: str = "A") -> ResNet:
     """ResNet-20 for 32×32 (CIFAR) or 28×28 (MNIST-like) inputs; 0.27 M parameters at width 1."""
     check_common(num_classes, in_channels, width)
     if shortcut not in ("A", "B"):
@@ -123,9 +122,7 @@ def resnet20(
     )
 
 
-def resnet18(
-    num_classes: int = 200, in_channels: int = 3, width: float = 1.0, stem: str = "cifar"
-) -> ResNet:
+def resnet18(num_classes: int = 200, in_channels: int = 3, width: float = 1.0, stem: str = "cifar") -> ResNet:
     """ResNet-18 with projection (1×1 conv) shortcuts; default stem suits 64×64 TinyImageNet inputs."""
     check_common(num_classes, in_channels, width)
     channels = [scaled(c, width) for c in (64, 128, 256, 512)]

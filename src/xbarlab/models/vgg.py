@@ -26,9 +26,7 @@ VGG_SMALL_CFG: tuple[int | str, ...] = (32, 32, "M", 64, 64, "M", 128, 128, "M")
 class VGG(nn.Module):
     """``features`` (conv-BN-ReLU stacks and max-pools) → global average pool → ``classifier``."""
 
-    def __init__(
-        self, cfg: Sequence[int | str], *, num_classes: int, in_channels: int, width: float
-    ) -> None:
+    def __init__(self, cfg: Sequence[int | str], *, num_classes: int, in_channels: int, width: float) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         current = in_channels

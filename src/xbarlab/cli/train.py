@@ -1,0 +1,208 @@
+"""``xbarlab models``, ``xbarlab datasets`` and ``xbarlab train``."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+__all__ = ["register", "run_training"]
+
+
+def run_training(
+    *,
+    model: str,
+    dataset: str,
+    epochs: int,
+    batch_size: int = 128,
+    lr: float = 0.1,
+    weight_decay: float = 5e-4,
+    momentum: float = 0.9,
+    label_smoothing: float = 0.0,
+    warmup_epochs: float = 0.0,
+    seed: int = 0,
+    width: float = 1.0,
+    out: Path | None = None,
+    data_dir: Path | None = None,
+    device: str = "cpu",
+    resume: bool = True,
+    augment: bool = True,
+    threads: int | None = None,
+    channels_last: bool = True,
+    model_kwargs: dict[str, Any] | None = None,
+    progress: bool = True,
+    command: str | None = None,
+) -> Any:
+    """Build model and data from the registries and run :func:`xbarlab.training.train` (the CLI's work)."""
+    import torch
+    from rich.console import Console
+
+    from xbarlab.data import dataset_info, get_dataset
+    from xbarlab.models import build_model, model_spec
+    from xbarlab.training import TrainConfig, train
+
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    info = dataset_info(dataset)
+    spec = model_spec(model)
+    kwargs: dict[str, Any] = {"num_classes": info.num_classes, "in_channels": info.input_shape[0]}
+    if "width" in spec.default_kwargs:
+        kwargs["width"] = width
+    kwargs.update(model_kwargs or {})
+    console = Console(stderr=True)
+    train_set = get_dataset(info.name, "train", data_dir=data_dir, augment=augment)
+    test_set = get_dataset(info.name, "test", data_dir=data_dir, augment=False)
+    torch.manual_seed(seed)
+    net = build_model(spec.name, **kwargs)
+    config = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        label_smoothing=label_smoothing,
+        warmup_epochs=warmup_epochs,
+        seed=seed,
+        channels_last=channels_last and torch.device(device).type == "cpu",
+    )
+    out_dir = out if out is not None else Path("runs") / f"{spec.name}_{info.name}_s{seed}"
+    n_params = sum(p.numel() for p in net.parameters())
+    console.print(
+        f"[bold]train[/] {spec.name} {kwargs} ({n_params:,} parameters) on {info.name} "
+        f"({len(train_set):,} train / {len(test_set):,} test) → {out_dir}, {torch.get_num_threads()} threads"
+    )
+    metadata = {
+        "model": spec.name,
+        "model_kwargs": kwargs,
+        "dataset": info.name,
+        "augmentation": train_set.augmentation.describe() if train_set.augmentation else "none",
+        "num_parameters": n_params,
+        "command": command or shlex.join(["xbarlab", *sys.argv[1:]]),
+    }
+    result = train(
+        net,
+        train_set,
+        test_set,
+        config,
+        out_dir=out_dir,
+        resume=resume,
+        device=device,
+        progress=progress,
+        metadata=metadata,
+        console=console,
+    )
+    if result.checkpoint is not None:
+        console.print(
+            f"[bold green]done[/]: test accuracy {result.test_acc:.4f}, wall time {result.wall_time_s:.0f}s, "
+            f"checkpoint {result.checkpoint.with_suffix('')}.{{safetensors,json}}"
+        )
+    return result
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``models``, ``datasets`` and ``train`` commands to ``app``."""
+
+    @app.command("models")
+    def models_cmd() -> None:
+        """List the models of the model zoo."""
+        from rich.console import Console
+        from rich.table import Table
+
+        from xbarlab.models import list_models
+
+        table = Table(title="xbarlab models")
+        table.add_column("name", style="bold")
+        table.add_column("description")
+        table.add_column("default arguments")
+        for spec in list_models():
+            table.add_row(
+                spec.name, spec.description, ", ".join(f"{k}={v}" for k, v in spec.default_kwargs.items())
+            )
+        Console().print(table)
+
+    @app.command("datasets")
+    def datasets_cmd() -> None:
+        """List the data sets, their shapes, normalisation, augmentation and default location."""
+        from rich.console import Console
+        from rich.table import Table
+
+        from xbarlab.data import list_datasets
+
+        table = Table(title="xbarlab datasets")
+        for col in ("name", "classes", "input", "mean / std", "train augmentation", "default location"):
+            table.add_column(col)
+        for info in list_datasets():
+            table.add_row(
+                info.name,
+                str(info.num_classes),
+                "×".join(map(str, info.input_shape)),
+                f"{', '.join(f'{m:.4f}' for m in info.mean)} / {', '.join(f'{s:.4f}' for s in info.std)}",
+                info.augmentation,
+                info.default_dir or "--data-dir",
+            )
+        Console().print(table)
+
+    @app.command("train")
+    def train_cmd(
+        model: str = typer.Option(..., "--model", "-m", help="Model name (see `xbarlab models`)."),
+        dataset: str = typer.Option(..., "--dataset", "-d", help="Data set name (see `xbarlab datasets`)."),
+        epochs: int = typer.Option(20, "--epochs", min=1, help="Total number of epochs."),
+        batch_size: int = typer.Option(128, "--batch-size", min=1),
+        lr: float = typer.Option(0.1, "--lr", help="Peak learning rate (cosine-annealed per iteration)."),
+        weight_decay: float = typer.Option(5e-4, "--weight-decay"),
+        momentum: float = typer.Option(0.9, "--momentum"),
+        label_smoothing: float = typer.Option(0.0, "--label-smoothing"),
+        warmup_epochs: float = typer.Option(0.0, "--warmup-epochs", help="Linear learning-rate warm-up."),
+        seed: int = typer.Option(0, "--seed"),
+        width: float = typer.Option(1.0, "--width", help="Channel width multiplier."),
+        out: Path | None = typer.Option(
+            None, "--out", help="Run directory (default runs/<model>_<data>_s<seed>)."
+        ),
+        data_dir: Path | None = typer.Option(None, "--data-dir", help="Folder with the data set files."),
+        device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+        resume: bool = typer.Option(
+            True, "--resume/--no-resume", help="Continue from <out>/state if present."
+        ),
+        augment: bool = typer.Option(True, "--augment/--no-augment", help="Train-time augmentation."),
+        threads: int | None = typer.Option(None, "--threads", help="torch CPU threads (default: torch's)."),
+        channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last", help="NHWC on CPU."),
+    ) -> None:
+        """Train a zoo model; checkpoints every epoch to --out (resumable), final model.{safetensors,json}."""
+        from xbarlab.checkpoint import CheckpointError
+        from xbarlab.data import DatasetError
+
+        try:
+            run_training(
+                model=model,
+                dataset=dataset,
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                weight_decay=weight_decay,
+                momentum=momentum,
+                label_smoothing=label_smoothing,
+                warmup_epochs=warmup_epochs,
+                seed=seed,
+                width=width,
+                out=out,
+                data_dir=data_dir,
+                device=device,
+                resume=resume,
+                augment=augment,
+                threads=threads,
+                channels_last=channels_last,
+            )
+        except (DatasetError, CheckpointError, KeyError, ValueError, TypeError) as exc:
+            msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+            typer.echo(f"error: {msg}", err=True)
+            raise typer.Exit(code=2) from exc
+        except KeyboardInterrupt:
+            typer.echo(
+                "interrupted: rerun the same command (with --resume, the default) to continue", err=True
+            )
+            raise typer.Exit(code=130) from None
