@@ -47,7 +47,14 @@ def test_layer_inventory() -> None:
     ]
     conv, bn, _, _, lin = r.layers
     # conv: P = 16 positions, K = 9, N = 2 → 288 MACs; one 64×64 tile per slice, 2 slices
-    assert (conv.in_numel, conv.out_numel, conv.params, conv.macs, conv.cells, conv.tiles) == (16, 32, 18, 288, 36, 2)
+    assert (conv.in_numel, conv.out_numel, conv.params, conv.macs, conv.cells, conv.tiles) == (
+        16,
+        32,
+        18,
+        288,
+        36,
+        2,
+    )
     assert conv.analog and not lin.analog  # P1: the FC classifier is digital
     assert (bn.params, bn.out_numel) == (4, 32)
     assert (lin.params, lin.macs) == (99, 96)
@@ -72,7 +79,7 @@ def test_memory_counts_full_retraining() -> None:
 def test_memory_counts_bn_finetuning() -> None:
     r = report()
     m = r.memory("bn")
-    # no conv/linear inputs saved (no weight gradients); BN x̂ + µ, 1/σ; ReLU mask (a gradient passes through it)
+    # no conv/linear inputs saved (no weight gradients); BN x̂ + µ, 1/σ; ReLU mask (gradient passes through)
     assert m.saved_activations == 288 + 32 == 320
     # nothing trainable before the BN → the conv output gradient is not needed
     assert m.activation_gradients == (32 + 32 + 3) * 8 == 536
