@@ -222,3 +222,30 @@ def test_plot_weight_scatter(tmp_path: object) -> None:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="no scatter"):
         plot_weight_scatter([LayerDistortion("x", "X", (2,), 2, 0.0)], out_dir / "x.png")
+
+
+def test_layer_distortion_on_converted_chip() -> None:
+    """Integration with the real analog layers: FeFET σ = 0.05 gives PC2 ≈ σ²/4 (papers.md §1.11)."""
+    import xbarlab
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 64, 3, padding=1, bias=False),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.Conv2d(64, 64, 3, padding=1, bias=False),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(64, 10),
+    )
+    x = torch.randn(4, 3, 8, 8)
+    chip = xbarlab.convert(net, xbarlab.load_preset("fefet"))
+    xbarlab.program(chip, seed=0)
+    xbarlab.calibrate(chip, [x])
+    recs = layer_distortion(chip, [x])
+    assert [r.module_type for r in recs] == ["AnalogConv", "AnalogConv"]
+    big = recs[1]  # 36,864 weights
+    assert 0.5 * 0.05**2 / 4 < big.pc2 < 2 * 0.05**2 / 4
+    assert big.snr_db is not None and 10 < big.snr_db < 60
