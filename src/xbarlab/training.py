@@ -382,12 +382,22 @@ def train(
         TimeRemainingColumn(),
     )
     stopped = False
+    # Without a terminal (e.g. nohup ... > log) the bar is invisible: print a line every ~10 % of an epoch.
+    log_every = 0 if (console.is_terminal or not progress) else max(1, steps_per_epoch // 10)
     with Progress(*columns, console=console, disable=not progress, transient=True) as bar:
         for epoch in range(start_epoch, config.epochs):
             task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=steps_per_epoch, stats="")
 
-            def advance(text: str, task: Any = task) -> None:
+            done_steps = [0]
+
+            def advance(
+                text: str, task: Any = task, epoch: int = epoch, done_steps: list[int] = done_steps
+            ) -> None:
                 bar.update(task, advance=1, stats=text)
+                done_steps[0] += 1
+                done = done_steps[0]
+                if log_every and done % log_every == 0 and done < steps_per_epoch:
+                    console.print(f"  epoch {epoch + 1}: {done}/{steps_per_epoch} steps, {text}")
 
             stats = run_epoch(epoch, advance)
             bar.remove_task(task)

@@ -57,8 +57,8 @@ def lenet5(
 ) -> LeNet5:
     """LeNet-5 (CorrectNet variant: ReLU, max-pooling); 61,706 parameters for MNIST-like inputs."""
     check_common(num_classes, in_channels, width)
-    if padding not in (0, 1, 2):
-        raise ValueError(f"padding must be 0, 1 or 2, got {padding!r}")
+    if not isinstance(padding, int) or not 0 <= padding <= 4:
+        raise ValueError(f"padding must be an int in [0, 4], got {padding!r}")
     return LeNet5(
         num_classes=num_classes, in_channels=in_channels, width=width, batch_norm=batch_norm, padding=padding
     )
