@@ -1,0 +1,227 @@
+"""Experiment commands: ``sweep``, ``results``, ``report`` and ``demo``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _err(message: str) -> None:
+    sys.stderr.write(message.rstrip() + "\n")
+
+
+def _is_store(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    with path.open("rb") as fh:
+        return fh.read(16) == _SQLITE_MAGIC
+
+
+def _resolve_source(source: str, store: str | None) -> tuple[Path, str | None, Any]:
+    """``(store path, sweep name or None, spec or None)`` for a sweep file / built-in name / store path."""
+    from xbarlab.experiments.spec import SweepSpecError, load_spec
+
+    path = Path(source)
+    if _is_store(path):
+        return path, None, None
+    try:
+        spec = load_spec(source)
+    except SweepSpecError as exc:
+        _err(f"error: {exc}")
+        raise typer.Exit(2) from exc
+    store_path = Path(store) if store else spec.default_store()
+    if not store_path.is_file():
+        _err(
+            f"error: store {store_path} does not exist (run `xbarlab sweep {source}` first, or pass --store)"
+        )
+        raise typer.Exit(2)
+    return store_path, spec.name, spec
+
+
+def _fmt_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    seconds = round(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+class _Reporter:
+    """Progress: a rich bar on a terminal, one plain line per finished trial otherwise."""
+
+    def __init__(self, name: str, quiet: bool) -> None:
+        self.name = name
+        self.quiet = quiet
+        self.live: Any = None
+        self.task: Any = None
+
+    def __enter__(self) -> _Reporter:
+        if not self.quiet and sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.live = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+            )
+            self.live.__enter__()
+            self.task = self.live.add_task(f"sweep {self.name}", total=None, info="")
+        return self
+
+    def __call__(self, p: Any) -> None:
+        acc = p.last_metrics.get("accuracy")
+        last = f"last acc {acc:.2f}%" if isinstance(acc, (int, float)) else ""
+        info = f"ETA {_fmt_eta(p.eta_s)}  {p.rate_per_min:.1f}/min  failed {p.failed}  {last}"
+        if self.live is not None:
+            self.live.update(self.task, total=p.total, completed=p.done, info=info)
+        elif not self.quiet and (p.ran or p.failed):
+            _err(f"[{p.done}/{p.total}] {info}" + (f"  error: {p.last_error}" if p.last_error else ""))
+        elif not self.quiet:
+            _err(f"[{p.done}/{p.total}] {p.pending} trial(s) to run")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.__exit__(None, None, None)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``sweep``, ``results``, ``report`` and ``demo`` to ``app``."""
+
+    @app.command("sweep")
+    def sweep_cmd(
+        file: str = typer.Argument(..., help="Sweep YAML file, or a built-in sweep name (see --list)."),
+        executor: str = typer.Option("local", "--executor", "-e", help="local | process | ray"),
+        workers: int = typer.Option(None, "--workers", "-w", help="Worker processes / Ray tasks in flight."),
+        threads: int = typer.Option(
+            None, "--threads", help="Torch threads per worker (default cores/workers)."
+        ),
+        address: str = typer.Option(
+            None, "--address", help="Ray cluster address ('auto' or ray://host:port)."
+        ),
+        store: str = typer.Option(None, "--store", "-s", help="Results store (default: from the file)."),
+        limit: int = typer.Option(None, "--limit", help="Run at most N trials now."),
+        fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first failed trial."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Validate and show the plan, run nothing."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    ) -> None:
+        """Run a sweep (resumable: trials already in the store are skipped)."""
+        from xbarlab.experiments.spec import SweepSpecError, load_spec, resolve_trials
+        from xbarlab.experiments.sweep import run_sweep
+
+        try:
+            spec = load_spec(file)
+        except SweepSpecError as exc:
+            _err(f"error: {exc}")
+            raise typer.Exit(2) from exc
+        if dry_run:
+            trials = resolve_trials(spec, fingerprint=False)
+            axes = ", ".join(f"{a.path} ({len(a.values)})" for a in spec.grid)
+            typer.echo(
+                f"sweep {spec.name}: {spec.num_points} grid points × {spec.chips} chips = {len(trials)} "
+                f"trials; axes: {axes}; store {store or spec.default_store()}"
+            )
+            return
+        if address and executor != "ray":
+            _err("error: --address: only with --executor ray")
+            raise typer.Exit(2)
+        try:
+            with _Reporter(spec.name, quiet) as reporter:
+                summary = run_sweep(
+                    spec,
+                    store=store,
+                    executor=executor,
+                    workers=workers,
+                    threads=threads,
+                    address=address,
+                    limit=limit,
+                    fail_fast=fail_fast,
+                    on_progress=reporter,
+                )
+        except (ValueError, ImportError, FileNotFoundError) as exc:
+            _err(f"error: {exc}")
+            raise typer.Exit(2) from exc
+        typer.echo(summary.line())
+        for trial_hash, error in summary.failures[:5]:
+            _err(f"  failed {trial_hash[:12]}: {error}")
+        if summary.interrupted:
+            raise typer.Exit(130)
+        if summary.failed:
+            raise typer.Exit(1)
+
+    @app.command("results")
+    def results_cmd(
+        source: str = typer.Argument(..., help="Results store (.sqlite) or sweep file / built-in name."),
+        fmt: str = typer.Option("table", "--format", "-f", help="table | csv | parquet | json"),
+        out: str = typer.Option(None, "--out", "-o", help="Output file (default stdout; parquet needs it)."),
+        store: str = typer.Option(
+            None, "--store", "-s", help="Store of a sweep file (default: from the file)."
+        ),
+        sweep: str = typer.Option(None, "--sweep", help="Only this sweep of the store."),
+    ) -> None:
+        """Export the stored results as a tidy table (one row per chip instance)."""
+        from xbarlab.experiments.results import tidy, write_table
+        from xbarlab.experiments.store import Store, StoreError
+
+        store_path, name, _ = _resolve_source(source, store)
+        try:
+            with Store(store_path, readonly=True) as db:
+                columns, records = tidy(db.rows(sweep or name))
+        except StoreError as exc:
+            _err(f"error: {exc}")
+            raise typer.Exit(2) from exc
+        try:
+            text = write_table(columns, records, fmt, out)
+        except (ValueError, ImportError) as exc:
+            _err(f"error: {exc}")
+            raise typer.Exit(2) from exc
+        if text is not None:
+            sys.stdout.write(text)
+        else:
+            _err(f"wrote {len(records)} rows to {out}")
+
+    @app.command("report")
+    def report_cmd(
+        source: str = typer.Argument(..., help="Results store (.sqlite) or sweep file / built-in name."),
+        out: str = typer.Option(..., "--out", "-o", help="Report folder (Markdown, HTML, PNG plots)."),
+        title: str = typer.Option(None, "--title", help="Report title."),
+        store: str = typer.Option(
+            None, "--store", "-s", help="Store of a sweep file (default: from the file)."
+        ),
+        sweep: str = typer.Option(None, "--sweep", help="Only this sweep of the store."),
+    ) -> None:
+        """Render a report (Markdown + self-contained HTML with plots and tables) from stored results."""
+        from xbarlab.experiments.store import Store, StoreError
+        from xbarlab.reports import render_report
+
+        store_path, name, _ = _resolve_source(source, store)
+        try:
+            with Store(store_path, readonly=True) as db:
+                report = render_report(db, out, title=title, sweep=sweep or name)
+        except (StoreError, ValueError) as exc:
+            _err(f"error: {exc}")
+            raise typer.Exit(2) from exc
+        typer.echo(f"report: {report.html} (Markdown: {report.markdown})")
+
+    @app.command("demo")
+    def demo_cmd(
+        out: str = typer.Option("reports/demo", "--out", "-o", help="Report folder."),
+        chips: int = typer.Option(None, "--chips", help="Chip instances per preset (default 3; quick 2)."),
+        quick: bool = typer.Option(False, "--quick", help="Tiny setting (for tests): few images, 1 epoch."),
+        executor: str = typer.Option("local", "--executor", "-e", help="local | process"),
+        workers: int = typer.Option(None, "--workers", "-w", help="Workers of the process executor."),
+    ) -> None:
+        """End-to-end demo: ResNet-20 on Fashion-MNIST on rram/fefet/pcm-i chips, BN mitigations, report."""
+        from xbarlab.demo import run_demo
+
+        result = run_demo(out, chips=chips, quick=quick, executor=executor, workers=workers)
+        typer.echo(f"demo report: {result.html} (Markdown: {result.markdown}; {result.wall_s:.0f} s)")

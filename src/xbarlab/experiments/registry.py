@@ -1,0 +1,294 @@
+"""Registries of the sweep building blocks: mitigations and trial kinds.
+
+A **mitigation** is applied to every programmed (drifted, calibrated) chip before it is tested. It is
+registered with its options and their defaults; a sweep file selects it by name (``mitigation: bn_adapt``)
+and may change options (``mitigation_options: {bn_adapt: {num_batches: 5}}``). The resolved trial
+configuration stores the full option set of the selected mitigation, so a trial's identity changes when an
+option (or a default) changes.
+
+Other modules add theirs with :func:`register_mitigation`. Because worker processes import modules afresh,
+a mitigation defined outside :mod:`xbarlab` must be importable: list its module under ``plugins`` in the
+sweep file (imported by the driver and by every worker before the first trial), or declare it lazily with
+:func:`register_lazy_mitigation` (name → module imported on first use).
+
+A **trial kind** is the function that runs one trial (``kind: accuracy`` is the default: see
+:mod:`xbarlab.experiments.trial`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from xbarlab.experiments.trial import TrialContext
+
+__all__ = [
+    "MitigationDef",
+    "MitigationOutcome",
+    "TrialKind",
+    "check_options",
+    "get_mitigation",
+    "get_trial_kind",
+    "import_plugins",
+    "list_mitigations",
+    "list_trial_kinds",
+    "register_lazy_mitigation",
+    "register_mitigation",
+    "register_trial_kind",
+]
+
+
+@dataclass
+class MitigationOutcome:
+    """What a mitigation returns: numbers for the results store and an optional evaluation context.
+
+    ``info``: metrics recorded with the trial (e.g. ``bn_adapt_images``); values must be JSON numbers,
+    strings or booleans. ``evaluation``: a context manager entered around the test-set evaluation (e.g.
+    :func:`xbarlab.mitigation.online_bn`), or ``None``.
+    """
+
+    info: dict[str, Any] = field(default_factory=dict)
+    evaluation: contextlib.AbstractContextManager[Any] | None = None
+
+
+MitigationFn = Callable[["nn.Module", "TrialContext", Mapping[str, Any]], MitigationOutcome]
+
+
+@dataclass(frozen=True)
+class MitigationDef:
+    """A registered mitigation: name, description, options with defaults, and the function applying it.
+
+    Option types are taken from the defaults: an ``int`` default accepts integers, a ``float`` default any
+    number, a ``bool``/``str`` default only that type, a ``None`` default ``None`` or a number.
+    """
+
+    name: str
+    description: str
+    apply: MitigationFn
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+TrialKind = Callable[[Mapping[str, Any]], dict[str, Any]]
+"""Runs one resolved trial configuration and returns its metrics (see ``run_trial``)."""
+
+_MITIGATIONS: dict[str, MitigationDef] = {}
+_LAZY_MITIGATIONS: dict[str, str] = {}
+_TRIAL_KINDS: dict[str, str | TrialKind] = {}
+
+
+def register_mitigation(definition: MitigationDef, *, replace: bool = False) -> MitigationDef:
+    """Add a mitigation to the registry (``replace=True`` to redefine an existing name)."""
+    if not definition.name or not isinstance(definition.name, str):
+        raise ValueError(f"mitigation name: invalid value {definition.name!r}; allowed: a non-empty string")
+    if definition.name in _MITIGATIONS and not replace:
+        raise ValueError(f"mitigation {definition.name!r} is already registered (pass replace=True)")
+    _MITIGATIONS[definition.name] = definition
+    return definition
+
+
+def register_lazy_mitigation(name: str, module: str) -> None:
+    """Declare that importing ``module`` registers the mitigation ``name`` (imported on first use)."""
+    _LAZY_MITIGATIONS[name] = module
+
+
+def get_mitigation(name: str) -> MitigationDef:
+    """The registered mitigation ``name``; raises ``KeyError`` naming the registered ones."""
+    if name not in _MITIGATIONS and name in _LAZY_MITIGATIONS:
+        importlib.import_module(_LAZY_MITIGATIONS[name])
+    if name not in _MITIGATIONS:
+        raise KeyError(f"unknown mitigation {name!r}; allowed: {', '.join(list_mitigations())}")
+    return _MITIGATIONS[name]
+
+
+def list_mitigations() -> list[str]:
+    """Names of the registered (and lazily declared) mitigations, sorted."""
+    return sorted(set(_MITIGATIONS) | set(_LAZY_MITIGATIONS))
+
+
+def register_trial_kind(name: str, fn: str | TrialKind) -> None:
+    """Register a trial kind: a function or a ``"module:function"`` string imported on first use."""
+    _TRIAL_KINDS[name] = fn
+
+
+def get_trial_kind(name: str) -> TrialKind:
+    """The function of trial kind ``name``; raises ``KeyError`` naming the registered kinds."""
+    if name not in _TRIAL_KINDS:
+        raise KeyError(f"unknown trial kind {name!r}; allowed: {', '.join(list_trial_kinds())}")
+    fn = _TRIAL_KINDS[name]
+    if isinstance(fn, str):
+        module, _, attr = fn.partition(":")
+        fn = getattr(importlib.import_module(module), attr)
+        _TRIAL_KINDS[name] = fn
+    assert callable(fn)
+    return fn
+
+
+def list_trial_kinds() -> list[str]:
+    """Registered trial kinds, sorted."""
+    return sorted(_TRIAL_KINDS)
+
+
+def import_plugins(modules: tuple[str, ...] | list[str]) -> None:
+    """Import plugin modules (they register mitigations or trial kinds); errors name the module."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ImportError(f"plugins: cannot import {module!r}: {exc}") from exc
+
+
+def _type_name(default: Any) -> str:
+    if default is None:
+        return "null or a number"
+    if isinstance(default, bool):
+        return "true or false"
+    if isinstance(default, int):
+        return "an integer"
+    if isinstance(default, float):
+        return "a number"
+    if isinstance(default, str):
+        return "a string"
+    return type(default).__name__
+
+
+def _matches(default: Any, value: Any) -> bool:
+    if default is None:
+        return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, type(default))
+
+
+def check_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The full option set of mitigation ``name``: defaults updated with ``options``, type-checked.
+
+    Raises ``ValueError`` whose message names the option, the value and what is allowed; ``KeyError`` for an
+    unknown mitigation.
+    """
+    definition = get_mitigation(name)
+    unknown = sorted(set(options) - set(definition.options))
+    if unknown:
+        allowed = ", ".join(definition.options) or "none (this mitigation takes no options)"
+        raise ValueError(f"option {unknown[0]!r} of mitigation {name!r} is unknown; allowed: {allowed}")
+    merged = dict(definition.options)
+    for key, value in options.items():
+        default = definition.options[key]
+        if not _matches(default, value):
+            raise ValueError(
+                f"option {key!r} of mitigation {name!r}: invalid value {value!r}; "
+                f"allowed: {_type_name(default)}"
+            )
+        merged[key] = float(value) if isinstance(default, float) else value
+    return merged
+
+
+# ------------------------------------------------------------------------------------------------------------
+# built-in mitigations (xbarlab.mitigation.bn)
+
+
+def _none(chip: nn.Module, ctx: TrialContext, options: Mapping[str, Any]) -> MitigationOutcome:
+    return MitigationOutcome()
+
+
+def _bn_adapt(chip: nn.Module, ctx: TrialContext, options: Mapping[str, Any]) -> MitigationOutcome:
+    from xbarlab.mitigation.bn import adapt_bn
+
+    loader = ctx.train_loader(
+        int(options["batch_size"]), augment=bool(options["augment"]), purpose="bn_adapt"
+    )
+    res = adapt_bn(
+        chip, loader, num_batches=int(options["num_batches"]), momentum=options["momentum"], device=ctx.device
+    )
+    return MitigationOutcome({"bn_adapt_images": res.num_images, "bn_adapt_s": res.wall_time_s})
+
+
+def _bn_online(chip: nn.Module, ctx: TrialContext, options: Mapping[str, Any]) -> MitigationOutcome:
+    from xbarlab.mitigation.bn import online_bn
+
+    return MitigationOutcome({}, online_bn(chip))
+
+
+def _bn_finetune(chip: nn.Module, ctx: TrialContext, options: Mapping[str, Any]) -> MitigationOutcome:
+    from xbarlab.mitigation.bn import finetune_bn
+
+    bs = int(options["batch_size"])
+    augment = bool(options["augment"])
+    loader = ctx.train_loader(bs, augment=augment, purpose="bn_finetune")
+    adapt_loader = ctx.train_loader(bs, augment=augment, purpose="bn_finetune_adapt")
+    max_samples = options["max_samples"]
+    res = finetune_bn(
+        chip,
+        loader,
+        epochs=int(options["epochs"]),
+        lr=float(options["lr"]),
+        lr_step_epochs=int(options["lr_step_epochs"]),
+        lr_gamma=float(options["lr_gamma"]),
+        momentum=float(options["momentum"]),
+        max_samples=None if max_samples is None else int(max_samples),
+        device=ctx.device,
+        progress=False,
+        start_from_adapted=bool(options["start_from_adapted"]),
+        adapt_loader=adapt_loader,
+        adapt_batches=int(options["adapt_batches"]),
+    )
+    return MitigationOutcome(
+        {
+            "finetune_samples": res.samples_used,
+            "finetune_steps": res.steps,
+            "finetune_s": res.wall_time_s,
+            "finetune_loss": res.epoch_loss[-1] if res.epoch_loss else None,
+            "finetune_train_acc": 100.0 * res.epoch_accuracy[-1] if res.epoch_accuracy else None,
+        }
+    )
+
+
+register_mitigation(MitigationDef("none", "No mitigation: test the programmed chip as it is.", _none))
+register_mitigation(
+    MitigationDef(
+        "bn_adapt",
+        "BN adaptation / noise-aware BN (P1 baseline, P2 reading A): re-estimate BN running statistics "
+        "on the chip from training batches (xbarlab.mitigation.adapt_bn).",
+        _bn_adapt,
+        {"num_batches": 20, "batch_size": 128, "augment": True, "momentum": None},
+    )
+)
+register_mitigation(
+    MitigationDef(
+        "bn_online",
+        "Online test-batch BN statistics (P2 reading B; xbarlab.mitigation.online_bn); depends on the test "
+        "batch size (data.batch_size).",
+        _bn_online,
+    )
+)
+register_mitigation(
+    MitigationDef(
+        "bn_finetune",
+        "BN γ/β fine-tuning on the chip (P1 §1.7 B; xbarlab.mitigation.finetune_bn), starting from BN "
+        "adaptation; max_samples limits the labelled training samples (few-shot).",
+        _bn_finetune,
+        {
+            "epochs": 5,
+            "lr": 0.01,
+            "lr_step_epochs": 2,
+            "lr_gamma": 0.2,
+            "momentum": 0.9,
+            "batch_size": 128,
+            "max_samples": None,
+            "augment": True,
+            "start_from_adapted": True,
+            "adapt_batches": 20,
+        },
+    )
+)
+
+register_trial_kind("accuracy", "xbarlab.experiments.trial:accuracy_trial")

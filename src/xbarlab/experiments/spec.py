@@ -1,0 +1,868 @@
+"""Sweep files: YAML parsing with line numbers, validation, grid expansion and trial identity.
+
+A sweep file has base settings, a grid of values by dotted path, a number of chip instances and a seed::
+
+    name: r1-read-noise
+    base:
+      model: {pretrained: resnet20-fmnist}
+      data: {dataset: fashion-mnist, test_samples: 2000}
+      hardware: {preset: fefet}
+      mitigation: none
+      metrics: {pc2_layer: layer2.0.conv1}
+    grid:
+      hardware.read_noise.sigma: [0.05, 0.1, 0.2]
+      mitigation: [none, bn_adapt]
+    chips: 5
+    seed: 0
+
+Every combination of grid values is a *point*; each point runs ``chips`` trials, chip k with seed
+``seed + k``.
+A trial's identity is the SHA-256 of the canonical JSON of its resolved configuration (full hardware config,
+model fingerprint, data, mitigation with all options, seed): see :func:`trial_hash`.
+
+Errors raise :class:`SweepSpecError`, whose message names the file, the line, the key, the value and what is
+allowed. The full key reference is in ``docs/experiments.md``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import math
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from xbarlab.hardware import SECTIONS, ConfigError, HardwareConfig
+
+__all__ = [
+    "TRIAL_FORMAT",
+    "GridAxis",
+    "ReportSpec",
+    "SweepSpec",
+    "SweepSpecError",
+    "Trial",
+    "builtin_sweep",
+    "canonical_json",
+    "format_value",
+    "list_builtin_sweeps",
+    "load_spec",
+    "parse_spec",
+    "resolve_trials",
+    "trial_hash",
+]
+
+TRIAL_FORMAT = 1
+"""Version of the resolved trial configuration; part of every trial's identity."""
+
+_MISSING: Any = object()
+
+
+class SweepSpecError(ValueError):
+    """An invalid sweep file. ``key`` is the dotted key, ``line`` its 1-based line (None when unknown)."""
+
+    def __init__(self, message: str, *, key: str, line: int | None = None, source: str | None = None) -> None:
+        self.key = key
+        self.line = line
+        self.source = source
+        self.detail = message
+        where = source or "<sweep>"
+        if line is not None:
+            where += f":{line}"
+        super().__init__(f"{where}: {key}: {message}")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# YAML with line numbers
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe loader that also reads ``1e10`` / ``1e-5`` as floats (YAML 1.2), not as strings."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+Path_ = tuple[str, ...]
+
+
+def _read_yaml(text: str, source: str | None) -> tuple[Any, dict[Path_, int]]:
+    """Parse YAML text; returns the data and a map from key paths to 1-based line numbers."""
+    loader = _Loader(text)
+    lines: dict[Path_, int] = {}
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, lines
+        _walk(node, (), lines, source)
+        data = loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        raise SweepSpecError(
+            f"invalid YAML: {exc.problem or exc}", key="<yaml>", line=line, source=source
+        ) from exc
+    except yaml.YAMLError as exc:
+        raise SweepSpecError(f"invalid YAML: {exc}", key="<yaml>", source=source) from exc
+    finally:
+        loader.dispose()
+    return data, lines
+
+
+def _walk(node: yaml.Node, path: Path_, lines: dict[Path_, int], source: str | None) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise SweepSpecError(
+                    "duplicate key; allowed: each key once per mapping",
+                    key=".".join((*path, key)),
+                    line=line,
+                    source=source,
+                )
+            seen.add(key)
+            lines[(*path, key)] = line
+            _walk(value_node, (*path, key), lines, source)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[(*path, str(i))] = item.start_mark.line + 1
+            _walk(item, (*path, str(i)), lines, source)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# schema
+
+
+@dataclass(frozen=True)
+class _Field:
+    kind: str  # "str", "int", "float", "bool", "mapping", "list"
+    default: Any = None
+    optional: bool = False
+    required: bool = False
+    lo: float | None = None
+    lo_open: bool = False
+    choices: tuple[str, ...] = ()
+    doc: str = ""
+
+    def describe(self) -> str:
+        base = {
+            "str": "a string",
+            "int": "an integer",
+            "float": "a number",
+            "bool": "true or false",
+            "mapping": "a mapping",
+            "list": "a list",
+        }[self.kind]
+        if self.choices:
+            base = "one of " + ", ".join(self.choices)
+        if self.lo is not None:
+            base += f" {'>' if self.lo_open else '>='} {self.lo:g}"
+        if self.optional:
+            base += " or null"
+        return base
+
+    def check(self, value: Any) -> Any:
+        """The value converted to the field type, or ``_MISSING`` when it does not fit."""
+        if value is None:
+            return None if self.optional else _MISSING
+        if self.kind == "str":
+            if not isinstance(value, str) or not value:
+                return _MISSING
+            if self.choices and value not in self.choices:
+                return _MISSING
+            return value
+        if self.kind == "bool":
+            return value if isinstance(value, bool) else _MISSING
+        if self.kind in ("int", "float"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return _MISSING
+            if self.kind == "int" and not isinstance(value, int):
+                return _MISSING
+            if isinstance(value, float) and not math.isfinite(value):
+                return _MISSING
+            if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+                return _MISSING
+            return float(value) if self.kind == "float" else int(value)
+        if self.kind == "mapping":
+            return dict(value) if isinstance(value, Mapping) else _MISSING
+        if self.kind == "list":
+            return list(value) if isinstance(value, (list, tuple)) else _MISSING
+        raise AssertionError(self.kind)
+
+
+_MODEL_FIELDS: dict[str, _Field] = {
+    "pretrained": _Field("str", optional=True, doc="name of a shipped pre-trained model (load_pretrained)"),
+    "checkpoint": _Field(
+        "str", optional=True, doc="checkpoint path (safetensors + JSON; relative to the CWD)"
+    ),
+}
+_DATA_FIELDS: dict[str, _Field] = {
+    "dataset": _Field("str", required=True, doc="data set name (xbarlab.data.list_datasets)"),
+    "data_dir": _Field("str", optional=True, doc="folder of the data files (default: the data set's own)"),
+    "test_samples": _Field(
+        "int", optional=True, lo=1, doc="cap on test images (the first N of the test split)"
+    ),
+    "batch_size": _Field("int", 256, lo=1, doc="test batch size"),
+    "calib_batches": _Field("int", 4, lo=1, doc="batches for DAC/ADC range calibration"),
+    "calib_batch_size": _Field("int", 128, lo=1, doc="batch size of the converter calibration"),
+}
+_METRIC_FIELDS: dict[str, _Field] = {
+    "pc2_layer": _Field("str", optional=True, doc="analog layer whose PC2 is recorded (dotted module name)"),
+    "clean_accuracy": _Field("bool", False, doc="also record the digital model's accuracy (once per worker)"),
+}
+_HW_KEYS = ("preset", "file", "overrides", "name", "keep_digital", "layers", *SECTIONS)
+_BASE_FIELDS: dict[str, _Field] = {
+    "model": _Field("mapping", required=True, doc="pretrained: NAME or checkpoint: PATH"),
+    "data": _Field("mapping", required=True),
+    "hardware": _Field("mapping", required=True, doc="preset/file + sections + dotted overrides"),
+    "drift_s": _Field("float", optional=True, lo=0.0, lo_open=True, doc="read time since programming (s)"),
+    "mitigation": _Field("str", "none", doc="registered mitigation"),
+    "mitigation_options": _Field("mapping", {}, doc="mitigation name -> options"),
+    "metrics": _Field("mapping", {}),
+    "device": _Field("str", "cpu", doc="torch device of the trials"),
+}
+_REPORT_FIELDS: dict[str, _Field] = {
+    "title": _Field("str", optional=True),
+    "x": _Field("str", optional=True, doc="grid key for the x axis (default: the first numeric one)"),
+    "log_x": _Field("bool", optional=True, doc="logarithmic x axis (default: for drift_s)"),
+    "pareto": _Field("mapping", optional=True, doc="{x: cost metric, y: quality metric} Pareto front"),
+}
+_TOP_FIELDS: dict[str, _Field] = {
+    "name": _Field("str", required=True, doc="sweep name ([A-Za-z0-9._-])"),
+    "description": _Field("str", "", doc="free text"),
+    "kind": _Field("str", "accuracy", doc="trial kind"),
+    "base": _Field("mapping", required=True),
+    "grid": _Field("mapping", required=True, doc="dotted path -> non-empty list of values"),
+    "chips": _Field("int", 1, lo=1, doc="chip instances per grid point"),
+    "seed": _Field("int", 0, lo=0, doc="chip k uses seed + k"),
+    "store": _Field("str", optional=True, doc="default results store path"),
+    "plugins": _Field("list", [], doc="modules imported before running (register mitigations)"),
+    "report": _Field("mapping", {}),
+}
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class _Ctx:
+    """Error context: source name and the key → line map."""
+
+    def __init__(self, source: str | None, lines: Mapping[Path_, int]) -> None:
+        self.source = source
+        self.lines = lines
+
+    def line(self, path: Path_) -> int | None:
+        p = tuple(path)
+        while p:
+            if p in self.lines:
+                return self.lines[p]
+            p = p[:-1]
+        return None
+
+    def error(self, path: Path_, message: str, *, line_path: Path_ | None = None) -> SweepSpecError:
+        return SweepSpecError(
+            message, key=".".join(path), line=self.line(line_path or path), source=self.source
+        )
+
+
+def _check_mapping(
+    ctx: _Ctx, path: Path_, data: Any, fields: Mapping[str, _Field], *, fill_defaults: bool = True
+) -> dict[str, Any]:
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ctx.error(path, f"invalid value {data!r}; allowed: a mapping with keys {', '.join(fields)}")
+    out: dict[str, Any] = {}
+    for key in data:
+        if key not in fields:
+            raise ctx.error((*path, str(key)), f"unknown key; allowed: {', '.join(fields)}")
+    for key, spec in fields.items():
+        if key in data:
+            value = spec.check(data[key])
+            if value is _MISSING:
+                raise ctx.error((*path, key), f"invalid value {data[key]!r}; allowed: {spec.describe()}")
+            out[key] = value
+        elif spec.required:
+            raise ctx.error((*path, key), f"missing; allowed: {spec.describe()}", line_path=path)
+        elif fill_defaults:
+            out[key] = copy.deepcopy(spec.default)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------
+# data classes
+
+
+@dataclass(frozen=True)
+class GridAxis:
+    """One swept key: a dotted path into the base settings, its values and its line in the file."""
+
+    path: str
+    values: tuple[Any, ...]
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class ReportSpec:
+    """Report hints: title, the x-axis key and its scale, and an optional Pareto front (metric names)."""
+
+    title: str | None = None
+    x: str | None = None
+    log_x: bool | None = None
+    pareto: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One chip instance of one grid point: its identity hash, resolved configuration and swept values."""
+
+    hash: str
+    config: Mapping[str, Any]
+    params: Mapping[str, Any]
+    chip: int
+    seed: int
+    point: int
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A validated sweep. ``base`` holds the normalised base settings (defaults filled in)."""
+
+    name: str
+    description: str
+    kind: str
+    base: Mapping[str, Any]
+    grid: tuple[GridAxis, ...]
+    chips: int
+    seed: int
+    store: str | None = None
+    plugins: tuple[str, ...] = ()
+    report: ReportSpec = field(default_factory=ReportSpec)
+    source: str | None = None
+    text: str = ""
+
+    @property
+    def num_points(self) -> int:
+        """Number of grid points (product of the axes' lengths)."""
+        return math.prod(len(a.values) for a in self.grid)
+
+    @property
+    def num_trials(self) -> int:
+        """Grid points × chips."""
+        return self.num_points * self.chips
+
+    @property
+    def swept_keys(self) -> list[str]:
+        """The grid's dotted paths, in file order."""
+        return [a.path for a in self.grid]
+
+    def points(self) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+        """``(params, settings)`` for every grid point, in file order (the last axis varies fastest)."""
+        ctx = _Ctx(self.source, {})
+        for combo in itertools.product(*(a.values for a in self.grid)):
+            params = {a.path: v for a, v in zip(self.grid, combo, strict=True)}
+            settings = copy.deepcopy(dict(self.base))
+            for axis, value in zip(self.grid, combo, strict=True):
+                _apply_path(ctx, settings, axis, value)
+            yield params, settings
+
+    def default_store(self) -> Path:
+        """Store path when none is given: the file's ``store``, else ``xbarlab-results/<name>.sqlite``."""
+        return Path(self.store) if self.store else Path("xbarlab-results") / f"{self.name}.sqlite"
+
+
+# ------------------------------------------------------------------------------------------------------------
+# base settings
+
+
+def _check_hardware(ctx: _Ctx, path: Path_, data: Any) -> dict[str, Any]:
+    if not isinstance(data, Mapping):
+        raise ctx.error(path, f"invalid value {data!r}; allowed: a mapping with keys {', '.join(_HW_KEYS)}")
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        k = str(key)
+        if k not in _HW_KEYS:
+            raise ctx.error((*path, k), f"unknown key; allowed: {', '.join(_HW_KEYS)}")
+        if k in ("preset", "file", "name"):
+            if not isinstance(value, str) or not value:
+                raise ctx.error((*path, k), f"invalid value {value!r}; allowed: a non-empty string")
+        elif k == "overrides" or k in SECTIONS:
+            if not isinstance(value, Mapping):
+                raise ctx.error((*path, k), f"invalid value {value!r}; allowed: a mapping")
+            value = _plain(value)
+        out[k] = value
+    if "preset" in out and "file" in out:
+        raise ctx.error((*path, "file"), "both 'preset' and 'file' given; allowed: one of them")
+    out.setdefault("overrides", {})
+    return out
+
+
+def _hardware_changes(hw: Mapping[str, Any]) -> dict[str, Any]:
+    """Dotted-path changes of a hardware settings mapping (sections flattened, then ``overrides``)."""
+    changes: dict[str, Any] = {}
+    for key, value in hw.items():
+        if key in SECTIONS:
+            for field_name, field_value in value.items():
+                changes[f"{key}.{field_name}"] = field_value
+        elif key in ("name", "keep_digital", "layers"):
+            changes[key] = value
+    for key, value in hw.get("overrides", {}).items():
+        if key in SECTIONS and isinstance(value, Mapping):
+            for field_name, field_value in value.items():
+                changes[f"{key}.{field_name}"] = field_value
+        else:
+            changes[str(key)] = value
+    return changes
+
+
+def build_hardware(hw: Mapping[str, Any]) -> HardwareConfig:
+    """The :class:`HardwareConfig` of hardware settings (preset or file, then sections and overrides)."""
+    from xbarlab.presets import load_preset
+
+    if hw.get("preset"):
+        base = load_preset(str(hw["preset"]))
+    elif hw.get("file"):
+        path = Path(str(hw["file"])).expanduser()
+        if not path.is_file():
+            raise ConfigError("file", str(path), "an existing hardware YAML file")
+        base = HardwareConfig.from_yaml(path)
+    else:
+        base = HardwareConfig()
+    changes = _hardware_changes(hw)
+    return base.override(changes) if changes else base
+
+
+def _hardware_error_line(ctx: _Ctx, root: Path_, exc: ConfigError) -> Path_:
+    """The key path of the file that most likely caused a :class:`ConfigError` (for its line number)."""
+    dotted = exc.path
+    section = dotted.split(".")[0]
+    candidates = [
+        (*root, "overrides", dotted),
+        (*root, "overrides", section),
+        (*root, *dotted.split(".")),
+        (*root, section),
+    ]
+    if dotted in ("preset", "file"):
+        candidates.insert(0, (*root, dotted))
+    for cand in candidates:
+        if cand in ctx.lines:
+            return cand
+    return root
+
+
+def _check_base(ctx: _Ctx, data: Any) -> dict[str, Any]:
+    path: Path_ = ("base",)
+    base = _check_mapping(ctx, path, data, _BASE_FIELDS)
+    model = _check_mapping(ctx, (*path, "model"), base["model"], _MODEL_FIELDS)
+    base["model"] = model
+    base["data"] = _check_mapping(ctx, (*path, "data"), base["data"], _DATA_FIELDS)
+    base["metrics"] = _check_mapping(ctx, (*path, "metrics"), base["metrics"], _METRIC_FIELDS)
+    base["hardware"] = _check_hardware(ctx, (*path, "hardware"), base["hardware"])
+    base["mitigation_options"] = {str(k): _plain(v) for k, v in base["mitigation_options"].items()}
+    for name, options in base["mitigation_options"].items():
+        if not isinstance(options, Mapping):
+            raise ctx.error(
+                (*path, "mitigation_options", name), f"invalid value {options!r}; allowed: a mapping"
+            )
+    return base
+
+
+def _validate_settings(
+    ctx: _Ctx,
+    settings: dict[str, Any],
+    *,
+    blame: Path_ | None = None,
+    value: Any = _MISSING,
+    hw_cache: dict[str, HardwareConfig] | None = None,
+    check_model: bool = True,
+) -> HardwareConfig:
+    """Cross-field checks of one resolved settings mapping; returns its hardware config.
+
+    ``blame``: the grid key that produced these settings (errors then name it and the value).
+    """
+    from xbarlab.experiments.registry import check_options, list_mitigations
+
+    def fail(path: Path_, message: str) -> SweepSpecError:
+        if blame is not None:
+            shown = f" (grid value {value!r})" if value is not _MISSING else ""
+            return SweepSpecError(
+                f"{'.'.join(path)}: {message}{shown}",
+                key=".".join(blame),
+                line=ctx.line(blame),
+                source=ctx.source,
+            )
+        return ctx.error(path, message)
+
+    model = settings["model"]
+    given = [k for k in ("pretrained", "checkpoint") if model.get(k)]
+    if check_model and len(given) != 1:
+        raise fail(
+            ("base", "model"),
+            f"{'both' if given else 'neither'} 'pretrained' and 'checkpoint' given; "
+            "allowed: exactly one of them",
+        )
+    name = settings["mitigation"]
+    if name not in list_mitigations():
+        raise fail(
+            ("base", "mitigation"), f"invalid value {name!r}; allowed: one of {', '.join(list_mitigations())}"
+        )
+    for mit, options in settings["mitigation_options"].items():
+        if mit not in list_mitigations():
+            raise fail(
+                ("base", "mitigation_options", mit),
+                f"unknown mitigation; allowed: one of {', '.join(list_mitigations())}",
+            )
+        try:
+            check_options(mit, options)
+        except ValueError as exc:
+            raise fail(("base", "mitigation_options", mit), str(exc)) from exc
+    hw_key = canonical_json(settings["hardware"])
+    if hw_cache is not None and hw_key in hw_cache:
+        return hw_cache[hw_key]
+    try:
+        hw = build_hardware(settings["hardware"])
+    except ConfigError as exc:
+        if blame is not None:
+            raise fail(
+                ("base", "hardware", *exc.path.split(".")),
+                f"invalid value {exc.value!r}; allowed: {exc.allowed}",
+            ) from exc
+        line_path = _hardware_error_line(ctx, ("base", "hardware"), exc)
+        raise SweepSpecError(
+            f"invalid value {exc.value!r}; allowed: {exc.allowed}",
+            key="base.hardware." + exc.path,
+            line=ctx.line(line_path),
+            source=ctx.source,
+        ) from exc
+    if hw_cache is not None:
+        hw_cache[hw_key] = hw
+    return hw
+
+
+# ------------------------------------------------------------------------------------------------------------
+# grid
+
+
+_SCALAR_KEYS = ("drift_s", "mitigation", "device")
+
+
+def _grid_target(ctx: _Ctx, key: str, line_path: Path_) -> tuple[str, ...]:
+    """Check a grid key's syntax; returns its parts."""
+    parts = tuple(key.split("."))
+    if any(not p for p in parts):
+        raise ctx.error(
+            line_path, "empty path component; allowed: a dotted path such as hardware.read_noise.sigma"
+        )
+    head = parts[0]
+    allowed_heads = ", ".join(_BASE_FIELDS)
+    if head not in _BASE_FIELDS:
+        raise ctx.error(
+            line_path, f"unknown key {head!r}; allowed: a dotted path starting with one of {allowed_heads}"
+        )
+    if head in _SCALAR_KEYS and len(parts) != 1:
+        raise ctx.error(line_path, f"{head!r} takes no sub-key; allowed: {head}")
+    tables = {"model": _MODEL_FIELDS, "data": _DATA_FIELDS, "metrics": _METRIC_FIELDS}
+    if head in tables and (len(parts) != 2 or parts[1] not in tables[head]):
+        raise ctx.error(line_path, f"unknown key; allowed: {', '.join(f'{head}.{k}' for k in tables[head])}")
+    if head == "mitigation_options" and len(parts) != 3:
+        raise ctx.error(line_path, "allowed: mitigation_options.<mitigation>.<option>")
+    if head == "hardware":
+        if len(parts) < 2 or parts[1] not in _HW_KEYS or parts[1] == "overrides":
+            keys = ", ".join(k for k in _HW_KEYS if k != "overrides")
+            raise ctx.error(line_path, f"unknown key; allowed: hardware.<key> with key among {keys}")
+        if parts[1] in ("preset", "file", "name", "keep_digital", "layers") and len(parts) != 2:
+            raise ctx.error(line_path, f"hardware.{parts[1]} takes no sub-key")
+    return parts
+
+
+def _apply_path(ctx: _Ctx, settings: dict[str, Any], axis: GridAxis, value: Any) -> None:
+    """Set the grid value ``value`` of ``axis`` in ``settings`` (in place)."""
+    parts = tuple(axis.path.split("."))
+    head = parts[0]
+    value = _plain(value)
+    if len(parts) == 1:
+        settings[head] = value
+        return
+    if head == "model":
+        settings["model"] = {"pretrained": None, "checkpoint": None, parts[1]: value}
+        return
+    if head in ("data", "metrics"):
+        settings[head][parts[1]] = value
+        return
+    if head == "mitigation_options":
+        settings[head].setdefault(parts[1], {})[parts[2]] = value
+        return
+    hw = settings["hardware"]
+    if parts[1] in ("preset", "file"):
+        hw.pop("preset", None)
+        hw.pop("file", None)
+        hw[parts[1]] = value
+        return
+    dotted = ".".join(parts[1:])
+    overrides = hw.setdefault("overrides", {})
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            overrides[f"{dotted}.{k}"] = v
+    else:
+        overrides[dotted] = value
+
+
+def _check_grid(ctx: _Ctx, data: Any, base: dict[str, Any]) -> tuple[GridAxis, ...]:
+    if not isinstance(data, Mapping):
+        raise ctx.error(
+            ("grid",), f"invalid value {data!r}; allowed: a mapping of dotted paths to lists of values"
+        )
+    if not data:
+        raise ctx.error(
+            ("grid",), "empty grid; allowed: at least one dotted path with a non-empty list of values"
+        )
+    axes: list[GridAxis] = []
+    for key, values in data.items():
+        k = str(key)
+        line_path: Path_ = ("grid", k)
+        _grid_target(ctx, k, line_path)
+        if not isinstance(values, list):
+            raise ctx.error(line_path, f"invalid value {values!r}; allowed: a non-empty list of values")
+        if not values:
+            raise ctx.error(line_path, "empty list of values; allowed: a non-empty list")
+        seen: list[str] = []
+        for v in values:
+            token = canonical_json(v)
+            if token in seen:
+                raise ctx.error(line_path, f"value {v!r} listed twice; allowed: distinct values")
+            seen.append(token)
+        axes.append(GridAxis(k, tuple(_plain(v) for v in values), ctx.line(line_path)))
+    # per-axis type checks: set each value alone on the base and validate the plain fields
+    for axis in axes:
+        path = ("grid", axis.path)
+        parts = axis.path.split(".")
+        for value in axis.values:
+            field_spec = _field_for(parts)
+            if field_spec is not None:
+                checked = field_spec.check(value)
+                if checked is _MISSING:
+                    raise ctx.error(path, f"invalid value {value!r}; allowed: {field_spec.describe()}")
+    return tuple(axes)
+
+
+def _field_for(parts: list[str]) -> _Field | None:
+    head = parts[0]
+    if len(parts) == 1 and head in _BASE_FIELDS:
+        return _BASE_FIELDS[head]
+    tables = {"model": _MODEL_FIELDS, "data": _DATA_FIELDS, "metrics": _METRIC_FIELDS}
+    if head in tables and len(parts) == 2:
+        spec = tables[head][parts[1]]
+        return _Field(spec.kind, optional=spec.optional or head == "model", lo=spec.lo, lo_open=spec.lo_open)
+    return None
+
+
+# ------------------------------------------------------------------------------------------------------------
+# entry points
+
+
+def parse_spec(text: str, source: str | None = None) -> SweepSpec:
+    """Parse and validate sweep YAML text (``source`` names the file in errors)."""
+    data, lines = _read_yaml(text, source)
+    ctx = _Ctx(source, lines)
+    if data is None:
+        raise ctx.error(("<root>",), "empty file; allowed: a mapping with keys " + ", ".join(_TOP_FIELDS))
+    top = _check_mapping(ctx, (), data, _TOP_FIELDS)
+    if not _NAME_RE.match(top["name"]):
+        raise ctx.error(("name",), f"invalid value {top['name']!r}; allowed: letters, digits, '.', '_', '-'")
+    from xbarlab.experiments.registry import import_plugins, list_trial_kinds
+
+    plugins = tuple(str(p) for p in top["plugins"])
+    try:
+        import_plugins(plugins)
+    except ImportError as exc:
+        raise ctx.error(("plugins",), str(exc)) from exc
+    if top["kind"] not in list_trial_kinds():
+        raise ctx.error(
+            ("kind",), f"invalid value {top['kind']!r}; allowed: one of {', '.join(list_trial_kinds())}"
+        )
+    base = _check_base(ctx, top["base"])
+    grid = _check_grid(ctx, top["grid"], base)
+    _validate_settings(ctx, base, check_model=not any(a.path.startswith("model.") for a in grid))
+    report_raw = _check_mapping(ctx, ("report",), top["report"], _REPORT_FIELDS)
+    pareto = None
+    if report_raw["pareto"] is not None:
+        p = _check_mapping(
+            ctx,
+            ("report", "pareto"),
+            report_raw["pareto"],
+            {"x": _Field("str", required=True), "y": _Field("str", required=True)},
+        )
+        pareto = (p["x"], p["y"])
+    if report_raw["x"] is not None and report_raw["x"] not in [a.path for a in grid]:
+        raise ctx.error(
+            ("report", "x"),
+            f"invalid value {report_raw['x']!r}; allowed: one of the grid keys "
+            + ", ".join(a.path for a in grid),
+        )
+    spec = SweepSpec(
+        name=top["name"],
+        description=top["description"],
+        kind=top["kind"],
+        base=base,
+        grid=grid,
+        chips=top["chips"],
+        seed=top["seed"],
+        store=top["store"],
+        plugins=plugins,
+        report=ReportSpec(report_raw["title"], report_raw["x"], report_raw["log_x"], pareto),
+        source=source,
+        text=text,
+    )
+    _validate_points(ctx, spec)
+    return spec
+
+
+def _validate_points(ctx: _Ctx, spec: SweepSpec) -> None:
+    """Validate every grid point; an error names the grid key and value that made the settings invalid."""
+    hw_cache: dict[str, HardwareConfig] = {}
+    base_json = canonical_json(spec.base)
+    for axis in spec.grid:
+        for value in axis.values:
+            settings = json.loads(base_json)
+            _apply_path(ctx, settings, axis, value)
+            _validate_settings(ctx, settings, blame=("grid", axis.path), value=value, hw_cache=hw_cache)
+    for params, settings in spec.points():
+        blame_axis = spec.grid[-1]
+        _validate_settings(
+            ctx, settings, blame=("grid", blame_axis.path), value=params[blame_axis.path], hw_cache=hw_cache
+        )
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Read and validate a sweep file; a bare name (``p1-r1``) selects a built-in sweep."""
+    p = Path(path)
+    if not p.is_file() and not p.suffix and p.name in list_builtin_sweeps():
+        p = builtin_sweep(p.name)
+    if not p.is_file():
+        raise SweepSpecError(
+            "no such file; allowed: a YAML sweep file or a built-in sweep "
+            f"({', '.join(list_builtin_sweeps())})",
+            key="<file>",
+            source=str(path),
+        )
+    return parse_spec(p.read_text(), source=str(p))
+
+
+def _configs_dir() -> Path:
+    return Path(str(resources.files("xbarlab") / "experiments" / "configs"))
+
+
+def list_builtin_sweeps() -> list[str]:
+    """Names of the sweep files shipped in ``xbarlab/experiments/configs``."""
+    folder = _configs_dir()
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def builtin_sweep(name: str) -> Path:
+    """Path of a shipped sweep file."""
+    path = _configs_dir() / f"{name}.yaml"
+    if not path.is_file():
+        raise KeyError(f"unknown built-in sweep {name!r}; allowed: {', '.join(list_builtin_sweeps())}")
+    return path
+
+
+# ------------------------------------------------------------------------------------------------------------
+# resolution and identity
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def canonical_json(value: Any) -> str:
+    """Canonical JSON: sorted keys, no whitespace, tuples as lists (``Infinity`` for infinite floats)."""
+    return json.dumps(_plain(value), sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=True)
+
+
+def _identity(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a trial configuration that defines it: locations (paths) left out, fingerprints kept."""
+    ident = json.loads(canonical_json(config))
+    model = ident.get("model", {})
+    if model.get("sha256") and "checkpoint" in model:
+        model["checkpoint"] = None
+    if "data" in ident:
+        ident["data"].pop("data_dir", None)
+    return dict(ident)
+
+
+def trial_hash(config: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of the canonical JSON of a resolved trial configuration (file locations excluded)."""
+    return hashlib.sha256(canonical_json(_identity(config)).encode()).hexdigest()
+
+
+def resolve_trials(spec: SweepSpec, *, fingerprint: bool = True) -> list[Trial]:
+    """Every trial of the sweep with its resolved configuration and identity hash.
+
+    With ``fingerprint`` the model files are read to add their SHA-256 to the identity (the sweep runner
+    needs this); without it (validation only) the hashes are provisional.
+    """
+    from xbarlab.experiments.registry import check_options
+    from xbarlab.experiments.trial import model_fingerprint
+
+    ctx = _Ctx(spec.source, {})
+    hw_cache: dict[str, HardwareConfig] = {}
+    fp_cache: dict[str, str | None] = {}
+    trials: list[Trial] = []
+    for index, (params, settings) in enumerate(spec.points()):
+        hw = _validate_settings(ctx, settings, hw_cache=hw_cache)
+        model = {k: v for k, v in settings["model"].items() if v is not None}
+        if "checkpoint" in model:
+            model["checkpoint"] = str(Path(model["checkpoint"]).expanduser().resolve())
+        key = canonical_json(model)
+        if fingerprint and key not in fp_cache:
+            fp_cache[key] = model_fingerprint(model)
+        model["sha256"] = fp_cache.get(key) if fingerprint else None
+        data = dict(settings["data"])
+        if data.get("data_dir"):
+            data["data_dir"] = str(Path(data["data_dir"]).expanduser().resolve())
+        name = settings["mitigation"]
+        options = check_options(name, settings["mitigation_options"].get(name, {}))
+        base_config = {
+            "format": TRIAL_FORMAT,
+            "kind": spec.kind,
+            "model": model,
+            "data": data,
+            "hardware": hw.to_dict(),
+            "drift_s": settings["drift_s"],
+            "mitigation": {"name": name, "options": options},
+            "metrics": dict(settings["metrics"]),
+            "device": settings["device"],
+            "plugins": list(spec.plugins),
+        }
+        for chip in range(spec.chips):
+            seed = spec.seed + chip
+            config = {**copy.deepcopy(base_config), "seed": seed}
+            trials.append(Trial(trial_hash(config), config, dict(params), chip, seed, index))
+    return trials
+
+
+def format_value(value: Any) -> str:
+    """A short label for a grid value (mappings as ``k=v`` lists, floats in ``g`` format)."""
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={format_value(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(format_value(v) for v in value) + "]"
+    if isinstance(value, bool) or value is None:
+        return str(value).lower() if value is not None else "null"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)

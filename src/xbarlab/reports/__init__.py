@@ -1,0 +1,430 @@
+"""Reports: Markdown + a self-contained HTML page with matplotlib plots and tables, from stored results.
+
+>>> from xbarlab.reports import render_report
+>>> report = render_report("xbarlab-results/p1-r1.sqlite", "reports/p1-r1")      # doctest: +SKIP
+>>> report.html                                                                  # doctest: +SKIP
+
+For every sweep: results are grouped by the swept keys (those whose value varies) and the mitigation, and
+summarised over chip instances (mean, std, Student-t 95 % CI, :func:`xbarlab.stats.summarize`). Plots:
+
+* accuracy vs the first numeric swept key (or the sweep file's ``report.x``), one line per mitigation with a
+  95 % CI band, one panel per combination of the other swept keys; logarithmic x for drift time;
+* grouped bar charts with 95 % CI error bars when no swept key is numeric (presets, devices, crossbar sizes);
+* PC2 (and PC2-proj) vs the swept key when the trials recorded it;
+* a Pareto front when the sweep file asks for one (``report: {pareto: {x: COST, y: accuracy}}``).
+
+Tables: the aggregated results and every trial. A ``trials.csv`` with the tidy per-trial table is written
+next to ``report.md`` / ``report.html``; the figures are PNG files in ``plots/`` (embedded as base64 in the
+HTML, so the HTML page alone is the complete report).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xbarlab.experiments.spec import format_value
+from xbarlab.reports.aggregate import Group, Row, SweepData, group_rows, normalize_rows, short_key
+from xbarlab.reports.plots import bar_plot, choose_x, line_plot, metric_label, pareto_plot
+from xbarlab.reports.render import Block, to_html, to_markdown
+
+__all__ = ["MAX_TRIAL_ROWS", "Report", "render_report"]
+
+MAX_TRIAL_ROWS = 400
+"""Per-trial tables longer than this are left to ``trials.csv``."""
+
+
+@dataclass(frozen=True)
+class Report:
+    """Files of a rendered report."""
+
+    out_dir: Path
+    markdown: Path
+    html: Path
+    csv: Path
+    plots: tuple[Path, ...]
+    sweeps: tuple[str, ...]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "sweep"
+
+
+def _f(value: float | None, metric: str) -> str:
+    if value is None:
+        return ""
+    if metric.startswith("pc2"):
+        return f"{value:.3e}"
+    if "accuracy" in metric or metric.endswith("acc"):
+        return f"{value:.2f}"
+    return f"{value:.4g}"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def _sorted_groups(data: SweepData) -> list[Group]:
+    def key(g: Group) -> tuple[Any, ...]:
+        parts: list[Any] = []
+        for i, d in enumerate(data.dims):
+            vals = data.dim_values(d)
+            parts.append(next((j for j, v in enumerate(vals) if v == g.key[i]), 0))
+        parts.append(data.mitigations.index(g.mitigation))
+        return tuple(parts)
+
+    return sorted(data.groups, key=key)
+
+
+_TABLE_METRICS = ("pc2", "pc2_proj", "clean_accuracy")
+
+
+def _summary_table(data: SweepData, extra: Sequence[str]) -> Block:
+    metrics = [m for m in (*_TABLE_METRICS, *extra) if m in data.metrics and m != "accuracy"]
+    metrics = list(dict.fromkeys(metrics))
+    headers = [
+        *(short_key(d) for d in data.dims),
+        "mitigation",
+        "n",
+        "accuracy mean",
+        "std",
+        "95 % CI",
+        *(f"{m} mean" for m in metrics),
+    ]
+    rows = []
+    for g in _sorted_groups(data):
+        s = g.summary("accuracy")
+        row = [format_value(v) for v in g.key] + [g.mitigation, str(g.n)]
+        if s is not None:
+            row += [
+                _f(s.mean, "accuracy"),
+                _f(s.std, "accuracy"),
+                f"[{_f(s.ci95_low, 'accuracy')}, {_f(s.ci95_high, 'accuracy')}]",
+            ]
+        else:
+            row += ["", "", ""]
+        for m in metrics:
+            ms = g.summary(m)
+            row.append(_f(ms.mean if ms else None, m))
+        rows.append(row)
+    return Block("table", headers=headers, rows=rows)
+
+
+def _trial_table(data: SweepData) -> Block:
+    metrics = [m for m in ("accuracy", "pc2", "pc2_proj") if m in data.metrics]
+    headers = [*(short_key(d) for d in data.dims), "mitigation", "chip", *metrics]
+    rows = []
+    for r in data.rows:
+        rows.append(
+            [format_value(r.params.get(d)) for d in data.dims]
+            + [r.mitigation, str(r.chip)]
+            + [
+                _f(r.metrics.get(m) if isinstance(r.metrics.get(m), (int, float)) else None, m)
+                for m in metrics
+            ]
+        )
+    return Block("table", headers=headers, rows=rows)
+
+
+def _sweep_blocks(
+    data: SweepData, plots_dir: Path, info: Mapping[str, Any]
+) -> tuple[list[Block], list[Path]]:
+    blocks: list[Block] = [Block("h2", f"Sweep `{data.name}`")]
+    plots: list[Path] = []
+    desc = info.get("description")
+    if desc:
+        blocks.append(Block("p", str(desc)))
+    facts = [f"{len(data.rows)} trial result(s); mitigations: {', '.join(data.mitigations)}"]
+    if info.get("planned") is not None:
+        facts.append(f"planned trials: {info['planned']}, with results: {info['done']}")
+    if data.dims:
+        facts.append("swept: " + ", ".join(f"`{d}` ({len(data.dim_values(d))} values)" for d in data.dims))
+    for k, v in data.constants.items():
+        facts.append(f"fixed: `{k}` = {format_value(v)}")
+    clean = Group((), "").summary("x")
+    for g in data.groups:
+        clean = g.summary("clean_accuracy") or clean
+    if clean is not None:
+        facts.append(f"digital (clean) accuracy: {_f(clean.mean, 'accuracy')} %")
+    blocks.append(Block("ul", items=facts))
+    stem = _slug(data.name)
+    x, _ = choose_x(data)
+    first = data.mitigations[:1]
+    if "accuracy" in data.metrics:
+        if x is not None:
+            p = line_plot(data, "accuracy", plots_dir / f"{stem}-accuracy.png")
+            caption = f"Accuracy vs {short_key(x)}: mean over chips, band = 95 % CI; one line per mitigation."
+        else:
+            p = bar_plot(data, "accuracy", plots_dir / f"{stem}-accuracy.png")
+            caption = "Accuracy per configuration and mitigation: mean over chips, error bar = 95 % CI."
+        if p is not None:
+            plots.append(p)
+            blocks.append(Block("img", caption, path=p))
+    for metric in ("pc2", "pc2_proj"):
+        if metric not in data.metrics:
+            continue
+        path = plots_dir / f"{stem}-{metric.replace('_', '-')}.png"
+        if x is not None:
+            p = line_plot(
+                data,
+                metric,
+                path,
+                mitigations=first,
+                title=f"{metric_label(metric)} vs {short_key(x)} (mean, 95 % CI over chips)",
+            )
+        else:
+            p = bar_plot(
+                data,
+                metric,
+                path,
+                mitigations=first,
+                title=f"{metric_label(metric)} per configuration (mean, 95 % CI over chips)",
+            )
+        if p is not None:
+            plots.append(p)
+            blocks.append(
+                Block(
+                    "img",
+                    f"{metric_label(metric)} of the probe layer (before mitigation, which "
+                    f"does not change the weights).",
+                    path=p,
+                )
+            )
+    pareto = data.hints.get("pareto")
+    extra: list[str] = []
+    if pareto:
+        px, py = pareto
+        extra.append(px)
+        p = pareto_plot(data, px, py, plots_dir / f"{stem}-pareto.png")
+        if p is not None:
+            plots.append(p)
+            blocks.append(
+                Block(
+                    "img",
+                    f"Pareto front of {py} vs {short_key(px)} (minimise {short_key(px)}, "
+                    f"maximise {py}); points are means over chips.",
+                    path=p,
+                )
+            )
+    blocks.append(Block("h3", "Results by configuration"))
+    blocks.append(_summary_table(data, extra))
+    blocks.append(Block("h3", "All trials"))
+    if len(data.rows) <= MAX_TRIAL_ROWS:
+        blocks.append(_trial_table(data))
+    else:
+        blocks.append(Block("p", f"{len(data.rows)} trials: see `trials.csv`."))
+    if data.spec_text:
+        blocks.append(Block("h3", "Sweep file"))
+        blocks.append(Block("pre", data.spec_text))
+    return blocks, plots
+
+
+def _from_store(
+    store: Any, sweep: str | None
+) -> tuple[list[SweepData], list[dict[str, Any]], dict[str, Any]]:
+    sweeps = store.sweeps()
+    if sweep is not None:
+        sweeps = [s for s in sweeps if s["name"] == sweep]
+        if not sweeps:
+            names = ", ".join(s["name"] for s in store.sweeps()) or "none"
+            raise ValueError(f"sweep: invalid value {sweep!r}; allowed: a sweep of the store ({names})")
+    datas = []
+    infos = []
+    for s in sweeps:
+        rows = normalize_rows(store.rows(s["name"]))
+        spec = s["spec"]
+        report = spec.get("report", {}) or {}
+        hints = {
+            "x": report.get("x"),
+            "log_x": report.get("log_x"),
+            "pareto": tuple(report["pareto"]) if report.get("pareto") else None,
+        }
+        order = [axis[0] for axis in spec.get("grid", [])]
+        datas.append(group_rows(s["name"], rows, grid_order=order, hints=hints, spec_text=s["spec_text"]))
+        infos.append(
+            {
+                "description": spec.get("description"),
+                "planned": s["planned"],
+                "done": s["done"],
+                "title": report.get("title"),
+            }
+        )
+    extra = {
+        "environments": store.environments(),
+        "failures": store.failures(),
+        "timings": store.timings(sweep),
+        "path": str(store.path),
+    }
+    return datas, infos, extra
+
+
+def render_report(
+    source: Any,
+    out_dir: str | Path,
+    *,
+    title: str | None = None,
+    sweep: str | None = None,
+    notes: Sequence[str] | str | None = None,
+    x: str | None = None,
+    log_x: bool | None = None,
+    pareto: tuple[str, str] | None = None,
+) -> Report:
+    """Render a report folder from a results store or from rows; returns the written files.
+
+    Args:
+        source: a :class:`xbarlab.experiments.Store`, a store path, or rows: :class:`ResultRow` objects or
+            mappings ``{"params": {...}, "mitigation": str, "metrics": {...}, "chip": int, "sweep": str}``.
+        out_dir: report folder (created); ``report.md``, ``report.html``, ``trials.csv``, ``plots/*.png``.
+        title: page title (default: from the sweep file, else the sweep names).
+        sweep: only this sweep of the store.
+        notes: Markdown paragraphs (``- `` lines become bullet lists) put after the title.
+        x, log_x, pareto: plot hints for rows given directly (store sweeps use their file's ``report`` key).
+    """
+    from xbarlab.experiments.results import tidy, write_table
+    from xbarlab.experiments.store import ResultRow, Store
+
+    out = Path(out_dir)
+    plots_dir = out / "plots"
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    extra: dict[str, Any] = {}
+    result_rows: list[ResultRow] = []
+    if isinstance(source, (str, Path)):
+        with Store(source, readonly=True) as db:
+            return render_report(
+                db, out, title=title, sweep=sweep, notes=notes, x=x, log_x=log_x, pareto=pareto
+            )
+    if isinstance(source, Store):
+        datas, infos, extra = _from_store(source, sweep)
+        result_rows = source.rows(sweep)
+    else:
+        rows = normalize_rows(_as_list(source))
+        names: list[str] = []
+        for r in rows:
+            if r.sweep not in names:
+                names.append(r.sweep)
+        hints = {"x": x, "log_x": log_x, "pareto": pareto}
+        datas = [group_rows(n, [r for r in rows if r.sweep == n], hints=hints) for n in names]
+        infos = [{} for _ in names]
+        result_rows = [r for r in _as_list(source) if isinstance(r, ResultRow)]
+    if not datas:
+        raise ValueError("nothing to report: no sweep with results")
+    page_title = (
+        title
+        or next((i.get("title") for i in infos if i.get("title")), None)
+        or ("xbarlab report: " + ", ".join(d.name for d in datas))
+    )
+    blocks: list[Block] = [Block("h1", page_title)]
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    src = f"store `{extra['path']}`" if extra.get("path") else "rows passed to render_report"
+    blocks.append(
+        Block(
+            "p",
+            f"Generated {stamp} from {src}. Means over chip instances with Student-t 95 % "
+            "confidence intervals.",
+        )
+    )
+    blocks += _note_blocks(notes)
+    plots: list[Path] = []
+    for data, info in zip(datas, infos, strict=True):
+        b, p = _sweep_blocks(data, plots_dir, info)
+        blocks += b
+        plots += p
+    blocks += _extra_blocks(extra)
+    csv_path = out / "trials.csv"
+    if result_rows:
+        columns, records = tidy(result_rows)
+    else:
+        columns, records = _rows_table(datas)
+    write_table(columns, records, "csv", csv_path)
+    md_path = out / "report.md"
+    html_path = out / "report.html"
+    _atomic_write(md_path, to_markdown(blocks, out))
+    _atomic_write(html_path, to_html(blocks, page_title))
+    return Report(out, md_path, html_path, csv_path, tuple(plots), tuple(d.name for d in datas))
+
+
+def _as_list(source: Iterable[Any]) -> list[Any]:
+    return list(source)
+
+
+def _rows_table(datas: Sequence[SweepData]) -> tuple[list[str], list[dict[str, Any]]]:
+    columns: list[str] = ["sweep"]
+    records = []
+    for d in datas:
+        for r in d.rows:
+            rec: dict[str, Any] = {"sweep": r.sweep}
+            rec.update(
+                {k: format_value(v) if isinstance(v, (dict, list)) else v for k, v in r.params.items()}
+            )
+            rec["mitigation"] = r.mitigation
+            rec["chip"] = r.chip
+            rec.update(r.metrics)
+            for k in rec:
+                if k not in columns:
+                    columns.append(k)
+            records.append(rec)
+    return columns, records
+
+
+def _note_blocks(notes: Sequence[str] | str | None) -> list[Block]:
+    if not notes:
+        return []
+    paragraphs = [notes] if isinstance(notes, str) else list(notes)
+    blocks: list[Block] = []
+    for para in paragraphs:
+        lines = [ln for ln in para.strip().splitlines()]
+        if lines and all(ln.lstrip().startswith("- ") for ln in lines):
+            blocks.append(Block("ul", items=[ln.lstrip()[2:] for ln in lines]))
+        elif lines and lines[0].startswith("#"):
+            level = min(3, len(lines[0]) - len(lines[0].lstrip("#")))
+            blocks.append(Block(f"h{max(2, level)}", lines[0].lstrip("#").strip()))
+            if lines[1:]:
+                blocks += _note_blocks("\n".join(lines[1:]))
+        else:
+            blocks.append(Block("p", " ".join(ln.strip() for ln in lines)))
+    return blocks
+
+
+def _extra_blocks(extra: Mapping[str, Any]) -> list[Block]:
+    blocks: list[Block] = []
+    failures = extra.get("failures") or []
+    if failures:
+        blocks.append(Block("h2", "Failed trials (no result; they run again on resume)"))
+        blocks.append(
+            Block(
+                "table",
+                headers=["hash", "attempts", "error"],
+                rows=[[f["hash"][:12], str(f["attempts"]), str(f["error"])[:200]] for f in failures],
+            )
+        )
+    timings = extra.get("timings") or {}
+    if timings:
+        from xbarlab.stats import summarize
+
+        blocks.append(Block("h2", "Timings per trial (s)"))
+        rows = []
+        for phase in sorted(timings, key=lambda p: (p == "total_s", p)):
+            s = summarize(timings[phase])
+            rows.append([phase, str(s.n), f"{s.mean:.3f}", f"{max(timings[phase]):.3f}"])
+        blocks.append(Block("table", headers=["phase", "n", "mean", "max"], rows=rows))
+    envs = extra.get("environments") or []
+    if envs:
+        blocks.append(Block("h2", "Environment"))
+        keys = ["host", "device", "xbarlab", "torch", "numpy", "python", "cpu_count", "results"]
+        blocks.append(Block("table", headers=keys, rows=[[str(e.get(k, "")) for k in keys] for e in envs]))
+    return blocks
+
+
+# re-exported for the type checker / API users
+__all__ += ["Row"]

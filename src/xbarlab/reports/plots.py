@@ -1,0 +1,237 @@
+"""Matplotlib figures of a sweep: metric vs a swept key with 95 % CI bands, bar charts, Pareto fronts.
+
+Every function writes one PNG and returns its path (or None when there is nothing to draw). The Agg backend
+is used, so no display is needed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from xbarlab.experiments.spec import canonical_json, format_value
+from xbarlab.reports.aggregate import Group, SweepData, is_number, pareto_front, short_key
+
+__all__ = ["bar_plot", "choose_x", "line_plot", "pareto_plot"]
+
+_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+_LABELS = {
+    "accuracy": "accuracy (%)",
+    "pc2": "PC2",
+    "pc2_proj": "PC2-proj",
+    "clean_accuracy": "clean accuracy (%)",
+}
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def metric_label(metric: str) -> str:
+    """Axis label of a metric."""
+    return _LABELS.get(metric, metric)
+
+
+def choose_x(data: SweepData) -> tuple[str | None, bool]:
+    """The swept key for the x axis (first numeric dimension unless the sweep names one) and log scale."""
+    x = data.hints.get("x")
+    if x not in data.dims:
+        x = next((d for d in data.dims if all(is_number(v) for v in data.dim_values(d))), None)
+    if x is None:
+        return None, False
+    log = data.hints.get("log_x")
+    if log is None:
+        vals = [float(v) for v in data.dim_values(x)]
+        log = x == "drift_s" or x.endswith("_s") or (min(vals) > 0 and max(vals) / min(vals) >= 1e3)
+    return x, bool(log)
+
+
+def _color(data: SweepData, mitigation: str) -> str:
+    return _COLORS[data.mitigations.index(mitigation) % len(_COLORS)]
+
+
+def _facets(data: SweepData, x: str | None) -> list[tuple[tuple[Any, ...], list[Group]]]:
+    """Groups split by the values of the dimensions other than ``x``."""
+    others = [d for d in data.dims if d != x]
+    out: dict[str, tuple[tuple[Any, ...], list[Group]]] = {}
+    for g in data.groups:
+        fkey = tuple(g.key[data.dims.index(d)] for d in others)
+        out.setdefault(canonical_json(fkey), (fkey, []))[1].append(g)
+    return list(out.values())
+
+
+def line_plot(
+    data: SweepData,
+    metric: str,
+    path: Path,
+    *,
+    mitigations: Sequence[str] | None = None,
+    title: str | None = None,
+) -> Path | None:
+    """``metric`` vs the x dimension, one line per mitigation with a 95 % CI band; one panel per facet."""
+    x, log_x = choose_x(data)
+    if x is None:
+        return None
+    facets = _facets(data, x)
+    facets = [(k, [g for g in gs if g.summary(metric) is not None]) for k, gs in facets]
+    facets = [(k, gs) for k, gs in facets if gs]
+    if not facets:
+        return None
+    plt = _plt()
+    n = len(facets)
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows), squeeze=False)
+    others = [d for d in data.dims if d != x]
+    xi = data.dims.index(x)
+    for idx, (fkey, groups) in enumerate(facets):
+        ax = axes[idx // cols][idx % cols]
+        for mit in mitigations or data.mitigations:
+            pts = sorted(
+                ((float(g.key[xi]), g.summary(metric)) for g in groups if g.mitigation == mit),
+                key=lambda t: t[0],
+            )
+            if not pts:
+                continue
+            xs = [p[0] for p in pts]
+            means = [p[1].mean for p in pts if p[1] is not None]
+            lo = [p[1].ci95_low for p in pts if p[1] is not None]
+            hi = [p[1].ci95_high for p in pts if p[1] is not None]
+            if "accuracy" in metric:  # a CI beyond [0, 100] % carries no information
+                lo = [max(0.0, v) for v in lo]
+                hi = [min(100.0, v) for v in hi]
+            label = mit if mitigations is None or len(mitigations) > 1 else None
+            ax.plot(xs, means, marker="o", color=_color(data, mit), label=label)
+            ax.fill_between(xs, lo, hi, color=_color(data, mit), alpha=0.18, linewidth=0)
+        if log_x:
+            ax.set_xscale("log")
+        ax.set_xlabel(short_key(x))
+        ax.set_ylabel(metric_label(metric))
+        ax.grid(True, alpha=0.3)
+        if others:
+            ax.set_title(
+                ", ".join(f"{short_key(d)}={format_value(v)}" for d, v in zip(others, fkey, strict=True)),
+                fontsize=9,
+            )
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    for idx in range(n, rows * cols):
+        axes[idx // cols][idx % cols].axis("off")
+    fig.suptitle(title or f"{metric_label(metric)} vs {short_key(x)} (mean, 95 % CI over chips)", fontsize=11)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def bar_plot(
+    data: SweepData,
+    metric: str,
+    path: Path,
+    *,
+    mitigations: Sequence[str] | None = None,
+    title: str | None = None,
+) -> Path | None:
+    """Grouped bars: one group per combination of the swept values, one bar per mitigation, 95 % CI bars."""
+    mits = list(mitigations or data.mitigations)
+    cats: list[tuple[Any, ...]] = []
+    tokens: list[str] = []
+    for g in data.groups:
+        t = canonical_json(g.key)
+        if t not in tokens and g.summary(metric) is not None:
+            tokens.append(t)
+            cats.append(g.key)
+    if not cats:
+        return None
+    plt = _plt()
+    width = 0.8 / max(1, len(mits))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 + 1.1 * len(cats) * max(1, len(mits)) * 0.55), 4.0))
+    for j, mit in enumerate(mits):
+        xs, means, errs = [], [], []
+        for i in range(len(cats)):
+            found = next(
+                (g for g in data.groups if g.mitigation == mit and canonical_json(g.key) == tokens[i]), None
+            )
+            s = found.summary(metric) if found is not None else None
+            if s is None:
+                continue
+            xs.append(i + (j - (len(mits) - 1) / 2) * width)
+            means.append(s.mean)
+            errs.append(s.ci95_half_width)
+        if xs:
+            label = mit if len(mits) > 1 or mitigations is None else None
+            ax.bar(xs, means, width=width * 0.95, yerr=errs, capsize=3, color=_color(data, mit), label=label)
+    ax.set_xticks(range(len(cats)))
+    ax.set_xticklabels(
+        [data.label(k) for k in cats],
+        rotation=20 if len(cats) > 3 else 0,
+        ha="right" if len(cats) > 3 else "center",
+        fontsize=8,
+    )
+    ax.set_ylabel(metric_label(metric))
+    ax.grid(True, axis="y", alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    ax.set_title(title or f"{metric_label(metric)} (mean, 95 % CI over chips)", fontsize=11)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def pareto_plot(data: SweepData, x_metric: str, y_metric: str, path: Path) -> Path | None:
+    """Mean ``y_metric`` vs mean ``x_metric`` per configuration; the Pareto front (low x, high y) is drawn."""
+    pts: list[tuple[float, float]] = []
+    labels: list[str] = []
+    colors: list[str] = []
+    for g in data.groups:
+        xv = _value(data, g, x_metric)
+        s = g.summary(y_metric)
+        if xv is None or s is None:
+            continue
+        pts.append((xv, s.mean))
+        labels.append(f"{data.label(g.key)} / {g.mitigation}" if data.dims else g.mitigation)
+        colors.append(_color(data, g.mitigation))
+    if not pts:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    ax.scatter([p[0] for p in pts], [p[1] for p in pts], c=colors, s=28, alpha=0.8)
+    front = pareto_front(pts)
+    fx = [pts[i][0] for i in front]
+    fy = [pts[i][1] for i in front]
+    ax.step(fx, fy, where="post", color="black", linewidth=1.2, label="Pareto front")
+    for i in front:
+        ax.annotate(labels[i], pts[i], fontsize=7, xytext=(4, 4), textcoords="offset points")
+    for mit in data.mitigations:
+        ax.scatter([], [], color=_color(data, mit), label=mit)
+    ax.set_xlabel(metric_label(short_key(x_metric)))
+    ax.set_ylabel(metric_label(y_metric))
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"Pareto front: {metric_label(y_metric)} vs {short_key(x_metric)}", fontsize=11)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _value(data: SweepData, g: Group, name: str) -> float | None:
+    """A metric mean, or a swept numeric value, of a group."""
+    s = g.summary(name)
+    if s is not None:
+        return s.mean
+    v = g.key[data.dims.index(name)] if name in data.dims else data.constants.get(name)
+    return float(v) if v is not None and is_number(v) else None
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
