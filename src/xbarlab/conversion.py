@@ -92,7 +92,7 @@ def convert(model: nn.Module, hw: HardwareConfig) -> nn.Module:
     result = copy.deepcopy(model)
     classifier = _classifier_name(result)
     records: list[LayerRecord] = []
-    replacements: list[tuple[str, nn.Module]] = []
+    replacements: list[tuple[str, AnalogLayer]] = []
     for name, module in result.named_modules():
         if isinstance(module, CONVERTIBLE):
             kind = type(module).__name__
@@ -112,21 +112,28 @@ def convert(model: nn.Module, hw: HardwareConfig) -> nn.Module:
             else:
                 analog = AnalogConv(module, name, layer_hw)
             replacements.append((name, analog))
-            records.append(LayerRecord(name, kind, True, f"on crossbars ({layer_hw.name})", shape,
-                                       analog.layout.num_arrays))
-        elif isinstance(module, WEIGHTED_UNSUPPORTED):
-            shape = tuple(getattr(module, "weight").shape)
             records.append(
-                LayerRecord(name, type(module).__name__, False, "layer type not supported on crossbars: digital", shape)
+                LayerRecord(name, kind, True, f"on crossbars ({layer_hw.name})", shape, analog.layout.num_arrays)
+            )
+        elif isinstance(module, WEIGHTED_UNSUPPORTED):
+            shape = tuple(module.weight.shape)
+            records.append(
+                LayerRecord(
+                    name,
+                    type(module).__name__,
+                    False,
+                    "layer type not supported on crossbars: digital",
+                    shape,
+                )
             )
     if not replacements:
         raise ConversionError(
             "model: no convertible layer (Conv1d, Conv2d, Linear) outside keep_digital; nothing would run on crossbars"
         )
-    for name, analog in replacements:
+    for name, replacement in replacements:
         parent_name, _, child = name.rpartition(".")
         parent = result.get_submodule(parent_name) if parent_name else result
-        setattr(parent, child, analog)
+        setattr(parent, child, replacement)
     result.xbarlab_hw = hw  # type: ignore[assignment]
     result.xbarlab_report = ConversionReport(hardware=hw.name, layers=tuple(records))  # type: ignore[assignment]
     return result

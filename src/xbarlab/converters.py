@@ -27,7 +27,12 @@ def max_code(bits: int, signed: bool) -> int:
 
 
 def quantize_uniform(
-    x: torch.Tensor, bits: int, full_range: torch.Tensor | float, *, signed: bool, noise: torch.Tensor | None = None
+    x: torch.Tensor,
+    bits: int,
+    full_range: torch.Tensor | float,
+    *,
+    signed: bool,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Quantise ``x`` onto ``bits``-bit codes over [0, r] (unsigned) or [−r, r] (signed); returns values.
 

@@ -32,8 +32,15 @@ class ConfigError(ValueError):
 # validation helpers
 
 
-def _number(path: str, value: Any, *, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
-            allow_inf: bool = False) -> None:
+def _number(
+    path: str,
+    value: Any,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    allow_inf: bool = False,
+) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(path, value, "a number")
     if math.isnan(value) or (math.isinf(value) and not allow_inf):
@@ -182,9 +189,7 @@ class ReadNoiseConfig:
     mode: str = "frozen"
 
     def validate(self, path: str) -> None:
-        _choice(
-            f"{path}.kind", self.kind, ("none", "absolute_uS", "relative_to_G", "relative_to_G_on", "pcm_1f")
-        )
+        _choice(f"{path}.kind", self.kind, ("none", "absolute_uS", "relative_to_G", "relative_to_G_on", "pcm_1f"))
         _number(f"{path}.sigma", self.sigma, lo=0.0)
         _number(f"{path}.offset_us", self.offset_us, lo=0.0)
         _choice(f"{path}.mode", self.mode, ("frozen", "per_mvm"))
@@ -353,13 +358,13 @@ class HardwareConfig:
             bad = set(override.settings) - set(SECTIONS)
             if bad:
                 key = sorted(bad)[0]
-                raise ConfigError(f"layers[{i}].settings.{key}", override.settings[key],
-                                  "a section among " + ", ".join(SECTIONS))
-            # validate by applying to this config (errors name the override path)
-            try:
-                self._apply_sections(override.settings, root=f"layers[{i}].settings")
-            except ConfigError:
-                raise
+                raise ConfigError(
+                    f"layers[{i}].settings.{key}",
+                    override.settings[key],
+                    "a section among " + ", ".join(SECTIONS),
+                )
+            # validate by applying to this config without overrides (errors name the override path)
+            dataclasses.replace(self, layers=())._apply_sections(override.settings, root=f"layers[{i}].settings")
 
     # ---------------------------------------------------------------------------------------------- dicts, YAML
     def to_dict(self) -> dict[str, Any]:
@@ -438,15 +443,19 @@ class HardwareConfig:
                 merged = dict(data[key])
                 unknown = sorted(set(value) - set(merged))
                 if unknown:
-                    raise ConfigError(_join(root, f"{key}.{unknown[0]}"), value[unknown[0]],
-                                      "a field among " + ", ".join(merged))
+                    raise ConfigError(
+                        _join(root, f"{key}.{unknown[0]}"),
+                        value[unknown[0]],
+                        "a field among " + ", ".join(merged),
+                    )
                 merged.update(value)
                 data[key] = merged
             elif key in ("name", "keep_digital", "layers"):
                 data[key] = value
             else:
-                raise ConfigError(_join(root, key), value, "a key among name, keep_digital, layers, "
-                                  + ", ".join(SECTIONS))
+                raise ConfigError(
+                    _join(root, key), value, "a key among name, keep_digital, layers, " + ", ".join(SECTIONS)
+                )
         return HardwareConfig.from_dict(data, path=root)
 
     def for_layer(self, layer_name: str) -> HardwareConfig:
@@ -528,7 +537,7 @@ def _coerce(path: str, value: Any, hint: Any) -> Any:
     if origin is not None and type(None) in args:
         if value is None:
             return None
-        inner = [a for a in args if a is not type(None)][0]
+        inner = next(a for a in args if a is not type(None))
         return _coerce(path, value, inner)
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):

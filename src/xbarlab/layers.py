@@ -43,7 +43,7 @@ MAX_PARTIAL_BYTES = 256 * 2**20
 """Upper bound (bytes) on the per-tile partial sums materialised at once in the tiled forward path."""
 
 CHIP_BUFFERS = ("g_prog", "nu", "read_xi", "fault_code", "w_max", "chip_seed", "chip_time")
-DERIVED_BUFFERS = ("w_ni", "var_ni", "w_tiles", "var_tiles")
+DERIVED_BUFFERS = ("w_ni", "var_ni", "w_tiles", "var_tiles", "tile_channels")
 CONVERTER_BUFFERS = ("dac_range", "dac_signed", "adc_range")
 
 
@@ -56,6 +56,22 @@ class AnalogLayer(nn.Module):
 
     weight: nn.Parameter
     bias: nn.Parameter | None
+    # chip state, derived weights and converter calibration (None until programmed / calibrated)
+    g_prog: torch.Tensor | None
+    nu: torch.Tensor | None
+    read_xi: torch.Tensor | None
+    fault_code: torch.Tensor | None
+    w_max: torch.Tensor | None
+    chip_seed: torch.Tensor | None
+    chip_time: torch.Tensor | None
+    w_ni: torch.Tensor | None
+    var_ni: torch.Tensor | None
+    w_tiles: torch.Tensor | None
+    var_tiles: torch.Tensor | None
+    tile_channels: torch.Tensor | None
+    dac_range: torch.Tensor | None
+    dac_signed: torch.Tensor | None
+    adc_range: torch.Tensor | None
 
     def __init__(self, source: nn.Module, layer_name: str, hw: HardwareConfig, *, groups: int) -> None:
         super().__init__()
@@ -182,10 +198,11 @@ class AnalogLayer(nn.Module):
             self.var_tiles = None
 
     def _to_tiles(self, per_slice: torch.Tensor) -> torch.Tensor:
-        """(G, S, K, N) → (G, S, Tr, rows, N), zero-padded rows."""
+        """(G, S, K, N) per-slice weights → (G·Tr, rows, S·N) row-tile matrices for a batched matmul."""
         lay = self.layout
         padded = F.pad(per_slice, (0, 0, 0, lay.k_pad - lay.k))
-        return padded.reshape(lay.groups, lay.num_slices, lay.tiles_r, lay.rows, lay.n)
+        tiles = padded.reshape(lay.groups, lay.num_slices, lay.tiles_r, lay.rows, lay.n)
+        return tiles.permute(0, 2, 3, 1, 4).reshape(lay.groups * lay.tiles_r, lay.rows, -1).contiguous()
 
     def _apply_parasitics(self, g_us: torch.Tensor) -> torch.Tensor:
         from xbarlab.circuits import effective_conductance
@@ -263,19 +280,19 @@ class AnalogLayer(nn.Module):
 
     def _direct(self, x: torch.Tensor) -> torch.Tensor:
         assert self.w_ni is not None
-        y = self._apply(x, self.w_ni, self.bias)
+        y = self._compute(x, self.w_ni, self.bias)
         if self.var_ni is not None:
-            var = self._apply(x.detach() ** 2, self.var_ni, None)
+            var = self._compute(x.detach() ** 2, self.var_ni, None)
             y = y + var.clamp_min(0).sqrt() * self._gaussian(var)
         return y
 
-    def _adc_sums(self, partial: torch.Tensor) -> torch.Tensor:
-        """Quantise partial sums shaped (G·Tr, M, S, N) per slice; observe them while calibrating."""
+    def _adc_sums(self, partial: torch.Tensor, *, slice_dim: int) -> torch.Tensor:
+        """Quantise partial sums per slice (slice index on ``slice_dim``); observe them while calibrating."""
         hw = self.hw
         if self._calibration_stage == "adc":
             assert self._observers is not None
-            for s in range(partial.shape[2]):
-                self._observers["adc"].update(partial[:, :, s], channel=s)
+            for s in range(partial.shape[slice_dim]):
+                self._observers["adc"].update(partial.select(slice_dim, s), channel=s)
             return partial
         if self.adc_range is None:
             raise NotProgrammedError(
@@ -283,34 +300,36 @@ class AnalogLayer(nn.Module):
             )
         assert hw.adc.bits is not None
         noise = hw.adc.noise_lsb * self._gaussian(partial) if hw.adc.noise_lsb > 0 else None
-        rng = self.adc_range.to(partial.dtype).view(1, 1, -1, 1)
+        shape = [1] * partial.dim()
+        shape[slice_dim] = -1
+        rng = self.adc_range.to(partial.dtype).view(shape)
         return quantize_uniform(partial, hw.adc.bits, rng, signed=True, noise=noise)
 
+    def _chunk(self, per_sample_elements: int) -> int:
+        """Samples per chunk so that partial sums (and their noise terms) stay under MAX_PARTIAL_BYTES."""
+        factor = 3 if self.var_tiles is not None else 2
+        return max(1, MAX_PARTIAL_BYTES // max(1, per_sample_elements * self.weight.element_size() * factor))
+
     def _tile_matmul(self, rows: torch.Tensor) -> torch.Tensor:
-        """rows: (M, G, K) inputs per group → outputs (M, G, N) through tiles, ADC and shift-and-add."""
+        """rows: (M, K) inputs → outputs (M, N) through row tiles, ADC and shift-and-add (groups = 1)."""
         lay = self.layout
         assert self.w_tiles is not None
-        m = rows.shape[0]
-        g, s, tr, r, n = lay.groups, lay.num_slices, lay.tiles_r, lay.rows, lay.n
-        w = self.w_tiles.permute(0, 2, 3, 1, 4).reshape(g * tr, r, s * n)
-        v = self.var_tiles.permute(0, 2, 3, 1, 4).reshape(g * tr, r, s * n) if self.var_tiles is not None else None
-        bytes_per_row = g * tr * s * n * rows.element_size() * (3 if v is not None else 2)
-        chunk = max(1, MAX_PARTIAL_BYTES // max(1, bytes_per_row))
+        tr, r, s, n = lay.tiles_r, lay.rows, lay.num_slices, lay.n
         outs = []
-        for start in range(0, m, chunk):
+        chunk = self._chunk(tr * s * n)
+        for start in range(0, rows.shape[0], chunk):
             part = rows[start : start + chunk]
             mc = part.shape[0]
-            xt = F.pad(part, (0, lay.k_pad - lay.k)).reshape(mc, g, tr, r).permute(1, 2, 0, 3).reshape(g * tr, mc, r)
-            p = torch.bmm(xt, w)  # (G·Tr, mc, S·N)
-            if v is not None:
-                var = torch.bmm(xt.detach() ** 2, v)
+            xt = F.pad(part, (0, lay.k_pad - lay.k)).reshape(mc, tr, r).transpose(0, 1)  # (Tr, mc, R)
+            p = torch.bmm(xt, self.w_tiles)  # (Tr, mc, S·N)
+            if self.var_tiles is not None:
+                var = torch.bmm(xt.detach() ** 2, self.var_tiles)
                 p = p + var.clamp_min(0).sqrt() * self._gaussian(var)
-            p = self._adc_sums(p.reshape(g * tr, mc, s, n))
-            y = p.sum(2).reshape(g, tr, mc, n).sum(1)  # (G, mc, N)
-            outs.append(y.permute(1, 0, 2))
+            p = self._adc_sums(p.reshape(tr, mc, s, n), slice_dim=2)
+            outs.append(p.sum((0, 2)))
         return torch.cat(outs, 0)
 
-    def _apply(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    def _compute(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
 
     def _tiled(self, x: torch.Tensor) -> torch.Tensor:
@@ -318,7 +337,7 @@ class AnalogLayer(nn.Module):
 
     def ideal_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The digital reference: same input, ideal weights, no converters."""
-        return self._apply(x, self.weight, self.bias)
+        return self._compute(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
         lay = self.layout
@@ -337,13 +356,12 @@ class AnalogLinear(AnalogLayer):
         self.in_features = source.in_features
         self.out_features = source.out_features
 
-    def _apply(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    def _compute(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         return F.linear(x, weight, bias)
 
     def _tiled(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
-        rows = x.reshape(-1, 1, self.in_features)
-        y = self._tile_matmul(rows).reshape(*lead, self.out_features)
+        y = self._tile_matmul(x.reshape(-1, self.in_features)).reshape(*lead, self.out_features)
         return y + self.bias if self.bias is not None else y
 
 
@@ -362,54 +380,67 @@ class AnalogConv(AnalogLayer):
         self.padding_mode = source.padding_mode
         self._reversed_padding_repeated_twice = list(source._reversed_padding_repeated_twice)
 
-    def _apply(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    def _compute(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, groups: int | None = None
+    ) -> torch.Tensor:
         fn = F.conv1d if self.ndim == 1 else F.conv2d
+        groups = self.groups if groups is None else groups
         if self.padding_mode != "zeros":
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-            return fn(x, weight, bias, self.stride, 0, self.dilation, self.groups)  # type: ignore[arg-type]
-        return fn(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)  # type: ignore[arg-type]
+            return fn(x, weight, bias, self.stride, 0, self.dilation, groups)  # type: ignore[arg-type]
+        return fn(x, weight, bias, self.stride, self.padding, self.dilation, groups)  # type: ignore[arg-type]
 
-    def _explicit_padding(self) -> list[int]:
-        """F.pad amounts (last dim first) equivalent to the module's padding."""
-        if self.padding_mode != "zeros":
-            return self._reversed_padding_repeated_twice
-        if isinstance(self.padding, str):
-            if self.padding == "valid":
-                return [0] * (2 * self.ndim)
-            pads: list[int] = []
-            for k, d in zip(reversed(self.kernel_size), reversed(self.dilation), strict=True):
-                total = d * (k - 1)
-                pads += [total // 2, total - total // 2]
-            return pads
-        pads = []
-        for p in reversed(tuple(self.padding)):
-            pads += [p, p]
-        return pads
+    def _to_tiles(self, per_slice: torch.Tensor) -> torch.Tensor:
+        """Per-slice weights (G, S, K, N) → one grouped convolution computing every tile's partial sums.
+
+        Row tile t of group g holds rows [t·rows, (t+1)·rows) of the channel-major matrix (channel, kernel
+        position). Its partial sums are a convolution over the channels it touches (at most ``cg``), with the
+        kernel positions outside the tile zeroed: the result has G·Tr·S·N output channels in (g, t, s, n) order,
+        and ``tile_channels`` lists the input channels each (g, t) group reads.
+        """
+        lay = self.layout
+        g, s, tr, n = lay.groups, lay.num_slices, lay.tiles_r, lay.n
+        kk = int(torch.tensor(self.kernel_size).prod())
+        cin_g = self.in_channels // g
+        rows = torch.arange(lay.k)
+        tile = rows // lay.rows
+        chan = rows // kk
+        pos = rows % kk
+        first = torch.div(torch.arange(tr) * lay.rows, kk, rounding_mode="floor")  # first channel of each tile
+        local = chan - first[tile]
+        cg = int(local.max()) + 1
+        w = torch.zeros(g, tr, cg, kk, s, n, dtype=per_slice.dtype)
+        w[:, tile, local, pos] = per_slice.permute(0, 2, 1, 3)  # (G, K, S, N)
+        w = w.permute(0, 1, 4, 5, 2, 3).reshape(g * tr * s * n, cg, *self.kernel_size)
+        chans = (first.view(tr, 1) + torch.arange(cg).view(1, cg)).clamp_max(cin_g - 1)
+        chans = chans.view(1, tr, cg) + (torch.arange(g) * cin_g).view(g, 1, 1)
+        self.tile_channels = chans.reshape(-1).to(self.weight.device)
+        return w.contiguous()
 
     def _tiled(self, x: torch.Tensor) -> torch.Tensor:
-        pads = self._explicit_padding()
-        mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
-        if any(pads):
-            x = F.pad(x, pads, mode=mode) if mode != "constant" else F.pad(x, pads)
-        if self.ndim == 1:
-            x = x.unsqueeze(2)
-            kernel, dilation, stride = (1, *self.kernel_size), (1, *self.dilation), (1, *self.stride)
-        else:
-            kernel, dilation, stride = self.kernel_size, self.dilation, self.stride
-        b = x.shape[0]
-        h_out = (x.shape[2] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
-        w_out = (x.shape[3] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
-        cols = F.unfold(x, kernel_size=kernel, dilation=dilation, stride=stride)  # (B, C·k, L)
         lay = self.layout
-        length = cols.shape[-1]
-        rows = cols.reshape(b, lay.groups, lay.k, length).permute(0, 3, 1, 2).reshape(b * length, lay.groups, lay.k)
-        y = self._tile_matmul(rows)  # (B·L, G, N)
-        y = y.reshape(b, length, lay.groups * lay.n).transpose(1, 2)
-        out_shape = (b, self.out_channels, w_out) if self.ndim == 1 else (b, self.out_channels, h_out, w_out)
-        y = y.reshape(out_shape)
+        assert self.w_tiles is not None and self.tile_channels is not None
+        g, s, tr, n = lay.groups, lay.num_slices, lay.tiles_r, lay.n
+        outs = []
+        spatial = None
+        for start in range(0, x.shape[0], self._chunk_for(x)):
+            xs = x[start : start + self._chunk_for(x)].index_select(1, self.tile_channels)
+            p = self._compute(xs, self.w_tiles, None, groups=g * tr)  # (b, G·Tr·S·N, *out)
+            if self.var_tiles is not None:
+                var = self._compute(xs.detach() ** 2, self.var_tiles, None, groups=g * tr)
+                p = p + var.clamp_min(0).sqrt() * self._gaussian(var)
+            spatial = p.shape[2:]
+            p = self._adc_sums(p.view(p.shape[0], g, tr, s, n, *spatial), slice_dim=3)
+            outs.append(p.sum((2, 3)).reshape(p.shape[0], g * n, *spatial))
+        y = torch.cat(outs, 0)
         if self.bias is not None:
-            y = y + self.bias.view(1, -1, *([1] * (len(out_shape) - 2)))
+            y = y + self.bias.view(1, -1, *([1] * self.ndim))
         return y
+
+    def _chunk_for(self, x: torch.Tensor) -> int:
+        lay = self.layout
+        spatial = int(torch.tensor(x.shape[2:]).prod())  # upper bound of output positions (stride ≥ 1)
+        return self._chunk(lay.groups * lay.tiles_r * lay.num_slices * lay.n * spatial)
 
 
 def analog_layers(model: nn.Module) -> list[AnalogLayer]:

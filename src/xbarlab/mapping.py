@@ -104,8 +104,17 @@ def make_layout(hw: HardwareConfig, *, groups: int, k: int, n: int) -> TileLayou
     else:
         slices, levels, bits_per_slice = hw.num_slices, 2**w.bits_per_cell, w.bits_per_cell
     return TileLayout(
-        groups=groups, k=k, n=n, rows=hw.crossbar.rows, cols=cols, data_cols=data_cols, num_slices=slices,
-        levels=levels, differential=differential, quantized=w.quantize, weight_bits=w.bits,
+        groups=groups,
+        k=k,
+        n=n,
+        rows=hw.crossbar.rows,
+        cols=cols,
+        data_cols=data_cols,
+        num_slices=slices,
+        levels=levels,
+        differential=differential,
+        quantized=w.quantize,
+        weight_bits=w.bits,
         bits_per_slice=bits_per_slice,
     )
 

@@ -1,0 +1,98 @@
+"""Forward-pass benchmark: digital vs analog ResNet-20 (the numbers the README records).
+
+Run ``xbarlab bench`` (or ``python benchmarks/bench_forward.py``). Median of repeated timed runs after warm-up,
+in one process, with the ratio analog/digital per configuration and the peak resident memory.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import torch
+from torch import nn
+
+from xbarlab.chip import calibrate, program
+from xbarlab.conversion import convert
+from xbarlab.presets import load_preset
+
+BENCH_CONFIGS: dict[str, dict[str, Any]] = {
+    "ideal (no non-idealities)": {"preset": "ideal"},
+    "static noise only (rram, 8-bit slices, frozen read noise)": {"preset": "rram", "dac.bits": None},
+    "DAC 8b + static noise (rram preset)": {"preset": "rram"},
+    "DAC 8b + per-tile ADC 8b + per-MVM read noise": {
+        "preset": "rram",
+        "adc.bits": 8,
+        "read_noise.mode": "per_mvm",
+    },
+    "DAC 8b + ADC 8b (0.5 LSB noise) + per-MVM noise, 4-bit slices": {
+        "preset": "rram",
+        "weights.noise_granularity": "slice",
+        "adc.bits": 8,
+        "adc.noise_lsb": 0.5,
+        "read_noise.mode": "per_mvm",
+    },
+}
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    config: str
+    median_s: float
+    ratio: float
+    program_s: float
+
+
+def _median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process, MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+@torch.no_grad()
+def run_forward_bench(
+    model: nn.Module | None = None,
+    *,
+    batch: int = 256,
+    input_shape: tuple[int, int, int] = (3, 32, 32),
+    repeats: int = 5,
+    device: str = "cpu",
+    configs: dict[str, dict[str, Any]] | None = None,
+) -> tuple[float, list[BenchRow]]:
+    """Median digital forward time (s) and one row per analog configuration."""
+    if model is None:
+        from xbarlab.models import build_model
+
+        model = build_model("resnet20", in_channels=input_shape[0], num_classes=10)
+    model = model.eval().to(device)
+    x = torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(0)).to(device)
+    digital = _median_time(lambda: model(x), repeats)
+    rows = []
+    for label, spec in (configs or BENCH_CONFIGS).items():
+        spec = dict(spec)
+        hw = load_preset(spec.pop("preset"))
+        if spec:
+            hw = hw.override(spec)
+        chip = convert(model, hw).to(device)
+        t0 = time.perf_counter()
+        program(chip, 0)
+        program_s = time.perf_counter() - t0
+        calibrate(chip, [x[:64]], num_batches=1)
+        analog = _median_time(partial(chip, x), repeats)
+        rows.append(BenchRow(label, analog, analog / digital, program_s))
+    return digital, rows

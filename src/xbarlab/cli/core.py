@@ -1,0 +1,192 @@
+"""Core commands: ``presets``, ``evaluate``, ``bench``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def _load_hardware(spec: str) -> Any:
+    from xbarlab.hardware import HardwareConfig
+    from xbarlab.presets import list_presets, load_preset
+
+    if spec in list_presets():
+        return load_preset(spec)
+    path = Path(spec)
+    if path.is_file():
+        return HardwareConfig.from_yaml(path)
+    raise typer.BadParameter(f"'{spec}' is neither a preset ({', '.join(list_presets())}) nor a YAML file")
+
+
+def _parse_overrides(items: list[str]) -> dict[str, Any]:
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise typer.BadParameter(f"--set {item!r}: expected dotted.key=value")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def presets(
+    name: str = typer.Argument(None, help="Show one preset in full (YAML)."),
+) -> None:
+    """List hardware presets with their physical parameters and units."""
+    from xbarlab.presets import list_presets, load_preset
+
+    if name:
+        console.print(load_preset(name).to_yaml())
+        return
+    table = Table(title="xbarlab hardware presets")
+    for col in (
+        "preset",
+        "R_on (kΩ)",
+        "ON/OFF",
+        "G_on (µS)",
+        "G_off (µS)",
+        "weights",
+        "read noise",
+        "drift",
+        "xbar",
+    ):
+        table.add_column(col)
+    for preset in list_presets():
+        hw = load_preset(preset)
+        rn = hw.read_noise
+        if rn.kind == "none":
+            noise = "none"
+        elif rn.kind == "relative_to_G":
+            noise = f"σ = {rn.sigma}·G" + (f" + {rn.offset_us} µS" if rn.offset_us else "")
+        else:
+            noise = f"{rn.kind} ({rn.sigma})"
+        dr = hw.drift
+        drift_txt = (
+            "none"
+            if dr.kind == "none"
+            else (f"ν = {dr.nu_mean} (t0 {dr.t0_s:g} s)" if dr.kind == "power_law" else f"ν(g), t0 {dr.t0_s:g} s")
+        )
+        w = hw.weights
+        weights = "fp" if not w.quantize else f"{w.bits}b / {w.bits_per_cell}b cells, {w.mapping}"
+        table.add_row(
+            preset,
+            f"{hw.device.r_on_ohm / 1e3:.2f}",
+            f"{hw.device.on_off_ratio:g}",
+            f"{hw.device.g_on_us:.3g}",
+            f"{hw.device.g_off_us:.3g}",
+            weights,
+            noise,
+            drift_txt,
+            f"{hw.crossbar.rows}×{hw.crossbar.cols}",
+        )
+    console.print(table)
+    for preset, description in list_presets().items():
+        console.print(f"[bold]{preset}[/]: {description}")
+
+
+def evaluate(
+    hardware: str = typer.Option(..., "--hw", help="Preset name or hardware YAML file."),
+    checkpoint: str = typer.Option(None, help="Checkpoint path (without suffix) written by `xbarlab train`."),
+    pretrained: str = typer.Option(None, help="Name of a shipped pretrained model (see docs/training.md)."),
+    dataset: str = typer.Option(None, help="Data set (default: the checkpoint's)."),
+    data_dir: str = typer.Option(None, help="Folder with the data set files."),
+    chips: int = typer.Option(5, min=1, help="Number of chip instances."),
+    seed: int = typer.Option(0, min=0, help="Chip k is programmed with seed + k."),
+    t_seconds: float = typer.Option(None, "--time", help="Read the chips at this time since programming (s)."),
+    overrides: list[str] = typer.Option([], "--set", help="Hardware override dotted.key=value (repeatable)."),
+    batch_size: int = typer.Option(256, min=1),
+    max_test: int = typer.Option(None, help="Use only the first N test samples."),
+    calib_batches: int = typer.Option(4, min=1, help="Batches of training data for DAC/ADC calibration."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    out: Path = typer.Option(None, help="Write the results as JSON here."),
+) -> None:
+    """Evaluate a trained model on N simulated chip instances: mean, std and 95% CI of the accuracy."""
+    import torch
+    from torch.utils.data import Subset
+
+    from xbarlab import checkpoint as ckpt
+    from xbarlab.data import get_dataset, make_loader
+    from xbarlab.evaluation import accuracy, evaluate_chips
+
+    if (checkpoint is None) == (pretrained is None):
+        raise typer.BadParameter("give exactly one of --checkpoint or --pretrained")
+    model, meta = ckpt.load_pretrained(pretrained) if pretrained else ckpt.load_checkpoint(checkpoint)
+    hw = _load_hardware(hardware)
+    if overrides:
+        hw = hw.override(_parse_overrides(overrides))
+    ds_name = dataset or meta.get("dataset")
+    if not ds_name:
+        raise typer.BadParameter("--dataset is required: the checkpoint does not name its data set")
+    test = get_dataset(ds_name, "test", data_dir=data_dir)
+    if max_test:
+        test = Subset(test, range(min(max_test, len(test))))  # type: ignore[assignment]
+    train = get_dataset(ds_name, "train", data_dir=data_dir, augment=False)
+    test_loader = make_loader(test, batch_size)
+    calib_loader = make_loader(train, batch_size, shuffle=True, seed=seed)
+    dev = torch.device(device)
+    model = model.to(dev)
+    clean = accuracy(model, test_loader, device=dev)
+    result = evaluate_chips(
+        model,
+        hw,
+        test_loader,
+        chips=chips,
+        seed=seed,
+        calib_loader=calib_loader,
+        calib_batches=calib_batches,
+        t_seconds=t_seconds,
+        device=dev,
+    )
+    s = result.summary
+    table = Table(title=f"{meta.get('model', 'model')} on {ds_name}: {hw.name}, {chips} chips")
+    for col in ("setting", "accuracy (%)", "std", "95% CI"):
+        table.add_column(col)
+    table.add_row("digital (clean)", f"{clean:.2f}", "", "")
+    table.add_row(hw.name, f"{s.mean:.2f}", f"{s.std:.2f}", f"[{s.ci95_low:.2f}, {s.ci95_high:.2f}]")
+    console.print(table)
+    if out:
+        payload = {
+            "clean_accuracy": clean,
+            "dataset": ds_name,
+            "model": meta,
+            **result.to_dict(),
+            "hardware_config": hw.to_dict(),
+        }
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(out.suffix + ".tmp")
+        tmp.write_text(json.dumps(payload, indent=2, default=str))
+        tmp.replace(out)
+        console.print(f"results written to {out}")
+
+
+def bench(
+    batch: int = typer.Option(256, min=1),
+    repeats: int = typer.Option(5, min=1),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Digital vs analog forward of ResNet-20 (CIFAR shape 3×32×32): median time and ratio analog/digital."""
+    from xbarlab.bench import peak_rss_mb, run_forward_bench
+
+    digital, rows = run_forward_bench(batch=batch, repeats=repeats, device=device)
+    table = Table(title=f"ResNet-20 forward, batch {batch}, median of {repeats} ({device})")
+    for col in ("configuration", "median (s)", "analog/digital", "program (s)"):
+        table.add_column(col)
+    table.add_row("digital", f"{digital:.3f}", "1.00", "")
+    for r in rows:
+        table.add_row(r.config, f"{r.median_s:.3f}", f"{r.ratio:.2f}", f"{r.program_s:.2f}")
+    console.print(table)
+    console.print(f"peak RSS: {peak_rss_mb():.0f} MB")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("presets")(presets)
+    app.command("evaluate")(evaluate)
+    app.command("bench")(bench)

@@ -1,0 +1,180 @@
+"""Accuracy and Monte-Carlo evaluation over chip instances.
+
+Chip k of an evaluation with seed s is programmed with seed s + k, so a single chip is easy to reproduce.
+Each chip starts from a fresh copy of the converted model: mitigations on one chip never leak into the next.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from xbarlab.chip import calibrate, drift, needs_calibration, program
+from xbarlab.conversion import convert
+from xbarlab.hardware import HardwareConfig
+from xbarlab.layers import AnalogLayer
+from xbarlab.stats import Summary, summarize
+
+
+@torch.no_grad()
+def accuracy(
+    model: nn.Module,
+    loader: Iterable[Any],
+    *,
+    device: str | torch.device = "cpu",
+    max_batches: int | None = None,
+) -> float:
+    """Top-1 accuracy in % of ``model`` (in eval mode, restored afterwards) over ``loader``."""
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    try:
+        for i, (x, y) in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            logits = model(x.to(device))
+            correct += int((logits.argmax(1) == y.to(device)).sum())
+            total += int(y.numel())
+    finally:
+        model.train(was_training)
+    if total == 0:
+        raise ValueError("loader: yielded no samples")
+    return 100.0 * correct / total
+
+
+@dataclass(frozen=True)
+class ChipResult:
+    """One chip instance: its seed, accuracy (%) and whatever the mitigation reported."""
+
+    chip: int
+    seed: int
+    accuracy: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MonteCarloResult:
+    """Accuracies over chip instances with their summary."""
+
+    hardware: str
+    chips: tuple[ChipResult, ...]
+    summary: Summary
+    wall_time_s: float
+
+    @property
+    def accuracies(self) -> list[float]:
+        return [c.accuracy for c in self.chips]
+
+    def to_dict(self) -> dict[str, Any]:
+        s = self.summary
+        return {
+            "hardware": self.hardware,
+            "accuracies": self.accuracies,
+            "seeds": [c.seed for c in self.chips],
+            "mean": s.mean,
+            "std": s.std,
+            "ci95_low": s.ci95_low,
+            "ci95_high": s.ci95_high,
+            "n": s.n,
+            "wall_time_s": self.wall_time_s,
+            "info": [c.info for c in self.chips],
+        }
+
+
+Mitigation = Callable[[nn.Module], dict[str, Any] | None]
+"""A function applied to each programmed (and calibrated) chip before testing; may return info for the record."""
+
+
+def evaluate_chips(
+    model: nn.Module,
+    hw: HardwareConfig | None,
+    test_loader: Iterable[Any],
+    *,
+    chips: int = 5,
+    seed: int = 0,
+    calib_loader: Iterable[Any] | None = None,
+    calib_batches: int = 4,
+    t_seconds: float | None = None,
+    mitigation: Mitigation | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    max_batches: int | None = None,
+) -> MonteCarloResult:
+    """Program ``chips`` instances, optionally drift / calibrate / mitigate each, and test it.
+
+    ``model`` is a digital model (converted with ``hw``) or an already converted one (``hw`` None).
+    """
+    if chips < 1:
+        raise ValueError(f"chips: invalid value {chips}; allowed: >= 1")
+    if hw is not None:
+        base = convert(model, hw)
+    else:
+        if not any(isinstance(m, AnalogLayer) for m in model.modules()):
+            raise ValueError("hw: required when model is not converted yet")
+        base = model
+    base = base.to(device)
+    base_hw = getattr(base, "xbarlab_hw", None)
+    hw_name: str = base_hw.name if isinstance(base_hw, HardwareConfig) else "converted"
+    results: list[ChipResult] = []
+    start = time.perf_counter()
+    progress_ctx = _progress(progress, chips, hw_name)
+    with progress_ctx as bar:
+        for k in range(chips):
+            chip = copy.deepcopy(base)
+            program(chip, seed + k)
+            if t_seconds is not None:
+                drift(chip, t_seconds)
+            if needs_calibration(chip):
+                if calib_loader is None:
+                    raise ValueError("calib_loader: required, the hardware has DAC/ADC converters to calibrate")
+                calibrate(chip, calib_loader, num_batches=calib_batches, device=device)
+            info = (mitigation(chip) or {}) if mitigation is not None else {}
+            acc = accuracy(chip, test_loader, device=device, max_batches=max_batches)
+            results.append(ChipResult(k, seed + k, acc, dict(info)))
+            bar.advance(acc)
+    return MonteCarloResult(
+        hw_name, tuple(results), summarize([r.accuracy for r in results]), time.perf_counter() - start
+    )
+
+
+class _Bar:
+    def __init__(self, enabled: bool, total: int, label: str) -> None:
+        self.enabled = enabled
+        self.total = total
+        self.label = label
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> _Bar:
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[last]}"),
+                TimeRemainingColumn(),
+                transient=True,
+            )
+            self._progress.__enter__()
+            self._task = self._progress.add_task(f"chips ({self.label})", total=self.total, last="")
+        return self
+
+    def advance(self, acc: float) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, advance=1, last=f"last acc {acc:.2f}%")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(None, None, None)
+
+
+def _progress(enabled: bool, total: int, label: str) -> _Bar:
+    return _Bar(enabled, total, label)
