@@ -1,0 +1,232 @@
+"""Noise-injection (hardware-aware) training, Joshi et al. 2020 (papers.md §4.1).
+
+During training, every selected Conv/Linear layer computes its forward pass with perturbed weights
+``W + δW``, ``δW ~ N(0, σ_l²)`` independently per weight, with
+
+    σ_l = η_tr · max|W_l|          (recomputed from the current clean weights at every forward pass),
+
+drawn afresh for every forward pass (i.e. per mini-batch). The perturbation is a constant for autograd: the
+gradient is taken at the perturbed point and applied to the clean weights, which are the only ones stored, saved
+and updated. In eval mode (``model.eval()``) the layers compute with their clean weights: noise injection changes
+the forward only while ``module.training`` is true.
+
+After every optimizer step the weights of layer l are clipped to ``[−α·σ_W^l, α·σ_W^l]`` where σ_W^l is the
+standard deviation of the layer's (clean) weights (α = 2.0 for ResNet-32 in Joshi et al.), see
+:meth:`NoiseInjection.clip_weights` and :meth:`NoiseInjection.callback`.
+
+Mechanism: a forward pre-hook on each layer swaps the registered ``weight`` parameter for the tensor
+``weight + δW`` for the duration of that layer's forward (the parameter entry stays in place, so parameter
+order and names never change); a forward hook registered with ``always_call=True``
+puts the parameter back (also when the forward raises). The state dict, the optimizer's parameter list and the
+checkpoints therefore never see the perturbed weights.
+
+Use with :func:`xbarlab.training.train`::
+
+    ni = NoiseInjection(model, eta=0.038, alpha=2.0).attach()
+    train(model, train_set, test_set, config, callbacks=[ni.callback()], metadata={"noise_injection": ni.config()})
+    ni.detach()
+
+or as a context manager (``with NoiseInjection(model, eta=0.05) as ni: ...``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from xbarlab.training import TrainCallback
+
+__all__ = [
+    "DEFAULT_ALPHA",
+    "DEFAULT_ETA",
+    "NoiseInjection",
+    "NoiseInjectionCallback",
+    "clip_weights",
+    "noise_sigma",
+]
+
+DEFAULT_ETA = 0.038
+"""η_tr = σ_δG / G_max = 0.94 µS / 25 µS ≈ 3.8 % (Joshi et al. 2020, papers.md §4.1)."""
+DEFAULT_ALPHA = 2.0
+"""Clipping factor α: weights of layer l are clipped to ±α·std(W_l) (ResNet-32 value of Joshi et al.)."""
+NOISY_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+"""Layer types that receive weight noise (all weight layers that xbarlab maps to crossbars, and Conv3d)."""
+
+
+def noise_sigma(weight: Tensor, eta: float) -> float:
+    """σ = η·max|W| (weight units) of the additive weight noise for one layer."""
+    return float(eta) * float(weight.detach().abs().max()) if weight.numel() else 0.0
+
+
+@torch.no_grad()
+def clip_weights(layers: Sequence[nn.Module], alpha: float) -> int:
+    """Clip each layer's weight in place to ``[−α·std(W), α·std(W)]``; returns the number of changed weights."""
+    changed = 0
+    for layer in layers:
+        w = layer.weight
+        if not isinstance(w, Tensor) or w.numel() < 2:
+            continue
+        bound = float(alpha) * float(w.std())
+        if bound <= 0.0:
+            continue
+        changed += int((w.abs() > bound).sum())
+        w.clamp_(-bound, bound)
+    return changed
+
+
+class NoiseInjection:
+    """Forward-only Gaussian weight noise during training, plus post-update weight clipping.
+
+    Args:
+        model: the digital model to train (modified only while attached, and only during forward passes).
+        eta: relative noise level η_tr ≥ 0: σ_l = η·max|W_l| in weight units (default 0.038).
+        alpha: clipping factor α > 0 (weights clipped to ±α·std(W_l) by :meth:`clip_weights`), or ``None`` to
+            disable clipping.
+        include: fnmatch patterns of layer names that receive noise (default: every Conv/Linear layer).
+        exclude: fnmatch patterns of layer names kept noise-free (e.g. the first and last layer).
+        generator: a ``torch.Generator`` for the noise draws; ``None`` (default) uses the global torch RNG, which
+            :func:`xbarlab.training.train` re-seeds every epoch, so a resumed run stays bit-identical.
+
+    Raises:
+        ValueError: ``eta`` or ``alpha`` out of range, or no layer selected.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        eta: float = DEFAULT_ETA,
+        alpha: float | None = DEFAULT_ALPHA,
+        *,
+        include: Sequence[str] = ("*",),
+        exclude: Sequence[str] = (),
+        generator: torch.Generator | None = None,
+    ) -> None:
+        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta) or eta < 0:
+            raise ValueError(f"eta: invalid value {eta!r}; allowed: a finite number >= 0 (e.g. 0.038)")
+        if alpha is not None and (
+            isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0
+        ):
+            raise ValueError(f"alpha: invalid value {alpha!r}; allowed: a finite number > 0 or None")
+        self.model = model
+        self.eta = float(eta)
+        self.alpha = None if alpha is None else float(alpha)
+        self.generator = generator
+        self.layers: dict[str, nn.Module] = {}
+        for name, module in model.named_modules():
+            if not isinstance(module, NOISY_TYPES) or not isinstance(getattr(module, "weight", None), nn.Parameter):
+                continue
+            if any(fnmatch.fnmatchcase(name, p) for p in include) and not any(
+                fnmatch.fnmatchcase(name, p) for p in exclude
+            ):
+                self.layers[name] = module
+        if not self.layers:
+            raise ValueError(
+                f"include/exclude: no Conv/Linear layer of the model selected (include={list(include)}, "
+                f"exclude={list(exclude)})"
+            )
+        self._handles: list[RemovableHandle] = []
+        self._saved: dict[int, nn.Parameter] = {}
+        self.forward_count = 0
+
+    # ---------------------------------------------------------------------------------------------- hooks
+    @property
+    def attached(self) -> bool:
+        """Whether the hooks are installed."""
+        return bool(self._handles)
+
+    def attach(self) -> NoiseInjection:
+        """Install the hooks (idempotent); returns ``self``."""
+        if self._handles:
+            return self
+        for module in self.layers.values():
+            self._handles.append(module.register_forward_pre_hook(self._pre_hook))
+            self._handles.append(module.register_forward_hook(self._post_hook, always_call=True))
+        return self
+
+    def detach(self) -> None:
+        """Remove the hooks (idempotent); the model is then exactly the plain model again."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        for module in self.layers.values():
+            self._restore(module)
+
+    def __enter__(self) -> NoiseInjection:
+        return self.attach()
+
+    def __exit__(self, *exc: object) -> None:
+        self.detach()
+
+    def _pre_hook(self, module: nn.Module, args: Any) -> None:
+        if not module.training or self.eta == 0.0 or id(module) in self._saved:
+            return
+        param = module._parameters["weight"]
+        assert isinstance(param, nn.Parameter)
+        sigma = noise_sigma(param, self.eta)
+        noise = torch.randn(param.shape, generator=self.generator, dtype=param.dtype, device=param.device)
+        noisy = param + (sigma * noise).detach()
+        self._saved[id(module)] = param
+        module._parameters["weight"] = None  # keeps the key (and the parameter order) in place
+        object.__setattr__(module, "weight", noisy)
+        self.forward_count += 1
+
+    def _post_hook(self, module: nn.Module, args: Any, output: Any) -> None:
+        self._restore(module)
+
+    def _restore(self, module: nn.Module) -> None:
+        param = self._saved.pop(id(module), None)
+        if param is None:
+            return
+        if "weight" in module.__dict__:
+            object.__delattr__(module, "weight")
+        module._parameters["weight"] = param
+
+    # ---------------------------------------------------------------------------------------------- clipping
+    def clip_weights(self) -> int:
+        """Clip every selected layer to ±α·std(W_l) (no-op when ``alpha`` is None); returns weights changed."""
+        if self.alpha is None:
+            return 0
+        return clip_weights(list(self.layers.values()), self.alpha)
+
+    def callback(self) -> NoiseInjectionCallback:
+        """A :class:`xbarlab.training.TrainCallback` that clips the weights after every optimizer step."""
+        return NoiseInjectionCallback(self)
+
+    def sigmas(self) -> dict[str, float]:
+        """Current σ_l = η·max|W_l| per selected layer (weight units)."""
+        out = {}
+        for name, m in self.layers.items():
+            w = self._saved.get(id(m), m.weight)
+            assert isinstance(w, Tensor)
+            out[name] = noise_sigma(w, self.eta)
+        return out
+
+    def config(self) -> dict[str, Any]:
+        """JSON-ready description (for checkpoint metadata)."""
+        return {
+            "method": "noise_injection",
+            "reference": "Joshi et al. 2020 (papers.md §4.1)",
+            "eta": self.eta,
+            "alpha": self.alpha,
+            "layers": list(self.layers),
+        }
+
+    def __iter__(self) -> Iterator[tuple[str, nn.Module]]:
+        return iter(self.layers.items())
+
+
+class NoiseInjectionCallback(TrainCallback):
+    """Training callback: clip the weights after every optimizer step; counts the clipped weights."""
+
+    def __init__(self, injection: NoiseInjection) -> None:
+        self.injection = injection
+        self.clipped = 0
+
+    def on_step_end(self, model: nn.Module, step: int) -> None:
+        self.clipped += self.injection.clip_weights()
