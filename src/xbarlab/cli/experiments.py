@@ -36,9 +36,7 @@ def _resolve_source(source: str, store: str | None) -> tuple[Path, str | None, A
         raise typer.Exit(2) from exc
     store_path = Path(store) if store else spec.default_store()
     if not store_path.is_file():
-        _err(
-            f"error: store {store_path} does not exist (run `xbarlab sweep {source}` first, or pass --store)"
-        )
+        _err(f"error: store {store_path} does not exist (run `xbarlab sweep {source}` first, or pass --store)")
         raise typer.Exit(2)
     return store_path, spec.name, spec
 
@@ -99,27 +97,33 @@ def register(app: typer.Typer) -> None:
 
     @app.command("sweep")
     def sweep_cmd(
-        file: str = typer.Argument(..., help="Sweep YAML file, or a built-in sweep name (see --list)."),
+        file: str = typer.Argument(..., help="Sweep YAML file, or a built-in sweep name (docs/experiments.md)."),
         executor: str = typer.Option("local", "--executor", "-e", help="local | process | ray"),
         workers: int = typer.Option(None, "--workers", "-w", help="Worker processes / Ray tasks in flight."),
-        threads: int = typer.Option(
-            None, "--threads", help="Torch threads per worker (default cores/workers)."
-        ),
-        address: str = typer.Option(
-            None, "--address", help="Ray cluster address ('auto' or ray://host:port)."
-        ),
+        threads: int = typer.Option(None, "--threads", help="Torch threads per worker (default cores/workers)."),
+        address: str = typer.Option(None, "--address", help="Ray cluster address ('auto' or ray://host:port)."),
         store: str = typer.Option(None, "--store", "-s", help="Results store (default: from the file)."),
         limit: int = typer.Option(None, "--limit", help="Run at most N trials now."),
         fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first failed trial."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Validate and show the plan, run nothing."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+        set_: list[str] = typer.Option(
+            None, "--set", help="Override a key of the file: base.data.data_dir=/data, chips=3 (repeatable)."
+        ),
     ) -> None:
         """Run a sweep (resumable: trials already in the store are skipped)."""
-        from xbarlab.experiments.spec import SweepSpecError, load_spec, resolve_trials
+        from xbarlab.experiments.spec import SweepSpecError, load_spec, parse_value, resolve_trials
         from xbarlab.experiments.sweep import run_sweep
 
+        overrides = {}
+        for item in set_ or []:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                _err(f"error: --set {item!r}: expected KEY=VALUE, e.g. base.data.test_samples=1000")
+                raise typer.Exit(2)
+            overrides[key.strip()] = parse_value(value)
         try:
-            spec = load_spec(file)
+            spec = load_spec(file, overrides=overrides or None)
         except SweepSpecError as exc:
             _err(f"error: {exc}")
             raise typer.Exit(2) from exc
@@ -163,9 +167,7 @@ def register(app: typer.Typer) -> None:
         source: str = typer.Argument(..., help="Results store (.sqlite) or sweep file / built-in name."),
         fmt: str = typer.Option("table", "--format", "-f", help="table | csv | parquet | json"),
         out: str = typer.Option(None, "--out", "-o", help="Output file (default stdout; parquet needs it)."),
-        store: str = typer.Option(
-            None, "--store", "-s", help="Store of a sweep file (default: from the file)."
-        ),
+        store: str = typer.Option(None, "--store", "-s", help="Store of a sweep file (default: from the file)."),
         sweep: str = typer.Option(None, "--sweep", help="Only this sweep of the store."),
     ) -> None:
         """Export the stored results as a tidy table (one row per chip instance)."""
@@ -194,9 +196,7 @@ def register(app: typer.Typer) -> None:
         source: str = typer.Argument(..., help="Results store (.sqlite) or sweep file / built-in name."),
         out: str = typer.Option(..., "--out", "-o", help="Report folder (Markdown, HTML, PNG plots)."),
         title: str = typer.Option(None, "--title", help="Report title."),
-        store: str = typer.Option(
-            None, "--store", "-s", help="Store of a sweep file (default: from the file)."
-        ),
+        store: str = typer.Option(None, "--store", "-s", help="Store of a sweep file (default: from the file)."),
         sweep: str = typer.Option(None, "--sweep", help="Only this sweep of the store."),
     ) -> None:
         """Render a report (Markdown + self-contained HTML with plots and tables) from stored results."""

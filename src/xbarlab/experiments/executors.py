@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -68,9 +70,7 @@ class Executor(ABC):
 
     def describe(self) -> str:
         """``name (workers × threads)`` for summaries."""
-        return (
-            f"{self.name} ({self.workers} worker{'s' if self.workers != 1 else ''} × {self.threads} threads)"
-        )
+        return f"{self.name} ({self.workers} worker{'s' if self.workers != 1 else ''} × {self.threads} threads)"
 
 
 class LocalExecutor(Executor):
@@ -91,7 +91,31 @@ class LocalExecutor(Executor):
             yield trial_hash, run_trial(config)
 
 
-def _init_process_worker(threads: int) -> None:
+def _exit_with_parent(parent_pid: int) -> None:
+    """End this worker when the driver dies (e.g. SIGKILL): a pool worker would otherwise wait forever."""
+    try:  # Linux: the kernel delivers SIGKILL when the parent exits
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+    def watch() -> None:  # portable fallback: poll the parent pid
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    threading.Thread(target=watch, name="xbarlab-parent-watch", daemon=True).start()
+
+
+def _init_process_worker(threads: int, parent_pid: int) -> None:
+    _exit_with_parent(parent_pid)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     os.environ.setdefault("MKL_NUM_THREADS", str(threads))
     _set_threads(threads)
@@ -116,7 +140,7 @@ class ProcessExecutor(Executor):
             max_workers=self.workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_process_worker,
-            initargs=(self.threads,),
+            initargs=(self.threads, os.getpid()),
         )
         queue = iter(jobs)
         running: dict[Future[dict[str, Any]], str] = {}
@@ -159,15 +183,11 @@ class RayExecutor(Executor):
 
     name = "ray"
 
-    def __init__(
-        self, workers: int | None = None, threads: int | None = None, address: str | None = None
-    ) -> None:
+    def __init__(self, workers: int | None = None, threads: int | None = None, address: str | None = None) -> None:
         try:
             import ray
         except ImportError as exc:
-            raise ImportError(
-                "executor 'ray' needs Ray: pip install 'xbarlab[ray]' (or 'ray[default]')"
-            ) from exc
+            raise ImportError("executor 'ray' needs Ray: pip install 'xbarlab[ray]' (or 'ray[default]')") from exc
         self._ray = ray
         self._started = False
         if not ray.is_initialized():

@@ -185,8 +185,7 @@ def check_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
         default = definition.options[key]
         if not _matches(default, value):
             raise ValueError(
-                f"option {key!r} of mitigation {name!r}: invalid value {value!r}; "
-                f"allowed: {_type_name(default)}"
+                f"option {key!r} of mitigation {name!r}: invalid value {value!r}; allowed: {_type_name(default)}"
             )
         merged[key] = float(value) if isinstance(default, float) else value
     return merged
@@ -203,9 +202,7 @@ def _none(chip: nn.Module, ctx: TrialContext, options: Mapping[str, Any]) -> Mit
 def _bn_adapt(chip: nn.Module, ctx: TrialContext, options: Mapping[str, Any]) -> MitigationOutcome:
     from xbarlab.mitigation.bn import adapt_bn
 
-    loader = ctx.train_loader(
-        int(options["batch_size"]), augment=bool(options["augment"]), purpose="bn_adapt"
-    )
+    loader = ctx.train_loader(int(options["batch_size"]), augment=bool(options["augment"]), purpose="bn_adapt")
     res = adapt_bn(
         chip, loader, num_batches=int(options["num_batches"]), momentum=options["momentum"], device=ctx.device
     )

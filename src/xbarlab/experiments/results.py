@@ -110,9 +110,7 @@ def write_table(
         except ImportError as exc:
             raise ImportError("format parquet needs pyarrow: pip install 'xbarlab[parquet]'") from exc
         table = (
-            pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in records], schema=None).select(
-                list(columns)
-            )
+            pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in records], schema=None).select(list(columns))
             if records
             else pa.table({c: pa.array([], type=pa.string()) for c in columns})
         )

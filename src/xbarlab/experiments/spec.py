@@ -55,6 +55,7 @@ __all__ = [
     "list_builtin_sweeps",
     "load_spec",
     "parse_spec",
+    "parse_value",
     "resolve_trials",
     "trial_hash",
 ]
@@ -109,9 +110,7 @@ def _read_yaml(text: str, source: str | None) -> tuple[Any, dict[Path_, int]]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
-        raise SweepSpecError(
-            f"invalid YAML: {exc.problem or exc}", key="<yaml>", line=line, source=source
-        ) from exc
+        raise SweepSpecError(f"invalid YAML: {exc.problem or exc}", key="<yaml>", line=line, source=source) from exc
     except yaml.YAMLError as exc:
         raise SweepSpecError(f"invalid YAML: {exc}", key="<yaml>", source=source) from exc
     finally:
@@ -204,16 +203,12 @@ class _Field:
 
 _MODEL_FIELDS: dict[str, _Field] = {
     "pretrained": _Field("str", optional=True, doc="name of a shipped pre-trained model (load_pretrained)"),
-    "checkpoint": _Field(
-        "str", optional=True, doc="checkpoint path (safetensors + JSON; relative to the CWD)"
-    ),
+    "checkpoint": _Field("str", optional=True, doc="checkpoint path (safetensors + JSON; relative to the CWD)"),
 }
 _DATA_FIELDS: dict[str, _Field] = {
     "dataset": _Field("str", required=True, doc="data set name (xbarlab.data.list_datasets)"),
     "data_dir": _Field("str", optional=True, doc="folder of the data files (default: the data set's own)"),
-    "test_samples": _Field(
-        "int", optional=True, lo=1, doc="cap on test images (the first N of the test split)"
-    ),
+    "test_samples": _Field("int", optional=True, lo=1, doc="cap on test images (the first N of the test split)"),
     "batch_size": _Field("int", 256, lo=1, doc="test batch size"),
     "calib_batches": _Field("int", 4, lo=1, doc="batches for DAC/ADC range calibration"),
     "calib_batch_size": _Field("int", 128, lo=1, doc="batch size of the converter calibration"),
@@ -237,7 +232,7 @@ _REPORT_FIELDS: dict[str, _Field] = {
     "title": _Field("str", optional=True),
     "x": _Field("str", optional=True, doc="grid key for the x axis (default: the first numeric one)"),
     "log_x": _Field("bool", optional=True, doc="logarithmic x axis (default: for drift_s)"),
-    "pareto": _Field("mapping", optional=True, doc="{x: cost metric, y: quality metric} Pareto front"),
+    "pareto": _Field("mapping", optional=True, doc="{x: cost metric, y: quality metric, by: grid key} fronts"),
 }
 _TOP_FIELDS: dict[str, _Field] = {
     "name": _Field("str", required=True, doc="sweep name ([A-Za-z0-9._-])"),
@@ -260,19 +255,23 @@ class _Ctx:
     def __init__(self, source: str | None, lines: Mapping[Path_, int]) -> None:
         self.source = source
         self.lines = lines
+        self.overridden: set[Path_] = set()
 
     def line(self, path: Path_) -> int | None:
         p = tuple(path)
         while p:
+            if p in self.overridden:
+                return None
             if p in self.lines:
                 return self.lines[p]
             p = p[:-1]
         return None
 
     def error(self, path: Path_, message: str, *, line_path: Path_ | None = None) -> SweepSpecError:
-        return SweepSpecError(
-            message, key=".".join(path), line=self.line(line_path or path), source=self.source
-        )
+        target = tuple(line_path or path)
+        if any(target[: len(o)] == o for o in self.overridden):
+            message += " (set with --set)"
+        return SweepSpecError(message, key=".".join(path), line=self.line(target), source=self.source)
 
 
 def _check_mapping(
@@ -314,12 +313,12 @@ class GridAxis:
 
 @dataclass(frozen=True)
 class ReportSpec:
-    """Report hints: title, the x-axis key and its scale, and an optional Pareto front (metric names)."""
+    """Report hints: title, the x-axis key and its scale, and Pareto fronts ``(x metric, y metric[, by key])``."""
 
     title: str | None = None
     x: str | None = None
     log_x: bool | None = None
-    pareto: tuple[str, str] | None = None
+    pareto: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -471,9 +470,7 @@ def _check_base(ctx: _Ctx, data: Any) -> dict[str, Any]:
     base["mitigation_options"] = {str(k): _plain(v) for k, v in base["mitigation_options"].items()}
     for name, options in base["mitigation_options"].items():
         if not isinstance(options, Mapping):
-            raise ctx.error(
-                (*path, "mitigation_options", name), f"invalid value {options!r}; allowed: a mapping"
-            )
+            raise ctx.error((*path, "mitigation_options", name), f"invalid value {options!r}; allowed: a mapping")
     return base
 
 
@@ -508,14 +505,11 @@ def _validate_settings(
     if check_model and len(given) != 1:
         raise fail(
             ("base", "model"),
-            f"{'both' if given else 'neither'} 'pretrained' and 'checkpoint' given; "
-            "allowed: exactly one of them",
+            f"{'both' if given else 'neither'} 'pretrained' and 'checkpoint' given; allowed: exactly one of them",
         )
     name = settings["mitigation"]
     if name not in list_mitigations():
-        raise fail(
-            ("base", "mitigation"), f"invalid value {name!r}; allowed: one of {', '.join(list_mitigations())}"
-        )
+        raise fail(("base", "mitigation"), f"invalid value {name!r}; allowed: one of {', '.join(list_mitigations())}")
     for mit, options in settings["mitigation_options"].items():
         if mit not in list_mitigations():
             raise fail(
@@ -560,15 +554,11 @@ def _grid_target(ctx: _Ctx, key: str, line_path: Path_) -> tuple[str, ...]:
     """Check a grid key's syntax; returns its parts."""
     parts = tuple(key.split("."))
     if any(not p for p in parts):
-        raise ctx.error(
-            line_path, "empty path component; allowed: a dotted path such as hardware.read_noise.sigma"
-        )
+        raise ctx.error(line_path, "empty path component; allowed: a dotted path such as hardware.read_noise.sigma")
     head = parts[0]
     allowed_heads = ", ".join(_BASE_FIELDS)
     if head not in _BASE_FIELDS:
-        raise ctx.error(
-            line_path, f"unknown key {head!r}; allowed: a dotted path starting with one of {allowed_heads}"
-        )
+        raise ctx.error(line_path, f"unknown key {head!r}; allowed: a dotted path starting with one of {allowed_heads}")
     if head in _SCALAR_KEYS and len(parts) != 1:
         raise ctx.error(line_path, f"{head!r} takes no sub-key; allowed: {head}")
     tables = {"model": _MODEL_FIELDS, "data": _DATA_FIELDS, "metrics": _METRIC_FIELDS}
@@ -619,13 +609,9 @@ def _apply_path(ctx: _Ctx, settings: dict[str, Any], axis: GridAxis, value: Any)
 
 def _check_grid(ctx: _Ctx, data: Any, base: dict[str, Any]) -> tuple[GridAxis, ...]:
     if not isinstance(data, Mapping):
-        raise ctx.error(
-            ("grid",), f"invalid value {data!r}; allowed: a mapping of dotted paths to lists of values"
-        )
+        raise ctx.error(("grid",), f"invalid value {data!r}; allowed: a mapping of dotted paths to lists of values")
     if not data:
-        raise ctx.error(
-            ("grid",), "empty grid; allowed: at least one dotted path with a non-empty list of values"
-        )
+        raise ctx.error(("grid",), "empty grid; allowed: at least one dotted path with a non-empty list of values")
     axes: list[GridAxis] = []
     for key, values in data.items():
         k = str(key)
@@ -670,12 +656,44 @@ def _field_for(parts: list[str]) -> _Field | None:
 # entry points
 
 
-def parse_spec(text: str, source: str | None = None) -> SweepSpec:
-    """Parse and validate sweep YAML text (``source`` names the file in errors)."""
+def _apply_overrides(data: Any, overrides: Mapping[str, Any], ctx: _Ctx) -> Any:
+    """Set dotted keys of the parsed file (``--set``): ``base.data.data_dir``, ``chips``, ``grid.<key>``."""
+    if not isinstance(data, dict):
+        return data
+    for dotted, value in overrides.items():
+        parts = str(dotted).split(".")
+        if parts[0] == "grid" and len(parts) > 1:
+            parts = ["grid", ".".join(parts[1:])]
+        cursor = data
+        for part in parts[:-1]:
+            nxt = cursor.get(part)
+            if nxt is None:
+                nxt = cursor[part] = {}
+            if not isinstance(nxt, dict):
+                raise SweepSpecError(f"{part!r} is not a mapping (set with --set)", key=str(dotted), source=ctx.source)
+            cursor = nxt
+        cursor[parts[-1]] = value
+        ctx.overridden.add(tuple(parts))
+    return data
+
+
+def parse_spec(text: str, source: str | None = None, overrides: Mapping[str, Any] | None = None) -> SweepSpec:
+    """Parse and validate sweep YAML text (``source`` names the file in errors).
+
+    ``overrides``: dotted keys of the file set after reading it (the CLI's ``--set base.data.data_dir=...``);
+    errors about them say so instead of giving a line.
+    """
     data, lines = _read_yaml(text, source)
     ctx = _Ctx(source, lines)
     if data is None:
         raise ctx.error(("<root>",), "empty file; allowed: a mapping with keys " + ", ".join(_TOP_FIELDS))
+    if overrides:
+        data = _apply_overrides(data, overrides, ctx)
+        text = (
+            text.rstrip("\n")
+            + "\n# command-line overrides (--set):\n"
+            + "".join(f"#   {k} = {canonical_json(v)}\n" for k, v in overrides.items())
+        )
     top = _check_mapping(ctx, (), data, _TOP_FIELDS)
     if not _NAME_RE.match(top["name"]):
         raise ctx.error(("name",), f"invalid value {top['name']!r}; allowed: letters, digits, '.', '_', '-'")
@@ -687,9 +705,7 @@ def parse_spec(text: str, source: str | None = None) -> SweepSpec:
     except ImportError as exc:
         raise ctx.error(("plugins",), str(exc)) from exc
     if top["kind"] not in list_trial_kinds():
-        raise ctx.error(
-            ("kind",), f"invalid value {top['kind']!r}; allowed: one of {', '.join(list_trial_kinds())}"
-        )
+        raise ctx.error(("kind",), f"invalid value {top['kind']!r}; allowed: one of {', '.join(list_trial_kinds())}")
     base = _check_base(ctx, top["base"])
     grid = _check_grid(ctx, top["grid"], base)
     _validate_settings(ctx, base, check_model=not any(a.path.startswith("model.") for a in grid))
@@ -700,14 +716,18 @@ def parse_spec(text: str, source: str | None = None) -> SweepSpec:
             ctx,
             ("report", "pareto"),
             report_raw["pareto"],
-            {"x": _Field("str", required=True), "y": _Field("str", required=True)},
+            {"x": _Field("str", required=True), "y": _Field("str", required=True), "by": _Field("str", optional=True)},
         )
-        pareto = (p["x"], p["y"])
+        if p["by"] is not None and p["by"] not in [a.path for a in grid]:
+            raise ctx.error(
+                ("report", "pareto", "by"),
+                f"invalid value {p['by']!r}; allowed: one of the grid keys " + ", ".join(a.path for a in grid),
+            )
+        pareto = (p["x"], p["y"]) if p["by"] is None else (p["x"], p["y"], p["by"])
     if report_raw["x"] is not None and report_raw["x"] not in [a.path for a in grid]:
         raise ctx.error(
             ("report", "x"),
-            f"invalid value {report_raw['x']!r}; allowed: one of the grid keys "
-            + ", ".join(a.path for a in grid),
+            f"invalid value {report_raw['x']!r}; allowed: one of the grid keys " + ", ".join(a.path for a in grid),
         )
     spec = SweepSpec(
         name=top["name"],
@@ -743,19 +763,21 @@ def _validate_points(ctx: _Ctx, spec: SweepSpec) -> None:
         )
 
 
-def load_spec(path: str | Path) -> SweepSpec:
-    """Read and validate a sweep file; a bare name (``p1-r1``) selects a built-in sweep."""
+def load_spec(path: str | Path, overrides: Mapping[str, Any] | None = None) -> SweepSpec:
+    """Read and validate a sweep file; a bare name (``p1-r1-read-noise``) selects a built-in sweep.
+
+    ``overrides``: dotted keys set after reading (see :func:`parse_spec`).
+    """
     p = Path(path)
     if not p.is_file() and not p.suffix and p.name in list_builtin_sweeps():
         p = builtin_sweep(p.name)
     if not p.is_file():
         raise SweepSpecError(
-            "no such file; allowed: a YAML sweep file or a built-in sweep "
-            f"({', '.join(list_builtin_sweeps())})",
+            f"no such file; allowed: a YAML sweep file or a built-in sweep ({', '.join(list_builtin_sweeps())})",
             key="<file>",
             source=str(path),
         )
-    return parse_spec(p.read_text(), source=str(p))
+    return parse_spec(p.read_text(), source=str(p), overrides=overrides)
 
 
 def _configs_dir() -> Path:
@@ -853,6 +875,14 @@ def resolve_trials(spec: SweepSpec, *, fingerprint: bool = True) -> list[Trial]:
             config = {**copy.deepcopy(base_config), "seed": seed}
             trials.append(Trial(trial_hash(config), config, dict(params), chip, seed, index))
     return trials
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value read as YAML (``0.1`` → float, ``1e10`` → float, ``[1, 2]`` → list, ``x`` → str)."""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError:
+        return text
 
 
 def format_value(value: Any) -> str:

@@ -155,17 +155,14 @@ class Store:
                 with self.transaction() as db:
                     db.executescript_in_tx(_SCHEMA)  # type: ignore[attr-defined]
                     db.execute(
-                        "INSERT INTO meta(key, value) VALUES ('schema_version', ?) "
-                        "ON CONFLICT(key) DO NOTHING",
+                        "INSERT INTO meta(key, value) VALUES ('schema_version', ?) ON CONFLICT(key) DO NOTHING",
                         (str(SCHEMA_VERSION),),
                     )
             version = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"store {self.path}: not an xbarlab results store ({exc})") from exc
         if version is None or int(version[0]) != SCHEMA_VERSION:
-            raise StoreError(
-                f"store {self.path}: schema version {version and version[0]!r}; allowed: {SCHEMA_VERSION}"
-            )
+            raise StoreError(f"store {self.path}: schema version {version and version[0]!r}; allowed: {SCHEMA_VERSION}")
 
     # ------------------------------------------------------------------------------------------ plumbing
     def close(self) -> None:
@@ -235,8 +232,7 @@ class Store:
                 (spec.name, spec.text, spec_json, spec.source, now, now),
             )
             db.executemany(
-                "INSERT INTO trials(hash, config_json, created_at) VALUES (?, ?, ?) "
-                "ON CONFLICT(hash) DO NOTHING",
+                "INSERT INTO trials(hash, config_json, created_at) VALUES (?, ?, ?) ON CONFLICT(hash) DO NOTHING",
                 [(t.hash, canonical_json(t.config), now) for t in trials],
             )
             db.execute("DELETE FROM sweep_trials WHERE sweep = ?", (spec.name,))
@@ -266,8 +262,7 @@ class Store:
         timings = dict(outcome.get("timings", {}))
         with self.transaction() as db:
             db.execute(
-                "INSERT INTO environments(id, env_json, first_seen) VALUES (?, ?, ?) "
-                "ON CONFLICT(id) DO NOTHING",
+                "INSERT INTO environments(id, env_json, first_seen) VALUES (?, ?, ?) ON CONFLICT(id) DO NOTHING",
                 (env_id, env_json, _now()),
             )
             cur = db.execute(
@@ -290,8 +285,7 @@ class Store:
             inserted = cur.rowcount == 1
             if inserted:
                 db.executemany(
-                    "INSERT INTO timings(hash, phase, seconds) VALUES (?, ?, ?) "
-                    "ON CONFLICT(hash, phase) DO NOTHING",
+                    "INSERT INTO timings(hash, phase, seconds) VALUES (?, ?, ?) ON CONFLICT(hash, phase) DO NOTHING",
                     [(trial_hash, k, float(v)) for k, v in timings.items()],
                 )
                 db.execute("DELETE FROM failures WHERE hash = ?", (trial_hash,))
@@ -327,8 +321,7 @@ class Store:
         """The sweeps recorded in the store (name, spec JSON, source, times, planned and done counts)."""
         out = []
         for name, spec_json, spec_text, source, created, updated in self._db.execute(
-            "SELECT name, spec_json, spec_text, source, created_at, updated_at FROM sweeps "
-            "ORDER BY created_at"
+            "SELECT name, spec_json, spec_text, source, created_at, updated_at FROM sweeps ORDER BY created_at"
         ):
             planned, done = self._db.execute(
                 "SELECT COUNT(*), COUNT(r.hash) FROM sweep_trials s LEFT JOIN results r ON r.hash = s.hash "

@@ -62,9 +62,7 @@ def train_small_model(
     return net, meta
 
 
-def save_small_checkpoint(
-    path: str | Path, dataset: str = "digits", **kwargs: Any
-) -> tuple[Path, dict[str, Any]]:
+def save_small_checkpoint(path: str | Path, dataset: str = "digits", **kwargs: Any) -> tuple[Path, dict[str, Any]]:
     """Train with :func:`train_small_model` and save a checkpoint at ``path``; returns (path, metadata)."""
     from xbarlab.checkpoint import save_checkpoint
 

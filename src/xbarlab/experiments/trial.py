@@ -170,9 +170,7 @@ def _load_split(data: Mapping[str, Any], split: str) -> ImageDataset:
     if key not in _CACHE:
         from xbarlab.data import get_dataset
 
-        _CACHE[key] = get_dataset(
-            str(data["dataset"]), split, data.get("data_dir"), augment=(split == "train")
-        )
+        _CACHE[key] = get_dataset(str(data["dataset"]), split, data.get("data_dir"), augment=(split == "train"))
     ds = _CACHE[key]
     return ds  # type: ignore[no-any-return]
 
@@ -314,8 +312,7 @@ def _find_layer(chip: nn.Module, name: str) -> nn.Module:
     layers = {la.layer_name: la for la in analog_layers(chip)}
     if name not in layers:
         raise ValueError(
-            f"metrics.pc2_layer: invalid value {name!r}; allowed: one of the analog layers "
-            + ", ".join(layers)
+            f"metrics.pc2_layer: invalid value {name!r}; allowed: one of the analog layers " + ", ".join(layers)
         )
     return layers[name]
 
@@ -401,6 +398,9 @@ def accuracy_trial(config: Mapping[str, Any]) -> dict[str, Any]:
     lap("evaluate_s")
     metrics["accuracy"] = acc
     metrics["test_samples"] = len(test)
+    if hw.adc.bits is not None:
+        # Walden scaling (papers.md §4.9): energy per conversion ∝ 2^B, relative to 8-bit ADCs, same mapping
+        metrics["adc_power_rel"] = 2.0 ** (hw.adc.bits - 8)
     metrics.update(outcome.info)
     if config.get("metrics", {}).get("clean_accuracy"):
         key = f"clean:{_model_key(config['model'])}:{_data_key(data, 'test')}:{n_test}:{data['batch_size']}"

@@ -11,7 +11,8 @@ summarised over chip instances (mean, std, Student-t 95 % CI, :func:`xbarlab.sta
   95 % CI band, one panel per combination of the other swept keys; logarithmic x for drift time;
 * grouped bar charts with 95 % CI error bars when no swept key is numeric (presets, devices, crossbar sizes);
 * PC2 (and PC2-proj) vs the swept key when the trials recorded it;
-* a Pareto front when the sweep file asks for one (``report: {pareto: {x: COST, y: accuracy}}``).
+* Pareto fronts when the sweep file asks for them (``report: {pareto: {x: COST, y: accuracy, by: KEY}}``:
+  one front per value of the grid key ``by``, e.g. one per variation level).
 
 Tables: the aggregated results and every trial. A ``trials.csv`` with the tidy per-trial table is written
 next to ``report.md`` / ``report.html``; the figures are PNG files in ``plots/`` (embedded as base64 in the
@@ -129,17 +130,12 @@ def _trial_table(data: SweepData) -> Block:
         rows.append(
             [format_value(r.params.get(d)) for d in data.dims]
             + [r.mitigation, str(r.chip)]
-            + [
-                _f(r.metrics.get(m) if isinstance(r.metrics.get(m), (int, float)) else None, m)
-                for m in metrics
-            ]
+            + [_f(r.metrics.get(m) if isinstance(r.metrics.get(m), (int, float)) else None, m) for m in metrics]
         )
     return Block("table", headers=headers, rows=rows)
 
 
-def _sweep_blocks(
-    data: SweepData, plots_dir: Path, info: Mapping[str, Any]
-) -> tuple[list[Block], list[Path]]:
+def _sweep_blocks(data: SweepData, plots_dir: Path, info: Mapping[str, Any]) -> tuple[list[Block], list[Path]]:
     blocks: list[Block] = [Block("h2", f"Sweep `{data.name}`")]
     plots: list[Path] = []
     desc = info.get("description")
@@ -204,9 +200,10 @@ def _sweep_blocks(
     pareto = data.hints.get("pareto")
     extra: list[str] = []
     if pareto:
-        px, py = pareto
+        px, py = pareto[0], pareto[1]
+        by = pareto[2] if len(pareto) > 2 else None
         extra.append(px)
-        p = pareto_plot(data, px, py, plots_dir / f"{stem}-pareto.png")
+        p = pareto_plot(data, px, py, plots_dir / f"{stem}-pareto.png", by=by)
         if p is not None:
             plots.append(p)
             blocks.append(
@@ -230,9 +227,7 @@ def _sweep_blocks(
     return blocks, plots
 
 
-def _from_store(
-    store: Any, sweep: str | None
-) -> tuple[list[SweepData], list[dict[str, Any]], dict[str, Any]]:
+def _from_store(store: Any, sweep: str | None) -> tuple[list[SweepData], list[dict[str, Any]], dict[str, Any]]:
     sweeps = store.sweeps()
     if sweep is not None:
         sweeps = [s for s in sweeps if s["name"] == sweep]
@@ -278,7 +273,7 @@ def render_report(
     notes: Sequence[str] | str | None = None,
     x: str | None = None,
     log_x: bool | None = None,
-    pareto: tuple[str, str] | None = None,
+    pareto: tuple[str, ...] | None = None,
 ) -> Report:
     """Render a report folder from a results store or from rows; returns the written files.
 
@@ -301,9 +296,7 @@ def render_report(
     result_rows: list[ResultRow] = []
     if isinstance(source, (str, Path)):
         with Store(source, readonly=True) as db:
-            return render_report(
-                db, out, title=title, sweep=sweep, notes=notes, x=x, log_x=log_x, pareto=pareto
-            )
+            return render_report(db, out, title=title, sweep=sweep, notes=notes, x=x, log_x=log_x, pareto=pareto)
     if isinstance(source, Store):
         datas, infos, extra = _from_store(source, sweep)
         result_rows = source.rows(sweep)
@@ -330,8 +323,7 @@ def render_report(
     blocks.append(
         Block(
             "p",
-            f"Generated {stamp} from {src}. Means over chip instances with Student-t 95 % "
-            "confidence intervals.",
+            f"Generated {stamp} from {src}. Means over chip instances with Student-t 95 % confidence intervals.",
         )
     )
     blocks += _note_blocks(notes)
@@ -364,9 +356,7 @@ def _rows_table(datas: Sequence[SweepData]) -> tuple[list[str], list[dict[str, A
     for d in datas:
         for r in d.rows:
             rec: dict[str, Any] = {"sweep": r.sweep}
-            rec.update(
-                {k: format_value(v) if isinstance(v, (dict, list)) else v for k, v in r.params.items()}
-            )
+            rec.update({k: format_value(v) if isinstance(v, (dict, list)) else v for k, v in r.params.items()})
             rec["mitigation"] = r.mitigation
             rec["chip"] = r.chip
             rec.update(r.metrics)

@@ -154,9 +154,7 @@ def bar_plot(
     for j, mit in enumerate(mits):
         xs, means, errs = [], [], []
         for i in range(len(cats)):
-            found = next(
-                (g for g in data.groups if g.mitigation == mit and canonical_json(g.key) == tokens[i]), None
-            )
+            found = next((g for g in data.groups if g.mitigation == mit and canonical_json(g.key) == tokens[i]), None)
             s = found.summary(metric) if found is not None else None
             if s is None:
                 continue
@@ -182,37 +180,70 @@ def bar_plot(
     return _save(fig, path)
 
 
-def pareto_plot(data: SweepData, x_metric: str, y_metric: str, path: Path) -> Path | None:
-    """Mean ``y_metric`` vs mean ``x_metric`` per configuration; the Pareto front (low x, high y) is drawn."""
-    pts: list[tuple[float, float]] = []
-    labels: list[str] = []
-    colors: list[str] = []
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def pareto_plot(data: SweepData, x_metric: str, y_metric: str, path: Path, *, by: str | None = None) -> Path | None:
+    """Mean ``y_metric`` vs mean ``x_metric`` per configuration with the Pareto front (low x, high y).
+
+    With ``by`` (a swept key), one front per value of ``by`` (e.g. per variation level), each in its colour;
+    markers distinguish the mitigations.
+    """
+    series: dict[str, tuple[str, list[tuple[float, float, str, str]]]] = {}
+    label_dims = [d for d in data.dims if d != by]
     for g in data.groups:
         xv = _value(data, g, x_metric)
         s = g.summary(y_metric)
         if xv is None or s is None:
             continue
-        pts.append((xv, s.mean))
-        labels.append(f"{data.label(g.key)} / {g.mitigation}" if data.dims else g.mitigation)
-        colors.append(_color(data, g.mitigation))
-    if not pts:
+        bval = g.key[data.dims.index(by)] if by in data.dims else None
+        token = canonical_json(bval)
+        name = f"{short_key(by)}={format_value(bval)}" if by in data.dims and by is not None else "all"
+        label = ", ".join(
+            f"{short_key(d)}={format_value(g.key[data.dims.index(d)])}" for d in label_dims if d != x_metric
+        )
+        series.setdefault(token, (name, []))[1].append((xv, s.mean, label, g.mitigation))
+    if not series:
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    ax.scatter([p[0] for p in pts], [p[1] for p in pts], c=colors, s=28, alpha=0.8)
-    front = pareto_front(pts)
-    fx = [pts[i][0] for i in front]
-    fy = [pts[i][1] for i in front]
-    ax.step(fx, fy, where="post", color="black", linewidth=1.2, label="Pareto front")
-    for i in front:
-        ax.annotate(labels[i], pts[i], fontsize=7, xytext=(4, 4), textcoords="offset points")
+    fig, ax = plt.subplots(figsize=(7.2, 4.8))
+    all_x: list[float] = []
+    for k, (name, pts) in enumerate(series.values()):
+        color = _COLORS[k % len(_COLORS)] if len(series) > 1 else "black"
+        for mit in data.mitigations:
+            sel = [p for p in pts if p[3] == mit]
+            if sel:
+                ax.scatter(
+                    [p[0] for p in sel],
+                    [p[1] for p in sel],
+                    color=color,
+                    s=26,
+                    alpha=0.75,
+                    marker=_MARKERS[data.mitigations.index(mit) % len(_MARKERS)],
+                )
+        front = pareto_front([(p[0], p[1]) for p in pts])
+        ax.step(
+            [pts[i][0] for i in front],
+            [pts[i][1] for i in front],
+            where="post",
+            color=color,
+            linewidth=1.2,
+            label=f"front: {name}" if len(series) > 1 else "Pareto front",
+        )
+        if len(series) == 1:
+            for i in front:
+                text = " / ".join(t for t in (pts[i][2], pts[i][3]) if t)
+                ax.annotate(text, (pts[i][0], pts[i][1]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        all_x += [p[0] for p in pts]
     for mit in data.mitigations:
-        ax.scatter([], [], color=_color(data, mit), label=mit)
+        ax.scatter([], [], color="gray", marker=_MARKERS[data.mitigations.index(mit) % len(_MARKERS)], label=mit)
+    if all_x and min(all_x) > 0 and max(all_x) / min(all_x) >= 8:
+        ax.set_xscale("log", base=2)
     ax.set_xlabel(metric_label(short_key(x_metric)))
     ax.set_ylabel(metric_label(y_metric))
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(f"Pareto front: {metric_label(y_metric)} vs {short_key(x_metric)}", fontsize=11)
+    ax.legend(fontsize=7, ncol=2 if len(series) > 4 else 1)
+    ax.set_title(f"Pareto front: {metric_label(y_metric)} vs {short_key(x_metric)} (means over chips)", fontsize=11)
     fig.tight_layout()
     return _save(fig, path)
 

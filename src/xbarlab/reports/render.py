@@ -93,9 +93,7 @@ def to_html(blocks: Sequence[Block], title: str) -> str:
             )
         elif b.kind == "table":
             head = "".join(f"<th>{html.escape(h)}</th>" for h in b.headers)
-            rows = "".join(
-                "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in b.rows
-            )
+            rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in b.rows)
             body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
         elif b.kind == "pre":
             body.append(f"<pre>{html.escape(b.text)}</pre>")
