@@ -42,13 +42,16 @@ def quantize_uniform(
     top = max_code(bits, signed)
     r = torch.as_tensor(full_range, dtype=x.dtype, device=x.device)
     step = r / top
-    safe = torch.where(step > 0, step, torch.ones_like(step))
-    codes = x.detach() / safe
+    zero_range = bool((step <= 0).any())
+    if zero_range:
+        step = torch.where(step > 0, step, torch.ones_like(step))
+    codes = x.detach() / step
     if noise is not None:
-        codes = codes + noise
+        codes.add_(noise)
     lo = -top if signed else 0
-    codes = torch.round(codes).clamp(lo, top)
-    q = torch.where(step > 0, codes * safe, torch.zeros_like(codes))
+    q = codes.round_().clamp_(lo, top).mul_(step)
+    if zero_range:
+        q = torch.where(r > 0, q, torch.zeros_like(q))
     return _ste(x, q)
 
 

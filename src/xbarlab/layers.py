@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xbarlab import devices
-from xbarlab.converters import RangeObserver, quantize_uniform
+from xbarlab.converters import RangeObserver, max_code, quantize_uniform
 from xbarlab.hardware import HardwareConfig
 from xbarlab.mapping import (
     TileLayout,
@@ -286,11 +286,17 @@ class AnalogLayer(nn.Module):
             y = y + var.clamp_min(0).sqrt() * self._gaussian(var)
         return y
 
-    def _adc_sums(self, partial: torch.Tensor, *, slice_dim: int) -> torch.Tensor:
-        """Quantise partial sums per slice (slice index on ``slice_dim``); observe them while calibrating."""
+    def _adc_sums(self, partial: torch.Tensor, var: torch.Tensor | None, *, slice_dim: int) -> torch.Tensor:
+        """Per-MVM read noise (variance ``var``) plus ADC input noise, then per-slice quantisation.
+
+        Both noises are Gaussian and independent, so one draw with the summed variance represents them. While
+        calibrating, partial sums (with read noise) are observed and returned unquantised.
+        """
         hw = self.hw
         if self._calibration_stage == "adc":
             assert self._observers is not None
+            if var is not None:
+                partial = partial + var.clamp_min(0).sqrt() * self._gaussian(var)
             for s in range(partial.shape[slice_dim]):
                 self._observers["adc"].update(partial.select(slice_dim, s), channel=s)
             return partial
@@ -299,10 +305,21 @@ class AnalogLayer(nn.Module):
                 f"analog layer '{self.layer_name}': ADC range not calibrated; call xbarlab.calibrate(model, loader)"
             )
         assert hw.adc.bits is not None
-        noise = hw.adc.noise_lsb * self._gaussian(partial) if hw.adc.noise_lsb > 0 else None
         shape = [1] * partial.dim()
         shape[slice_dim] = -1
         rng = self.adc_range.to(partial.dtype).view(shape)
+        step = rng / max_code(hw.adc.bits, True)
+        noise = None
+        if var is not None or hw.adc.noise_lsb > 0:
+            # noise standard deviation in LSB: sqrt(var / step² + noise_lsb²)
+            total = var.clamp_min(0) / step.clamp_min(1e-30) ** 2 if var is not None else None
+            if hw.adc.noise_lsb > 0:
+                total = total + hw.adc.noise_lsb**2 if total is not None else None
+            noise = self._gaussian(partial)
+            if total is None:
+                noise.mul_(hw.adc.noise_lsb)
+            else:
+                noise.mul_(total.sqrt_())
         return quantize_uniform(partial, hw.adc.bits, rng, signed=True, noise=noise)
 
     def _chunk(self, per_sample_elements: int) -> int:
@@ -322,10 +339,12 @@ class AnalogLayer(nn.Module):
             mc = part.shape[0]
             xt = F.pad(part, (0, lay.k_pad - lay.k)).reshape(mc, tr, r).transpose(0, 1)  # (Tr, mc, R)
             p = torch.bmm(xt, self.w_tiles)  # (Tr, mc, S·N)
-            if self.var_tiles is not None:
-                var = torch.bmm(xt.detach() ** 2, self.var_tiles)
-                p = p + var.clamp_min(0).sqrt() * self._gaussian(var)
-            p = self._adc_sums(p.reshape(tr, mc, s, n), slice_dim=2)
+            var = (
+                torch.bmm(xt.detach() ** 2, self.var_tiles).reshape(tr, mc, s, n)
+                if self.var_tiles is not None
+                else None
+            )
+            p = self._adc_sums(p.reshape(tr, mc, s, n), var, slice_dim=2)
             outs.append(p.sum((0, 2)))
         return torch.cat(outs, 0)
 
@@ -426,11 +445,12 @@ class AnalogConv(AnalogLayer):
         for start in range(0, x.shape[0], self._chunk_for(x)):
             xs = x[start : start + self._chunk_for(x)].index_select(1, self.tile_channels)
             p = self._compute(xs, self.w_tiles, None, groups=g * tr)  # (b, G·Tr·S·N, *out)
-            if self.var_tiles is not None:
-                var = self._compute(xs.detach() ** 2, self.var_tiles, None, groups=g * tr)
-                p = p + var.clamp_min(0).sqrt() * self._gaussian(var)
             spatial = p.shape[2:]
-            p = self._adc_sums(p.view(p.shape[0], g, tr, s, n, *spatial), slice_dim=3)
+            shape = (p.shape[0], g, tr, s, n, *spatial)
+            var = None
+            if self.var_tiles is not None:
+                var = self._compute(xs.detach() ** 2, self.var_tiles, None, groups=g * tr).view(shape)
+            p = self._adc_sums(p.view(shape), var, slice_dim=3)
             outs.append(p.sum((2, 3)).reshape(p.shape[0], g * n, *spatial))
         y = torch.cat(outs, 0)
         if self.bias is not None:
