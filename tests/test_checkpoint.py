@@ -43,9 +43,7 @@ def _one_thread() -> object:
         ("resnet18", {"width": 0.125, "num_classes": 7}, (3, 3, 64, 64)),
     ],
 )
-def test_round_trip_identical_outputs(
-    tmp_path: Path, name: str, kwargs: dict[str, object], shape: tuple
-) -> None:
+def test_round_trip_identical_outputs(tmp_path: Path, name: str, kwargs: dict[str, object], shape: tuple) -> None:
     torch.manual_seed(0)
     model = build_model(name, **kwargs)
     model.train()
@@ -58,11 +56,7 @@ def test_round_trip_identical_outputs(
     assert torch.equal(loaded(x), model(x))
     assert not loaded.training
     assert meta["model"] == name and meta["model_kwargs"] == model.xbarlab_model_kwargs
-    assert (
-        meta["dataset"] == "fashion-mnist"
-        and meta["xbarlab_version"]
-        and meta["format"] == "xbarlab-checkpoint"
-    )
+    assert meta["dataset"] == "fashion-mnist" and meta["xbarlab_version"] and meta["format"] == "xbarlab-checkpoint"
 
 
 def test_float32_storage_and_explicit_metadata(tmp_path: Path) -> None:
@@ -106,9 +100,7 @@ def test_mismatched_architecture(tmp_path: Path) -> None:
     meta = json.loads(js.read_text())
     meta["model_kwargs"]["width"] = 1.0
     js.write_text(json.dumps(meta))
-    with pytest.raises(
-        CheckpointError, match=r"does not match the architecture: shape mismatch: conv1.weight"
-    ):
+    with pytest.raises(CheckpointError, match=r"does not match the architecture: shape mismatch: conv1.weight"):
         load_checkpoint(tmp_path / "r")
     meta["model"] = "lenet5"
     meta["model_kwargs"] = {}
@@ -168,8 +160,6 @@ def test_pretrained_models() -> None:
     for name in names:
         model, meta = load_pretrained(name)
         assert meta["dataset"] == "fashion-mnist" and meta["test_accuracy"] >= 0.89
-        assert (
-            SRC / "assets" / "pretrained" / f"{meta['model']}_fashion-mnist.safetensors"
-        ).stat().st_size < 5e6
+        assert (SRC / "assets" / "pretrained" / f"{meta['model']}_fashion-mnist.safetensors").stat().st_size < 5e6
         _, acc = evaluate(model, test.subset(range(0, 2000, 4)))
         assert acc >= 0.85, name

@@ -157,9 +157,7 @@ def make_tinyimagenet(root: Path) -> Path:
             Image.new("RGB", (64, 64), (value, value, value)).save(img_dir / f"{w}_{j}.JPEG", quality=95)
     Image.new("L", (64, 64), 120).save(base / "val" / "images" / "val_0.JPEG")  # greyscale → RGB
     Image.new("RGB", (64, 64), (30, 30, 30)).save(base / "val" / "images" / "val_1.JPEG")
-    (base / "val" / "val_annotations.txt").write_text(
-        "val_0.JPEG\tn02\t0\t0\t63\t63\nval_1.JPEG\tn01\t1\t2\t3\t4\n"
-    )
+    (base / "val" / "val_annotations.txt").write_text("val_0.JPEG\tn02\t0\t0\t63\t63\nval_1.JPEG\tn01\t1\t2\t3\t4\n")
     return base
 
 
@@ -188,9 +186,7 @@ def test_idx_accepts_uncompressed_and_torchvision_layout(tmp_path: Path) -> None
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    write_idx(
-        raw / "t10k-images-idx3-ubyte", rng.integers(0, 256, (5, 28, 28), dtype=np.uint8), compress=False
-    )
+    write_idx(raw / "t10k-images-idx3-ubyte", rng.integers(0, 256, (5, 28, 28), dtype=np.uint8), compress=False)
     write_idx(raw / "t10k-labels-idx1-ubyte", np.arange(5, dtype=np.uint8), compress=False)
     ds = get_dataset("mnist", "test", data_dir=tmp_path)
     assert len(ds) == 5 and ds.labels.tolist() == [0, 1, 2, 3, 4]
@@ -225,9 +221,7 @@ def test_missing_directory_and_file_errors(tmp_path: Path) -> None:
     with pytest.raises(DatasetNotFoundError) as exc:
         get_dataset("fashion-mnist", "train", data_dir=missing)
     msg = str(exc.value)
-    assert (
-        str(missing) in msg and "make data" in msg and "dataset-fashion-mnist" in msg and "--data-dir" in msg
-    )
+    assert str(missing) in msg and "make data" in msg and "dataset-fashion-mnist" in msg and "--data-dir" in msg
     make_idx_dir(tmp_path)
     (tmp_path / "train-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(DatasetNotFoundError, match=r"train-labels-idx1-ubyte.gz not found") as exc:
@@ -333,10 +327,7 @@ def test_tinyimagenet_folder_layout(tmp_path: Path) -> None:
     assert train.images.shape == (4, 3, 64, 64) and train.images.dtype == torch.uint8
     assert train.labels.tolist() == [0, 0, 1, 1]  # sorted wnids: n01 → 0, n02 → 1
     assert train.classes == ["goldfish", "great white shark"]
-    assert (
-        abs(int(train.images[0].float().mean()) - 10) <= 2
-        and abs(int(train.images[3].float().mean()) - 200) <= 2
-    )
+    assert abs(int(train.images[0].float().mean()) - 10) <= 2 and abs(int(train.images[3].float().mean()) - 200) <= 2
     val = get_dataset("tinyimagenet", "test", data_dir=tmp_path)
     assert val.labels.tolist() == [1, 0] and val.images.shape == (2, 3, 64, 64)
     assert torch.equal(val.images[0, 0], val.images[0, 2])  # greyscale image converted to RGB

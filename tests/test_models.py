@@ -166,6 +166,9 @@ def test_registry_and_argument_errors() -> None:
         build_model("lenet5", num_classes=0)
     with pytest.raises(ValueError, match="shortcut must be 'A'"):
         build_model("resnet20", shortcut="C")
+    with pytest.raises(ValueError, match=r"needs inputs of at least 10×10 pixels, got \(8, 8\)"):
+        build_model("lenet5")(torch.randn(1, 1, 8, 8))
+    assert build_model("lenet5", padding=3)(torch.randn(1, 1, 8, 8)).shape == (1, 10)
 
 
 def test_same_seed_same_weights() -> None:
@@ -173,6 +176,4 @@ def test_same_seed_same_weights() -> None:
     a = build_model("resnet20")
     torch.manual_seed(0)
     b = build_model("resnet20")
-    assert all(
-        torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
-    )
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))

@@ -98,9 +98,7 @@ def test_resume_after_interruption_is_bit_identical(digits: tuple[object, object
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert [h.test_acc for h in full.history] == [h.test_acc for h in resumed.history]
-    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (
-        tmp_path / "b" / "model.safetensors"
-    ).read_bytes()
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
 
 
 def test_resume_rejects_changed_hyperparameters_and_extends_epochs(
@@ -163,11 +161,7 @@ def test_regularizer_forward_fn_and_callbacks(digits: tuple[object, object]) -> 
         progress=False,  # type: ignore[arg-type]
     )
     assert calls == {"forward": 5, "reg": 5} and rec.steps == [1, 2, 3, 4, 5]
-    assert (
-        len(result.history) == 1
-        and result.history[0].regularizer is not None
-        and result.history[0].regularizer > 0
-    )
+    assert len(result.history) == 1 and result.history[0].regularizer is not None and result.history[0].regularizer > 0
 
 
 def test_config_validation_and_schedule() -> None:
@@ -198,11 +192,7 @@ def test_cli_models_datasets_train(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     meta = json.loads((out / "model.json").read_text())
     assert meta["dataset"] == "digits" and meta["model_kwargs"]["width"] == 0.25 and meta["command"]
-    res = runner.invoke(
-        app, ["train", "--model", "lenet5", "--dataset", "mnist", "--out", str(tmp_path / "x")]
-    )
+    res = runner.invoke(app, ["train", "--model", "lenet5", "--dataset", "mnist", "--out", str(tmp_path / "x")])
     assert res.exit_code == 2 and "--data-dir" in res.output
-    res = runner.invoke(
-        app, ["train", "--model", "nope", "--dataset", "digits", "--out", str(tmp_path / "y")]
-    )
+    res = runner.invoke(app, ["train", "--model", "nope", "--dataset", "digits", "--out", str(tmp_path / "y")])
     assert res.exit_code == 2 and "unknown model" in res.output

@@ -121,9 +121,7 @@ def _read_pair(path: str | Path, kind: str) -> tuple[dict[str, Tensor], dict[str
     st_path, js_path = checkpoint_paths(path)
     for p in (js_path, st_path):
         if not p.is_file():
-            raise CheckpointNotFoundError(
-                f"checkpoint file {p} not found (a checkpoint is a .json + .safetensors)"
-            )
+            raise CheckpointNotFoundError(f"checkpoint file {p} not found (a checkpoint is a .json + .safetensors)")
     try:
         meta = json.loads(js_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -261,9 +259,7 @@ def _encode(obj: Any, key: str, tensors: dict[str, Tensor]) -> Any:
         return [_encode(v, f"{key}.{i}", tensors) for i, v in enumerate(obj)]
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
-    raise TypeError(
-        f"cannot store a value of type {type(obj).__name__} at {key} (tensors and JSON values only)"
-    )
+    raise TypeError(f"cannot store a value of type {type(obj).__name__} at {key} (tensors and JSON values only)")
 
 
 def _decode(obj: Any, tensors: dict[str, Tensor]) -> Any:

@@ -390,9 +390,7 @@ def train(
 
             done_steps = [0]
 
-            def advance(
-                text: str, task: Any = task, epoch: int = epoch, done_steps: list[int] = done_steps
-            ) -> None:
+            def advance(text: str, task: Any = task, epoch: int = epoch, done_steps: list[int] = done_steps) -> None:
                 bar.update(task, advance=1, stats=text)
                 done_steps[0] += 1
                 done = done_steps[0]
@@ -402,9 +400,7 @@ def train(
             stats = run_epoch(epoch, advance)
             bar.remove_task(task)
             history.append(stats)
-            test_txt = (
-                f" | test loss {stats.test_loss:.4f} acc {stats.test_acc:.4f}" if stats.test_acc else ""
-            )
+            test_txt = f" | test loss {stats.test_loss:.4f} acc {stats.test_acc:.4f}" if stats.test_acc else ""
             console.print(
                 f"epoch {stats.epoch:3d}/{config.epochs} | train loss {stats.train_loss:.4f} "
                 f"acc {stats.train_acc:.4f}{test_txt} | lr {stats.lr:.4g} | {stats.seconds:.1f}s"
@@ -433,8 +429,6 @@ def train(
 
     wall = wall_before + time.perf_counter() - t_start
     final_acc = history[-1].test_acc if history else None
-    if history and test_set is not None and start_epoch >= config.epochs:
-        final_acc = history[-1].test_acc
     meta = {
         **(metadata or {}),
         "epochs": len(history),

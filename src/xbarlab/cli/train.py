@@ -120,9 +120,7 @@ def register(app: typer.Typer) -> None:
         table.add_column("description")
         table.add_column("default arguments")
         for spec in list_models():
-            table.add_row(
-                spec.name, spec.description, ", ".join(f"{k}={v}" for k, v in spec.default_kwargs.items())
-            )
+            table.add_row(spec.name, spec.description, ", ".join(f"{k}={v}" for k, v in spec.default_kwargs.items()))
         Console().print(table)
 
     @app.command("datasets")
@@ -160,14 +158,10 @@ def register(app: typer.Typer) -> None:
         warmup_epochs: float = typer.Option(0.0, "--warmup-epochs", help="Linear learning-rate warm-up."),
         seed: int = typer.Option(0, "--seed"),
         width: float = typer.Option(1.0, "--width", help="Channel width multiplier."),
-        out: Path | None = typer.Option(
-            None, "--out", help="Run directory (default runs/<model>_<data>_s<seed>)."
-        ),
+        out: Path | None = typer.Option(None, "--out", help="Run directory (default runs/<model>_<data>_s<seed>)."),
         data_dir: Path | None = typer.Option(None, "--data-dir", help="Folder with the data set files."),
         device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
-        resume: bool = typer.Option(
-            True, "--resume/--no-resume", help="Continue from <out>/state if present."
-        ),
+        resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from <out>/state if present."),
         augment: bool = typer.Option(True, "--augment/--no-augment", help="Train-time augmentation."),
         threads: int | None = typer.Option(None, "--threads", help="torch CPU threads (default: torch's)."),
         channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last", help="NHWC on CPU."),
@@ -202,7 +196,5 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"error: {msg}", err=True)
             raise typer.Exit(code=2) from exc
         except KeyboardInterrupt:
-            typer.echo(
-                "interrupted: rerun the same command (with --resume, the default) to continue", err=True
-            )
+            typer.echo("interrupted: rerun the same command (with --resume, the default) to continue", err=True)
             raise typer.Exit(code=130) from None

@@ -151,13 +151,9 @@ class ImageDataset(Dataset[tuple[Tensor, int]]):
         split: str = "train",
     ) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
-            raise ValueError(
-                f"images must be a uint8 tensor (N, C, H, W), got {images.dtype} {tuple(images.shape)}"
-            )
+            raise ValueError(f"images must be a uint8 tensor (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
         if labels.dim() != 1 or labels.shape[0] != images.shape[0]:
-            raise ValueError(
-                f"labels must have shape ({images.shape[0]},) to match images, got {tuple(labels.shape)}"
-            )
+            raise ValueError(f"labels must have shape ({images.shape[0]},) to match images, got {tuple(labels.shape)}")
         c = images.shape[1]
         if len(mean) != c or len(std) != c:
             raise ValueError(f"mean/std must have {c} entries (one per channel), got {len(mean)}/{len(std)}")

@@ -20,9 +20,7 @@ class DatasetNotFoundError(DatasetError, FileNotFoundError):
         self.looked_in = Path(looked_in)
         self.missing = missing
         self.how_to_get = how_to_get
-        super().__init__(
-            f"{dataset}: {missing} not found (looked in {self.looked_in}). {how_to_get}".rstrip()
-        )
+        super().__init__(f"{dataset}: {missing} not found (looked in {self.looked_in}). {how_to_get}".rstrip())
 
 
 class DatasetCorruptError(DatasetError, ValueError):

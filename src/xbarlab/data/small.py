@@ -80,8 +80,7 @@ def load_fmnist_subset(split: str, path: Path | None = None) -> tuple[torch.Tens
         raise DatasetCorruptError(
             name,
             path,
-            f"expected uint8 images ({n}, 28, 28) and {n} labels, got {images.dtype} "
-            f"{images.shape} and {labels.shape}",
+            f"expected uint8 images ({n}, 28, 28) and {n} labels, got {images.dtype} {images.shape} and {labels.shape}",
             how,
         )
     return torch.from_numpy(images[:, None].copy()), torch.from_numpy(labels.astype(np.int64))

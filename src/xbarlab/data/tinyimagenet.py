@@ -41,9 +41,7 @@ def _decode(path: Path, dataset: str, how_to_get: str) -> np.ndarray:
         raise DatasetCorruptError(dataset, path, f"cannot decode image ({exc})", how_to_get) from exc
 
 
-def load_tinyimagenet(
-    data_dir: Path, split: str, how_to_get: str
-) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+def load_tinyimagenet(data_dir: Path, split: str, how_to_get: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Images ``uint8 (N, 3, 64, 64)``, labels ``int64 (N,)`` and class names (wnids, or words when known)."""
     name = "tinyimagenet"
     if split not in ("train", "test"):

@@ -22,9 +22,7 @@ __all__ = ["LeNet5", "lenet5"]
 class LeNet5(nn.Module):
     """LeNet-5 (see the module docstring); the classifier is ``fc3``."""
 
-    def __init__(
-        self, *, num_classes: int, in_channels: int, width: float, batch_norm: bool, padding: int
-    ) -> None:
+    def __init__(self, *, num_classes: int, in_channels: int, width: float, batch_norm: bool, padding: int) -> None:
         super().__init__()
         c1, c2, f1, f2 = (scaled(c, width) for c in (6, 16, 120, 84))
         bias = not batch_norm
@@ -41,6 +39,12 @@ class LeNet5(nn.Module):
         self.fc3 = nn.Linear(f2, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
+        pad = int(self.conv1.padding[0])  # type: ignore[index]
+        if min(x.shape[-2:]) + 2 * pad < 14:
+            raise ValueError(
+                f"LeNet-5 with padding={pad} needs inputs of at least {14 - 2 * pad}×{14 - 2 * pad} pixels, "
+                f"got {tuple(x.shape[-2:])} (use a larger padding, up to 4, for smaller images)"
+            )
         x = self.pool1(F.relu(self.bn1(self.conv1(x))))
         x = self.pool2(F.relu(self.bn2(self.conv2(x))))
         x = F.relu(self.bn3(self.fc1(x.flatten(1))))
@@ -59,6 +63,4 @@ def lenet5(
     check_common(num_classes, in_channels, width)
     if not isinstance(padding, int) or not 0 <= padding <= 4:
         raise ValueError(f"padding must be an int in [0, 4], got {padding!r}")
-    return LeNet5(
-        num_classes=num_classes, in_channels=in_channels, width=width, batch_norm=batch_norm, padding=padding
-    )
+    return LeNet5(num_classes=num_classes, in_channels=in_channels, width=width, batch_norm=batch_norm, padding=padding)

@@ -126,6 +126,4 @@ def resnet18(num_classes: int = 200, in_channels: int = 3, width: float = 1.0, s
     """ResNet-18 with projection (1×1 conv) shortcuts; default stem suits 64×64 TinyImageNet inputs."""
     check_common(num_classes, in_channels, width)
     channels = [scaled(c, width) for c in (64, 128, 256, 512)]
-    return ResNet(
-        channels, [2, 2, 2, 2], num_classes=num_classes, in_channels=in_channels, shortcut="B", stem=stem
-    )
+    return ResNet(channels, [2, 2, 2, 2], num_classes=num_classes, in_channels=in_channels, shortcut="B", stem=stem)
