@@ -6,6 +6,7 @@ Each chip starts from a fresh copy of the converted model: mitigations on one ch
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from collections.abc import Callable, Iterable
@@ -87,8 +88,22 @@ class MonteCarloResult:
         }
 
 
-Mitigation = Callable[[nn.Module], dict[str, Any] | None]
-"""A function applied to each programmed (and calibrated) chip before testing; may return info for the record."""
+Mitigation = Callable[[nn.Module], Any]
+"""A function applied to each programmed (and calibrated) chip before testing.
+
+It may return ``None``, a dict of info for the record, or an object with ``info`` (dict) and ``evaluation`` (a
+context manager entered around the test, e.g. online BN) such as
+:class:`xbarlab.experiments.registry.MitigationOutcome`.
+"""
+
+
+def _unpack_outcome(outcome: Any) -> tuple[dict[str, Any], Any]:
+    if outcome is None:
+        return {}, contextlib.nullcontext()
+    if isinstance(outcome, dict):
+        return dict(outcome), contextlib.nullcontext()
+    evaluation = getattr(outcome, "evaluation", None)
+    return dict(getattr(outcome, "info", {}) or {}), evaluation or contextlib.nullcontext()
 
 
 def evaluate_chips(
@@ -134,8 +149,9 @@ def evaluate_chips(
                 if calib_loader is None:
                     raise ValueError("calib_loader: required, the hardware has DAC/ADC converters to calibrate")
                 calibrate(chip, calib_loader, num_batches=calib_batches, device=device)
-            info = (mitigation(chip) or {}) if mitigation is not None else {}
-            acc = accuracy(chip, test_loader, device=device, max_batches=max_batches)
+            info, context = _unpack_outcome(mitigation(chip) if mitigation is not None else None)
+            with context:
+                acc = accuracy(chip, test_loader, device=device, max_batches=max_batches)
             results.append(ChipResult(k, seed + k, acc, dict(info)))
             bar.advance(acc)
     return MonteCarloResult(

@@ -1,0 +1,194 @@
+"""Mitigation and analysis commands: ``mitigate``, ``distortion``, ``cost``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from xbarlab.cli.core import _load_hardware, _parse_overrides
+
+console = Console()
+
+
+def _write_json(out: Path, payload: dict[str, Any]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    tmp.replace(out)
+
+
+def _model_and_data(pretrained: str | None, checkpoint: str | None, dataset: str | None, data_dir: str | None):
+    from xbarlab import checkpoint as ckpt
+    from xbarlab.data import get_dataset
+
+    if (checkpoint is None) == (pretrained is None):
+        raise typer.BadParameter("give exactly one of --checkpoint or --pretrained")
+    model, meta = ckpt.load_pretrained(pretrained) if pretrained else ckpt.load_checkpoint(str(checkpoint))
+    name = dataset or meta.get("dataset")
+    if not name:
+        raise typer.BadParameter("--dataset is required: the checkpoint does not name its data set")
+    return (
+        model,
+        meta,
+        name,
+        get_dataset(name, "train", data_dir=data_dir),
+        get_dataset(name, "test", data_dir=data_dir),
+    )
+
+
+def mitigate(
+    hardware: str = typer.Option(..., "--hw", help="Preset name or hardware YAML file."),
+    methods: list[str] = typer.Option(
+        ["none", "bn_adapt", "bn_finetune"], "--method", help="Mitigation(s) from the registry (repeatable)."
+    ),
+    options: list[str] = typer.Option([], "--option", help="method.option=value, e.g. bn_finetune.max_samples=2000"),
+    pretrained: str = typer.Option(None, help="Shipped pretrained model name."),
+    checkpoint: str = typer.Option(None, help="Checkpoint path written by `xbarlab train`."),
+    dataset: str = typer.Option(None),
+    data_dir: str = typer.Option(None),
+    chips: int = typer.Option(3, min=1),
+    seed: int = typer.Option(0, min=0),
+    t_seconds: float = typer.Option(None, "--time", help="Read the chips at this time since programming (s)."),
+    overrides: list[str] = typer.Option([], "--set", help="Hardware override dotted.key=value (repeatable)."),
+    test_samples: int = typer.Option(None, help="Use only the first N test samples."),
+    batch_size: int = typer.Option(500, min=1),
+    device: str = typer.Option("cpu"),
+    out: Path = typer.Option(None, help="Write the results as JSON here."),
+) -> None:
+    """Program N chips and compare mitigations on each (chip k is programmed, mitigated and tested on its own)."""
+    import torch
+
+    from xbarlab.data import make_loader
+    from xbarlab.evaluation import accuracy, evaluate_chips
+    from xbarlab.experiments.registry import check_options, get_mitigation
+    from xbarlab.experiments.trial import TrialContext
+
+    model, meta, ds_name, train, test = _model_and_data(pretrained, checkpoint, dataset, data_dir)
+    if test_samples:
+        test = test.subset(list(range(min(test_samples, len(test)))))
+    hw = _load_hardware(hardware)
+    if overrides:
+        hw = hw.override(_parse_overrides(overrides))
+    parsed = _parse_overrides(options)
+    dev = torch.device(device)
+    test_loader = make_loader(test, batch_size)
+    calib_loader = make_loader(train.with_augmentation(None), 128, shuffle=True, seed=seed)
+    clean = accuracy(model.to(dev), test_loader, device=dev)
+    rows: list[dict[str, Any]] = []
+    for method in methods:
+        definition = get_mitigation(method)
+        prefix = f"{method}."
+        opts = check_options(method, {k[len(prefix) :]: v for k, v in parsed.items() if k.startswith(prefix)})
+        seeds = iter(range(seed, seed + chips))
+
+        def apply(chip: Any, definition: Any = definition, opts: dict[str, Any] = opts, seeds: Any = seeds) -> Any:
+            ctx = TrialContext({}, next(seeds), dev, train)
+            return definition.apply(chip, ctx, opts)
+
+        result = evaluate_chips(
+            model,
+            hw,
+            test_loader,
+            chips=chips,
+            seed=seed,
+            calib_loader=calib_loader,
+            t_seconds=t_seconds,
+            mitigation=apply,
+            device=dev,
+        )
+        rows.append({"method": method, "options": opts, **result.to_dict()})
+    table = Table(title=f"{meta.get('model', 'model')} on {ds_name}, {hw.name}, {chips} chips (clean {clean:.2f}%)")
+    for col in ("method", "mean acc (%)", "std", "95% CI", "per chip"):
+        table.add_column(col)
+    for r in rows:
+        per_chip = " ".join(f"{a:.1f}" for a in r["accuracies"])
+        table.add_row(
+            r["method"], f"{r['mean']:.2f}", f"{r['std']:.2f}", f"[{r['ci95_low']:.2f}, {r['ci95_high']:.2f}]", per_chip
+        )
+    console.print(table)
+    if out:
+        _write_json(
+            out,
+            {
+                "clean_accuracy": clean,
+                "dataset": ds_name,
+                "model": meta,
+                "hardware_config": hw.to_dict(),
+                "test_samples": len(test),
+                "results": rows,
+            },
+        )
+        console.print(f"results written to {out}")
+
+
+def distortion(
+    hardware: str = typer.Option(..., "--hw", help="Preset name or hardware YAML file."),
+    pretrained: str = typer.Option(None),
+    checkpoint: str = typer.Option(None),
+    dataset: str = typer.Option(None),
+    data_dir: str = typer.Option(None),
+    seed: int = typer.Option(0, min=0),
+    t_seconds: float = typer.Option(None, "--time"),
+    overrides: list[str] = typer.Option([], "--set"),
+    calib_images: int = typer.Option(512, min=1, help="Images for the per-layer MAC error (SNR)."),
+    out: Path = typer.Option(Path("reports/distortion"), help="Folder for the table and the scatter plot."),
+) -> None:
+    """Per-layer distortion of one chip: PC2 of (W_ideal, W_NI), MAC SNR in dB, and the weight scatter plot."""
+    from xbarlab.chip import calibrate, drift, needs_calibration, program
+    from xbarlab.conversion import convert
+    from xbarlab.data import make_loader
+    from xbarlab.metrics import layer_distortion, plot_weight_scatter
+
+    model, meta, _, train, _ = _model_and_data(pretrained, checkpoint, dataset, data_dir)
+    hw = _load_hardware(hardware)
+    if overrides:
+        hw = hw.override(_parse_overrides(overrides))
+    chip = program(convert(model, hw), seed)
+    if t_seconds is not None:
+        drift(chip, t_seconds)
+    loader = make_loader(train.with_augmentation(None), 128, shuffle=True, seed=seed)
+    if needs_calibration(chip):
+        calibrate(chip, loader)
+    batches = [x for i, (x, _) in enumerate(loader) if i < max(1, calib_images // 128)]
+    records = layer_distortion(chip, batches)
+    table = Table(title=f"per-layer distortion: {meta.get('model', 'model')}, {hw.name}, chip seed {seed}")
+    for col in ("layer", "weights", "PC2", "MAC SNR (dB)"):
+        table.add_column(col)
+    lines = ["| layer | weights | PC2 | MAC SNR (dB) |", "|---|---|---|---|"]
+    for r in records:
+        snr = r.snr_db
+        snr_txt = "" if snr is None else f"{snr:.2f}"
+        table.add_row(r.layer_name, str(r.num_weights), f"{r.pc2:.3e}", snr_txt)
+        lines.append(f"| {r.layer_name} | {r.num_weights} | {r.pc2:.3e} | {snr_txt} |")
+    console.print(table)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "distortion.md").write_text("\n".join(lines) + "\n")
+    plot_weight_scatter(records, out / "weight_scatter.png", title=f"W_NI vs W_ideal ({hw.name})")
+    console.print(f"table and scatter plot written to {out}")
+
+
+def cost(
+    model_name: str = typer.Option("vgg16-bn", "--model", help="Model from the registry (xbarlab models)."),
+    input_shape: str = typer.Option("3,32,32", help="One input's shape C,H,W."),
+    num_classes: int = typer.Option(10, min=1),
+    per_layer: bool = typer.Option(False, help="Print the per-layer table."),
+) -> None:
+    """On-chip training cost (P1 §5): memory and energy of BN-only fine-tuning vs full retraining."""
+    from xbarlab.mitigation.cost import training_cost
+    from xbarlab.models import build_model
+
+    shape = tuple(int(v) for v in input_shape.split(","))
+    net = build_model(model_name, in_channels=shape[0], num_classes=num_classes)
+    report = training_cost(net, shape)
+    console.print(report.to_markdown(per_layer=per_layer))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("mitigate")(mitigate)
+    app.command("distortion")(distortion)
+    app.command("cost")(cost)
