@@ -1,0 +1,168 @@
+"""``xbarlab p2 ...``: detection and segmentation canvases, training, and P2 / drift evaluation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+__all__ = ["register"]
+
+
+def _threads(threads: int) -> None:
+    import torch
+
+    if threads < 1:
+        raise typer.BadParameter(f"--threads: invalid value {threads}; allowed: >= 1")
+    torch.set_num_threads(threads)
+
+
+def _floats(text: str, name: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError as exc:
+        raise typer.BadParameter(f"{name}: invalid value {text!r}; allowed: comma-separated numbers") from exc
+    if not values:
+        raise typer.BadParameter(f"{name}: invalid value {text!r}; allowed: at least one number")
+    return values
+
+
+def _train(task: str, **kw: Any) -> None:
+    from xbarlab.tasks.train_tasks import TaskTrainConfig, train_task
+
+    _threads(kw.pop("threads"))
+    out = kw.pop("out") or Path("runs") / f"{task}_fmnist-canvas"
+    resume = kw.pop("resume")
+    stop_after = kw.pop("stop_after")
+    cfg = TaskTrainConfig(task=task, **kw)
+    meta = train_task(cfg, out, resume=resume, stop_after=stop_after)
+    if meta is not None:
+        typer.echo(f"{task}: test {meta['metric']} = {meta['test_metric']:.4f} → {Path(out) / 'model.safetensors'}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``p2`` command group (train-detector, train-segmenter, evaluate, drift) to ``app``."""
+    p2 = typer.Typer(
+        help="P2 beyond classification: canvas detection/segmentation under weight noise and drift.",
+        no_args_is_help=True,
+    )
+
+    def train_options(task: str) -> Any:
+        def command(
+            epochs: int = typer.Option(10 if task == "detector" else 8, help="Epochs."),
+            train_count: int = typer.Option(2500, help="Training canvases (Fashion-MNIST train split)."),
+            test_count: int = typer.Option(500, help="Test canvases (Fashion-MNIST test split)."),
+            batch_size: int = typer.Option(32, help="Batch size."),
+            lr: float = typer.Option(3e-3, help="Adam learning rate (cosine decay per step)."),
+            weight_decay: float = typer.Option(1e-4, help="Weight decay."),
+            width: int = typer.Option(32, help="Channel width."),
+            seed: int = typer.Option(0, help="Training seed."),
+            data_seed: int = typer.Option(0, help="Canvas seed (test canvases use data_seed + 1)."),
+            dataset: str = typer.Option("fashion-mnist", help="Object source: fashion-mnist, mnist, ..."),
+            noise_inject: float = typer.Option(
+                None, "--noise-inject", help="Noise-injection training: η (σ = η·max|W| per layer, Joshi et al.)."
+            ),
+            clip_alpha: float = typer.Option(None, help="With --noise-inject: clip weights to ±α·std(W) per step."),
+            init_from: str = typer.Option(None, help="Start from a model: 'shipped' or a path (fine-tuning)."),
+            out: Path = typer.Option(None, "--out", "-o", help="Run directory (default runs/<task>_fmnist-canvas)."),
+            resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from <out>/state."),
+            stop_after: int = typer.Option(None, help="Run at most N epochs now (rerun to continue)."),
+            threads: int = typer.Option(1, help="Torch threads."),
+        ) -> None:
+            _train(
+                task,
+                epochs=epochs,
+                train_count=train_count,
+                test_count=test_count,
+                batch_size=batch_size,
+                lr=lr,
+                weight_decay=weight_decay,
+                width=width,
+                seed=seed,
+                data_seed=data_seed,
+                dataset=dataset,
+                noise_inject=noise_inject,
+                clip_alpha=clip_alpha,
+                init_from=init_from,
+                out=out,
+                resume=resume,
+                stop_after=stop_after,
+                threads=threads,
+            )
+
+        command.__doc__ = f"Train the canvas {task} (resumable; safetensors + JSON checkpoints)."
+        return command
+
+    p2.command("train-detector")(train_options("detector"))
+    p2.command("train-segmenter")(train_options("segmenter"))
+
+    @p2.command("evaluate")
+    def evaluate_cmd(
+        models: str = typer.Option(
+            "detector,segmenter", help="Comma-separated: detector, segmenter (shipped) or label=path/to/model."
+        ),
+        etas: str = typer.Option("0.02,0.05,0.1,0.2", help="Noise levels η (σ = η·max|W| per layer)."),
+        chips: int = typer.Option(4, help="Chip instances per noise level."),
+        seed: int = typer.Option(0, help="Chip k uses seed + k."),
+        test_count: int = typer.Option(500, help="Test canvases."),
+        calib_batches: int = typer.Option(20, help="BN-adaptation batches (offline, reading A)."),
+        calib_batch_size: int = typer.Option(64, help="BN-adaptation batch size."),
+        eval_batch_size: int = typer.Option(64, help="Test batch size (also online BN, reading B)."),
+        small_batch_size: int = typer.Option(4, help="Small test batch for online BN (bn_online_small)."),
+        dataset: str = typer.Option("fashion-mnist", help="Object source data set."),
+        out: Path = typer.Option(Path("reports/p2_tasks"), "--out", "-o", help="Output folder."),
+        threads: int = typer.Option(1, help="Torch threads."),
+    ) -> None:
+        """Clean / noisy / BN-adapted (offline, online) metrics over noise levels and chips (resumable)."""
+        from xbarlab.tasks.p2_eval import P2Config, p2_experiment
+
+        _threads(threads)
+        cfg = P2Config(
+            models=tuple(m.strip() for m in models.split(",") if m.strip()),
+            etas=_floats(etas, "--etas"),
+            chips=chips,
+            seed=seed,
+            test_count=test_count,
+            calib_batches=calib_batches,
+            calib_batch_size=calib_batch_size,
+            eval_batch_size=eval_batch_size,
+            small_batch_size=small_batch_size,
+            dataset=dataset,
+        )
+        p2_experiment(cfg, out)
+        typer.echo((out / "p2_results.md").read_text())
+        typer.echo(f"table: {out / 'p2_results.md'}, plot: {out / 'p2_results.png'}")
+
+    @p2.command("drift")
+    def drift_cmd(
+        models: str = typer.Option("segmenter,detector", help="Comma-separated models (as for evaluate)."),
+        preset: str = typer.Option("fefet", help="Hardware preset with drift (P1 devices: fefet, pcm-i, ...)."),
+        times: str = typer.Option("1,1e2,1e4,1e6,1e8,1e10", help="Read times t in seconds since programming."),
+        chips: int = typer.Option(3, help="Chip instances per time."),
+        seed: int = typer.Option(0, help="Chip k uses seed + k."),
+        test_count: int = typer.Option(500, help="Test canvases."),
+        readout: str = typer.Option("forward", help="Drift-compensation read-out: forward, weights, conductance."),
+        dataset: str = typer.Option("fashion-mnist", help="Object source data set."),
+        out: Path = typer.Option(Path("reports/p2_tasks"), "--out", "-o", help="Output folder."),
+        threads: int = typer.Option(1, help="Torch threads."),
+    ) -> None:
+        """Drift: none vs global / per-column drift compensation vs BN adaptation / online BN (resumable)."""
+        from xbarlab.tasks.p2_eval import DriftConfig, drift_experiment
+
+        _threads(threads)
+        cfg = DriftConfig(
+            models=tuple(m.strip() for m in models.split(",") if m.strip()),
+            preset=preset,
+            times_s=_floats(times, "--times"),
+            chips=chips,
+            seed=seed,
+            test_count=test_count,
+            readout=readout,
+            dataset=dataset,
+        )
+        drift_experiment(cfg, out)
+        typer.echo((out / "drift_results.md").read_text())
+        typer.echo(f"table: {out / 'drift_results.md'}, plot: {out / 'drift_results.png'}")
+
+    app.add_typer(p2, name="p2")
