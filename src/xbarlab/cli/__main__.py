@@ -1,0 +1,5 @@
+"""``python -m xbarlab.cli``."""
+
+from xbarlab.cli import main
+
+main()
