@@ -15,7 +15,7 @@ app = typer.Typer(
 )
 
 # Modules under xbarlab.cli that register commands. Add a module name here to expose its commands.
-COMMAND_MODULES: tuple[str, ...] = ("core", "mitigation", "train", "experiments", "tasks")
+COMMAND_MODULES: tuple[str, ...] = ("core", "mitigation", "train", "experiments", "tasks", "correctnet")
 
 
 def _register_all() -> None:

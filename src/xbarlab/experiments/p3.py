@@ -1,0 +1,748 @@
+"""The P3 (CorrectNet / CorrectNet+) pipeline: plain → Lipschitz → + compensation (RL placement) → + quantisation.
+
+One call of :func:`run_p3` (CLI: ``xbarlab correctnet run``) does, for one model and data set:
+
+1. **models**: load the plain model (a shipped pretrained name such as ``lenet5-fmnist`` or a checkpoint path);
+   load or fine-tune a Lipschitz-regularised copy (:mod:`xbarlab.mitigation.lipschitz`) and record whether the
+   two clean accuracies match within ±1 point;
+2. **sweep**: accuracy over chips of both models for every σ of the log-normal variation (full hardware:
+   limited cell levels, DAC, noisy ADC);
+3. **placement** (at the highest σ, on the Lipschitz model): the RL agent, greedy, all layers, none and random
+   placements of digital compensation branches under an overhead budget; the search trains branches with a chip
+   pool and scores them on held-out training images; the chosen placements are then retrained with a fresh chip
+   every batch and tested on the test set;
+4. **quant**: greedy search over bits per cell and per-layer ADC bits for accuracy under variation and ADC
+   energy, on the Lipschitz + RL-compensated model; saving at equal accuracy against uniform 8-bit ADCs;
+5. **table**: ``results.json`` and ``results.md`` in the output folder.
+
+Every stage writes its result to the output folder and is skipped when that file exists (``force`` re-runs),
+and the expensive searches cache every evaluation on disk, so an interrupted run resumes where it stopped.
+
+Seeds: evaluation chip k is programmed with ``eval_seed + k``; search chips with ``search_seed + k``;
+training chips with :func:`xbarlab.mitigation.compensation.training_chip_seed` (derived 31-bit seeds), so test
+chips are never training chips. Images: compensation trains on the training split minus its last
+``val_images`` images, which score the searches; the test split is only used for the reported numbers.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+__all__ = [
+    "P3_HARDWARE",
+    "P3Config",
+    "load_model",
+    "p3_hardware",
+    "run_p3",
+    "write_table",
+]
+
+P3_HARDWARE: dict[str, Any] = {
+    "preset": "rram",
+    "name": "p3-rram-lognormal",
+    "weights": {"bits": 8, "bits_per_cell": 2, "noise_granularity": "slice"},
+    "read_noise": {"kind": "none", "sigma": 0.0},
+    "drift": {"kind": "none"},
+    "programming": {"kind": "lognormal", "sigma": 0.0},
+    "dac": {"bits": 8},
+    "adc": {"bits": 8, "noise_lsb": 0.5},
+}
+"""P3 hardware (same as the shipped ``p3-correctnet`` sweep): RRAM preset (R_on 50 kΩ, ON/OFF 10, 64×64 arrays,
+classifier digital), log-normal programming variation G·e^θ per device, 8-bit weights on 2-bit cells
+(4 slices, every device perturbed independently), 8-bit DAC, 8-bit ADC per partial sum with 0.5 LSB noise."""
+
+
+@dataclass(frozen=True)
+class P3Config:
+    """Settings of :func:`run_p3` (every field is recorded in ``config.json``)."""
+
+    model: str = "lenet5-fmnist"
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    out_dir: str = "runs/p3-lenet5-fmnist"
+    hardware_overrides: dict[str, Any] = field(default_factory=dict)
+    sigmas: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    chips: int = 5
+    test_images: int = 10000
+    sweep_images: int = 2000
+    val_images: int = 2000
+    calib_images: int = 512
+    batch_size: int = 500
+    # Lipschitz
+    lipschitz_checkpoint: str | None = None
+    lipschitz_kind: str = "parseval_neft"
+    lipschitz_beta: float = 5e-4
+    lipschitz_epochs: int = 5
+    lipschitz_lr: float = 0.01
+    # compensation
+    comp_steps: int = 300
+    comp_lr: float = 3e-3
+    comp_batch_size: int = 128
+    comp_reduction: int = 4
+    comp_affine: bool = True
+    comp_loss: str = "ce"
+    comp_pool: int = 64
+    adc_in_training: bool = False
+    # placement
+    budget_pct: float = 10.0
+    penalty: float = 0.2
+    cost_metric: str = "max"
+    rl_episodes: int = 30
+    random_samples: int = 5
+    greedy_mode: str = "iterative"
+    search_chips: int = 3
+    # quantisation search
+    quant_bits_per_cell: tuple[int, ...] = (1, 2, 4)
+    quant_adc_bits: tuple[int, ...] = (4, 5, 6, 7, 8)
+    quant_tolerance: float = 1.0
+    quant_chips: int = 3
+    quant_images: int = 1000
+    quant_max_evaluations: int = 60
+    adc_fom_fj: float = 5.0
+    adc_scaling: str = "walden"
+    # run
+    seed: int = 0
+    eval_seed: int = 10_000
+    search_seed: int = 20_000
+    threads: int = 1
+    stages: tuple[str, ...] = ("models", "sweep", "placement", "quant", "table")
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        checks: list[tuple[str, bool, str]] = [
+            ("sigmas", len(self.sigmas) > 0 and all(s >= 0 for s in self.sigmas), "non-empty, every σ >= 0"),
+            ("chips", self.chips >= 1, ">= 1"),
+            ("test_images", self.test_images >= 1, ">= 1"),
+            ("sweep_images", self.sweep_images >= 1, ">= 1"),
+            ("val_images", self.val_images >= 1, ">= 1"),
+            ("comp_steps", self.comp_steps >= 1, ">= 1"),
+            ("budget_pct", self.budget_pct >= 0, ">= 0 (%)"),
+            ("cost_metric", self.cost_metric in ("params", "macs", "max"), "'params', 'macs' or 'max'"),
+            ("rl_episodes", self.rl_episodes >= 1, ">= 1"),
+            ("search_chips", self.search_chips >= 1, ">= 1"),
+            ("quant_chips", self.quant_chips >= 1, ">= 1"),
+            ("threads", self.threads >= 1, ">= 1"),
+        ]
+        for name, ok, allowed in checks:
+            if not ok:
+                raise ValueError(f"{name}: invalid value {getattr(self, name)!r}; allowed: {allowed}")
+        unknown = set(self.stages) - {"models", "sweep", "placement", "quant", "table"}
+        if unknown:
+            raise ValueError(
+                f"stages: invalid value {sorted(unknown)}; allowed: models, sweep, placement, quant, table"
+            )
+
+    @property
+    def sigma_max(self) -> float:
+        """The highest variation level of the sweep (where placement and quantisation are evaluated)."""
+        return max(self.sigmas)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def p3_hardware(sigma: float, overrides: dict[str, Any] | None = None) -> Any:
+    """The P3 hardware (:data:`P3_HARDWARE`) at log-normal σ, with dotted-path ``overrides`` applied last."""
+    from xbarlab.hardware import HardwareConfig
+
+    hw = HardwareConfig.from_dict(P3_HARDWARE).override({"programming.sigma": float(sigma)})
+    if overrides:
+        hw = hw.override(overrides)
+    return hw
+
+
+def load_model(spec: str) -> tuple[nn.Module, dict[str, Any]]:
+    """A shipped pretrained name (``lenet5-fmnist``) or a checkpoint path (without suffix)."""
+    from xbarlab.checkpoint import checkpoint_paths, list_pretrained, load_checkpoint, load_pretrained
+
+    if spec in list_pretrained():
+        return load_pretrained(spec)
+    if checkpoint_paths(spec)[1].is_file():
+        return load_checkpoint(spec)
+    raise FileNotFoundError(
+        f"model: invalid value {spec!r}; allowed: a shipped pretrained model "
+        f"({', '.join(list_pretrained()) or 'none shipped yet'}) or a checkpoint path written by `xbarlab train`"
+    )
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_json_default))
+    tmp.replace(path)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (tuple, set, frozenset)):
+        return list(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+class _Data:
+    """Loaders of the pipeline: training (augmented, minus the held-out tail), validation, calibration, test."""
+
+    def __init__(self, cfg: P3Config) -> None:
+        from xbarlab.data import get_dataset, make_loader
+
+        train_aug = get_dataset(cfg.dataset, "train", data_dir=cfg.data_dir, augment=True)
+        train_plain = get_dataset(cfg.dataset, "train", data_dir=cfg.data_dir, augment=False)
+        test = get_dataset(cfg.dataset, "test", data_dir=cfg.data_dir, augment=False)
+        n_train = len(train_plain)
+        if cfg.val_images >= n_train:
+            raise ValueError(f"val_images: invalid value {cfg.val_images}; allowed: < {n_train} (training images)")
+        split = n_train - cfg.val_images
+        self.train_set = train_aug
+        self.comp_train = make_loader(
+            train_aug.subset(range(split)), cfg.comp_batch_size, shuffle=True, seed=cfg.seed, drop_last=True
+        )
+        self.val = make_loader(train_plain.subset(range(split, n_train)), cfg.batch_size)
+        self.quant_val = make_loader(
+            train_plain.subset(range(split, min(n_train, split + cfg.quant_images))), cfg.batch_size
+        )
+        self.calib = make_loader(train_plain.subset(range(min(cfg.calib_images, split))), 128)
+        self.test_set = test
+        self.test = make_loader(test.subset(range(min(cfg.test_images, len(test)))), cfg.batch_size)
+        self.sweep = make_loader(test.subset(range(min(cfg.sweep_images, len(test)))), cfg.batch_size)
+        x, _ = test[0]
+        self.example = x.unsqueeze(0)
+        self.n_test = min(cfg.test_images, len(test))
+        self.n_sweep = min(cfg.sweep_images, len(test))
+
+
+def _mc(model: nn.Module, hw: Any, loader: Any, chips: int, seed: int, calib: Any) -> dict[str, Any]:
+    """Monte-Carlo accuracy over chips (``hw`` None: ``model`` is already converted)."""
+    from xbarlab.evaluation import evaluate_chips
+
+    res = evaluate_chips(model, hw, loader, chips=chips, seed=seed, calib_loader=calib, progress=False)
+    out = res.to_dict()
+    out.pop("info", None)
+    return out
+
+
+def _clean_accuracy(model: nn.Module, loader: Any) -> float:
+    from xbarlab.evaluation import accuracy
+
+    return accuracy(model, loader)
+
+
+# ------------------------------------------------------------------------------------------------ stages
+
+
+def _stage_models(cfg: P3Config, data: _Data, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    from xbarlab.checkpoint import load_checkpoint
+    from xbarlab.mitigation.lipschitz import lipschitz_regularizer, lipschitz_upper_bound
+    from xbarlab.training import TrainConfig, train
+
+    path = out / "models.json"
+    if path.is_file() and not cfg.force:
+        return dict(_read_json(path))
+    plain, plain_meta = load_model(cfg.model)
+    reg = lipschitz_regularizer(cfg.lipschitz_kind, cfg.lipschitz_beta)
+    if cfg.lipschitz_checkpoint is not None:
+        lip_path = cfg.lipschitz_checkpoint
+        lip_info: dict[str, Any] = {"source": "checkpoint", "path": lip_path}
+    else:
+        lip_dir = out / "lipschitz_train"
+        lip_path = str(lip_dir / "model")
+        lip_model = copy.deepcopy(plain)
+        log(f"fine-tuning {cfg.model} with the {cfg.lipschitz_kind} penalty (β={cfg.lipschitz_beta}) ...")
+        tcfg = TrainConfig(epochs=cfg.lipschitz_epochs, lr=cfg.lipschitz_lr, seed=cfg.seed)
+        meta = {
+            "model": plain_meta.get("model"),
+            "model_kwargs": plain_meta.get("model_kwargs"),
+            "dataset": cfg.dataset,
+            "lipschitz": reg.describe(),
+            "finetuned_from": cfg.model,
+        }
+        train(
+            lip_model,
+            data.train_set,
+            data.test_set,
+            tcfg,
+            out_dir=lip_dir,
+            regularizer=reg,
+            progress=False,
+            metadata=meta,
+        )
+        lip_info = {"source": "fine-tuned", "path": lip_path, "train": tcfg.as_dict()}
+    lip, _ = load_checkpoint(lip_path)
+    full_test = _full_test_loader(cfg, data)
+    clean_plain = _clean_accuracy(plain, full_test)
+    clean_lip = _clean_accuracy(lip, full_test)
+    result = {
+        "plain": {
+            "spec": cfg.model,
+            "clean_accuracy": clean_plain,
+            "lipschitz_bound": lipschitz_upper_bound(plain),
+            "penalty": float(reg.penalty(plain)),
+        },
+        "lipschitz": {
+            **lip_info,
+            "regularizer": reg.describe(),
+            "clean_accuracy": clean_lip,
+            "lipschitz_bound": lipschitz_upper_bound(lip),
+            "penalty": float(reg.penalty(lip)),
+        },
+        "clean_gap": clean_lip - clean_plain,
+        "matched_within_1pt": abs(clean_lip - clean_plain) <= 1.0,
+    }
+    log(
+        f"clean accuracy: plain {clean_plain:.2f} %, Lipschitz {clean_lip:.2f} % "
+        f"(gap {clean_lip - clean_plain:+.2f} pt, matched: {result['matched_within_1pt']})"
+    )
+    _write_json(path, result)
+    return result
+
+
+def _full_test_loader(cfg: P3Config, data: _Data) -> Any:
+    from xbarlab.data import make_loader
+
+    return make_loader(data.test_set, cfg.batch_size)
+
+
+def _lipschitz_model(cfg: P3Config, models: dict[str, Any]) -> nn.Module:
+    from xbarlab.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(models["lipschitz"]["path"])
+    return model
+
+
+def _stage_sweep(
+    cfg: P3Config, data: _Data, out: Path, models: dict[str, Any], log: Callable[[str], None]
+) -> dict[str, Any]:
+    path = out / "sweep.json"
+    done: dict[str, Any] = dict(_read_json(path)) if path.is_file() and not cfg.force else {}
+    nets = {"plain": load_model(cfg.model)[0], "lipschitz": _lipschitz_model(cfg, models)}
+    for name, net in nets.items():
+        rows = done.setdefault(name, {})
+        for sigma in cfg.sigmas:
+            key = f"{sigma:g}"
+            if key in rows:
+                continue
+            t0 = time.perf_counter()
+            rows[key] = _mc(
+                net, p3_hardware(sigma, cfg.hardware_overrides), data.sweep, cfg.chips, cfg.eval_seed, data.calib
+            )
+            log(
+                f"sweep {name} σ={key}: {rows[key]['mean']:.2f} % ± {rows[key]['std']:.2f} "
+                f"({time.perf_counter() - t0:.0f} s)"
+            )
+            done["images"] = data.n_sweep
+            done["chips"] = cfg.chips
+            _write_json(path, done)
+    return done
+
+
+def _placement_key(placement: Sequence[str] | frozenset[str]) -> str:
+    return ",".join(sorted(placement)) or "<none>"
+
+
+def _stage_placement(
+    cfg: P3Config, data: _Data, out: Path, models: dict[str, Any], log: Callable[[str], None]
+) -> dict[str, Any]:
+    from xbarlab.conversion import convert
+    from xbarlab.layers import analog_layers
+    from xbarlab.mitigation.compensation import (
+        ChipPool,
+        CompensationConfig,
+        attach_compensation,
+        compensation_overhead,
+        compensation_state,
+        train_compensation,
+    )
+    from xbarlab.mitigation.placement import (
+        CachedEvaluator,
+        PlacementProblem,
+        all_layers_placement,
+        greedy_placement,
+        layer_features,
+        none_placement,
+        random_placement,
+        reinforce_placement,
+    )
+
+    final_path = out / "placement.json"
+    if final_path.is_file() and not cfg.force:
+        return dict(_read_json(final_path))
+    pdir = out / "placement"
+    pdir.mkdir(parents=True, exist_ok=True)
+    lip = _lipschitz_model(cfg, models)
+    sigma = cfg.sigma_max
+    hw = p3_hardware(sigma, cfg.hardware_overrides)
+    train_hw = hw if cfg.adc_in_training else hw.override({"adc.bits": None, "adc.noise_lsb": 0.0})
+    comp_cfg = CompensationConfig(reduction=cfg.comp_reduction, affine=cfg.comp_affine)
+    base = convert(lip, train_hw)
+    layers = tuple(la.layer_name for la in analog_layers(base))
+
+    # per-layer overhead (branches are independent, so costs add up)
+    probe = copy.deepcopy(base)
+    attach_compensation(probe, layers, comp_cfg)
+    from xbarlab.chip import calibrate, program
+
+    program(probe, 0)
+    calibrate(probe, data.calib, num_batches=1)
+    overhead = compensation_overhead(probe, data.example)
+    costs = []
+    for name in layers:
+        pl = overhead.per_layer[name]
+        p_pct = 100.0 * pl["params"] / max(1, overhead.base_params)
+        m_pct = 100.0 * pl["macs"] / max(1, overhead.base_macs)
+        costs.append({"params": p_pct, "macs": m_pct, "max": max(p_pct, m_pct)}[cfg.cost_metric])
+    del probe
+
+    # the search's evaluation: train the branches of a placement (chip pool), score on held-out images
+    cache_path = pdir / "search_cache.json"
+    cache: dict[str, float] = dict(_read_json(cache_path)) if cache_path.is_file() else {}
+    pool: ChipPool | None = None
+
+    def evaluate(placement: frozenset[str]) -> float:
+        nonlocal pool
+        key = _placement_key(placement)
+        if key in cache:
+            return cache[key]
+        t0 = time.perf_counter()
+        chip = copy.deepcopy(base)
+        if placement:
+            if pool is None and cfg.comp_pool > 0:
+                pool = ChipPool(copy.deepcopy(base), cfg.comp_pool, seed=cfg.seed)
+            attach_compensation(chip, [n for n in layers if n in placement], comp_cfg)
+            train_compensation(
+                chip,
+                data.comp_train,
+                steps=cfg.comp_steps,
+                lr=cfg.comp_lr,
+                seed=cfg.seed,
+                chip_pool=pool,
+                calib_loader=data.calib,
+                loss=cfg.comp_loss,
+                teacher=lip,
+            )
+        acc = _mc(chip, None, data.val, cfg.search_chips, cfg.search_seed, data.calib)["mean"]
+        cache[key] = acc
+        _write_json(cache_path, cache)
+        log(f"search: placement [{key}] → {acc:.2f} % on held-out images ({time.perf_counter() - t0:.0f} s)")
+        return acc
+
+    params = [int(la.weight.numel()) for la in analog_layers(base)]
+    macs_all = overhead.per_layer
+    del macs_all
+    problem = PlacementProblem(
+        layers=layers,
+        costs=tuple(costs),
+        budget=cfg.budget_pct,
+        evaluate=evaluate,
+        penalty=cfg.penalty,
+        features=layer_features(params, _layer_macs(base, data.example)),
+    )
+    results = {
+        "none": none_placement(problem, CachedEvaluator(problem)),
+        "all": all_layers_placement(problem, CachedEvaluator(problem)),
+        "greedy": greedy_placement(problem, mode=cfg.greedy_mode, evaluator=CachedEvaluator(problem)),
+        "rl": reinforce_placement(problem, episodes=cfg.rl_episodes, seed=cfg.seed, evaluator=CachedEvaluator(problem)),
+        "random": random_placement(
+            problem, samples=cfg.random_samples, seed=cfg.seed, evaluator=CachedEvaluator(problem)
+        ),
+    }
+
+    # final: retrain each chosen placement with a fresh chip every batch, test with the full hardware
+    final: dict[str, Any] = {}
+    final_cache_path = pdir / "final_cache.json"
+    final_cache: dict[str, Any] = dict(_read_json(final_cache_path)) if final_cache_path.is_file() else {}
+    for method, res in results.items():
+        key = _placement_key(res.placement)
+        if key not in final_cache:
+            t0 = time.perf_counter()
+            chip = copy.deepcopy(base)
+            info: dict[str, Any] = {}
+            if res.placement:
+                attach_compensation(chip, res.placement, comp_cfg)
+                tr = train_compensation(
+                    chip,
+                    data.comp_train,
+                    steps=cfg.comp_steps,
+                    lr=cfg.comp_lr,
+                    seed=cfg.seed + 1,
+                    calib_loader=data.calib,
+                    loss=cfg.comp_loss,
+                    teacher=lip,
+                )
+                state = compensation_state(chip)
+                save_file(state, str(pdir / f"branches_{_safe(key)}.safetensors"))
+                info["train_wall_time_s"] = tr.wall_time_s
+                info["final_loss"] = sum(tr.losses[-20:]) / len(tr.losses[-20:])
+            test_chip = convert(lip, hw)
+            if res.placement:
+                attach_compensation(test_chip, res.placement, comp_cfg, state=compensation_state(chip))
+            mc = _mc(test_chip, None, data.test, cfg.chips, cfg.eval_seed, data.calib)
+            program(test_chip, 0)
+            calibrate(test_chip, data.calib, num_batches=1)
+            ov = compensation_overhead(test_chip, data.example)
+            final_cache[key] = {"test": mc, "overhead": ov.to_dict(), **info}
+            _write_json(final_cache_path, final_cache)
+            log(
+                f"final {method}: [{key}] → {mc['mean']:.2f} % on the test set "
+                f"(params +{ov.params_pct:.2f} %, MACs +{ov.macs_pct:.2f} %; {time.perf_counter() - t0:.0f} s)"
+            )
+        final[method] = {**res.to_dict(with_history=method == "rl"), **final_cache[key]}
+    summary = {
+        "sigma": sigma,
+        "layers": list(layers),
+        "costs_pct": dict(zip(layers, costs, strict=True)),
+        "cost_metric": cfg.cost_metric,
+        "budget_pct": cfg.budget_pct,
+        "penalty": cfg.penalty,
+        "search": {
+            "distinct_placements_trained": len(cache),
+            "steps": cfg.comp_steps,
+            "pool": cfg.comp_pool,
+            "chips": cfg.search_chips,
+            "images": cfg.val_images,
+            "adc_in_training": cfg.adc_in_training,
+        },
+        "methods": final,
+        "compensation": comp_cfg.as_dict(),
+    }
+    _write_json(final_path, summary)
+    return summary
+
+
+def _safe(key: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in key)[:120]
+
+
+def _layer_macs(base: nn.Module, example: torch.Tensor) -> list[int]:
+    from xbarlab.chip import program
+    from xbarlab.mitigation.compensation import count_macs
+
+    probe = copy.deepcopy(base)
+    program(probe, 0)
+    hw = getattr(probe, "xbarlab_hw", None)
+    if hw is not None and (hw.dac.bits is not None or hw.adc.bits is not None):
+        from xbarlab.chip import calibrate
+
+        calibrate(probe, [(example, torch.zeros(1, dtype=torch.long))], num_batches=1)
+    macs = count_macs(probe, example)
+    from xbarlab.layers import analog_layers
+
+    paths = {id(m): p for p, m in probe.named_modules()}
+    return [int(macs.get(paths[id(la)], 0)) for la in analog_layers(probe)]
+
+
+def _stage_quant(
+    cfg: P3Config,
+    data: _Data,
+    out: Path,
+    models: dict[str, Any],
+    placement: dict[str, Any],
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    from xbarlab.adc_power import ADCPowerModel, adc_energy_report, output_positions
+    from xbarlab.conversion import convert
+    from xbarlab.mitigation.compensation import CompensationConfig, attach_compensation
+    from xbarlab.quant_search import QuantConfig, quant_search
+
+    path = out / "quant.json"
+    if path.is_file() and not cfg.force:
+        return dict(_read_json(path))
+    qdir = out / "quant"
+    qdir.mkdir(parents=True, exist_ok=True)
+    lip = _lipschitz_model(cfg, models)
+    hw = p3_hardware(cfg.sigma_max, cfg.hardware_overrides)
+    rl = placement["methods"]["rl"]
+    rl_layers = list(rl["placement"])
+    comp_cfg = CompensationConfig(**placement["compensation"])
+    state = None
+    if rl_layers:
+        state = load_file(str(out / "placement" / f"branches_{_safe(_placement_key(rl_layers))}.safetensors"))
+    power = ADCPowerModel(scaling=cfg.adc_scaling, fom_fj_per_step=cfg.adc_fom_fj)
+    positions = output_positions(lip, data.example)
+    from xbarlab.layers import analog_layers
+
+    layers = [la.layer_name for la in analog_layers(convert(lip, hw))]
+
+    def chip_for(qc: QuantConfig) -> nn.Module:
+        chip = convert(lip, qc.hardware(hw))
+        if rl_layers:
+            attach_compensation(chip, rl_layers, comp_cfg, state=state)
+        return chip
+
+    cache_path = qdir / "search_cache.json"
+    cache: dict[str, float] = dict(_read_json(cache_path)) if cache_path.is_file() else {}
+
+    def evaluate(qc: QuantConfig) -> float:
+        key = qc.label()
+        if key not in cache:
+            cache[key] = _mc(chip_for(qc), None, data.quant_val, cfg.quant_chips, cfg.search_seed, data.calib)["mean"]
+            _write_json(cache_path, cache)
+        return cache[key]
+
+    def energy(qc: QuantConfig) -> float:
+        return adc_energy_report(lip, qc.hardware(hw), data.example, power, positions=positions).total_pj
+
+    result = quant_search(
+        layers,
+        evaluate,
+        energy,
+        bits_per_cell_options=cfg.quant_bits_per_cell,
+        adc_bits_options=cfg.quant_adc_bits,
+        tolerance=cfg.quant_tolerance,
+        max_evaluations=cfg.quant_max_evaluations,
+        log=log,
+    )
+    # test-set numbers of the reference (uniform 8-bit) and of the chosen configuration
+    tests = {}
+    for name, point in (("reference", result.reference), ("best", result.best)):
+        tests[name] = _mc(chip_for(point.config), None, data.test, cfg.chips, cfg.eval_seed, data.calib)
+        log(
+            f"quant {name} {point.config.label()}: {tests[name]['mean']:.2f} % on the test set, "
+            f"ADC energy {point.energy_pj:.1f} pJ/inference"
+        )
+    ref_report = adc_energy_report(lip, result.reference.config.hardware(hw), data.example, power, positions=positions)
+    best_report = adc_energy_report(lip, result.best.config.hardware(hw), data.example, power, positions=positions)
+    summary = {
+        "sigma": cfg.sigma_max,
+        "placement": rl_layers,
+        "search": result.to_dict(),
+        "test": tests,
+        "power_model": power.as_dict(),
+        "reference_energy": ref_report.to_dict(),
+        "best_energy": best_report.to_dict(),
+        "saving_pct": result.saving_pct,
+        "search_images": cfg.quant_images,
+        "search_chips": cfg.quant_chips,
+    }
+    _write_json(path, summary)
+    return summary
+
+
+# ------------------------------------------------------------------------------------------------ table
+
+
+def _fmt(mc: dict[str, Any] | None) -> str:
+    if mc is None:
+        return "—"
+    half = (mc["ci95_high"] - mc["ci95_low"]) / 2
+    return f"{mc['mean']:.2f} ± {half:.2f}"
+
+
+def write_table(cfg: P3Config, out: Path, results: dict[str, Any]) -> str:
+    """The results table (Markdown) from the stage results; also written to ``results.md``."""
+    models = results.get("models", {})
+    sweep = results.get("sweep", {})
+    placement = results.get("placement")
+    quant = results.get("quant")
+    clean = models.get("plain", {}).get("clean_accuracy")
+    smax = f"{cfg.sigma_max:g}"
+
+    def pct(mc: dict[str, Any] | None) -> str:
+        if mc is None or clean is None:
+            return "—"
+        return f"{100.0 * mc['mean'] / clean:.1f} %"
+
+    lines = [
+        f"P3 pipeline: `{cfg.model}` on {cfg.dataset}, log-normal σ_max = {smax}; accuracy in % (mean ± 95 % CI "
+        f"over {cfg.chips} chips, {min(cfg.test_images, 10000)} test images; sweep rows: {cfg.sweep_images} "
+        "images).",
+        "",
+        "| stage | accuracy | % of original | compensation overhead (params / MACs) | ADC energy / inference |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    if clean is not None:
+        lines.append(f"| clean (digital, plain) | {clean:.2f} | 100.0 % | — | — |")
+    lip_clean = models.get("lipschitz", {}).get("clean_accuracy")
+    if lip_clean is not None:
+        lines.append(f"| clean (digital, Lipschitz) | {lip_clean:.2f} | {100 * lip_clean / clean:.1f} % | — | — |")
+    for name, label in (("plain", "unprotected"), ("lipschitz", "Lipschitz")):
+        mc = sweep.get(name, {}).get(f"{0.0:g}")
+        if mc is not None:
+            lines.append(f"| {label}, σ = 0 (quantised, ADC) † | {_fmt(mc)} | {pct(mc)} | — | — |")
+        mc = sweep.get(name, {}).get(smax)
+        if mc is not None:
+            lines.append(f"| {label}, σ = {smax} † | {_fmt(mc)} | {pct(mc)} | — | — |")
+    if placement is not None:
+        for method in ("none", "rl", "greedy", "all", "random"):
+            m = placement["methods"].get(method)
+            if m is None:
+                continue
+            ov = m["overhead"]
+            budget = "" if m["within_budget"] else " (over budget)"
+            lines.append(
+                f"| Lipschitz + compensation ({method}: {', '.join(m['placement']) or 'none'}), σ = {smax} "
+                f"| {_fmt(m['test'])} | {pct(m['test'])} | {ov['params_pct']:.2f} % / {ov['macs_pct']:.2f} %{budget} "
+                "| — |"
+            )
+    if quant is not None:
+        ref = quant["test"]["reference"]
+        best = quant["test"]["best"]
+        e_ref = quant["search"]["reference"]["energy_pj"]
+        e_best = quant["search"]["best"]["energy_pj"]
+        lines.append(
+            f"| + quantisation: uniform 8-bit ADC, 2-bit cells (reference), σ = {smax} | {_fmt(ref)} | {pct(ref)} "
+            f"| as RL | {e_ref:.0f} pJ (100 %) |"
+        )
+        lines.append(
+            f"| + quantisation search: {quant['search']['best']['label']}, σ = {smax} | {_fmt(best)} | {pct(best)} "
+            f"| as RL | {e_best:.0f} pJ ({100 * e_best / e_ref:.1f} %, saving {quant['saving_pct']:.1f} %) |"
+        )
+    lines += ["", f"† {cfg.sweep_images} test images."]
+    text = "\n".join(lines) + "\n"
+    (out / "results.md").write_text(text)
+    return text
+
+
+# ------------------------------------------------------------------------------------------------ driver
+
+
+def run_p3(cfg: P3Config, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run the pipeline (module docstring); returns every stage's result and writes them to ``cfg.out_dir``."""
+    log = log or (lambda msg: print(msg, flush=True))
+    torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(out / "config.json", cfg.as_dict())
+    data = _Data(cfg)
+    results: dict[str, Any] = {"config": cfg.as_dict()}
+    t0 = time.perf_counter()
+    models = _stage_models(cfg, data, out, log)
+    results["models"] = models
+    if "sweep" in cfg.stages:
+        results["sweep"] = _stage_sweep(cfg, data, out, models, log)
+    if "placement" in cfg.stages:
+        results["placement"] = _stage_placement(cfg, data, out, models, log)
+    elif (out / "placement.json").is_file():
+        results["placement"] = _read_json(out / "placement.json")
+    if "quant" in cfg.stages:
+        if "placement" not in results:
+            raise ValueError("stages: 'quant' needs the 'placement' stage (its RL placement) to have run")
+        results["quant"] = _stage_quant(cfg, data, out, models, results["placement"], log)
+    elif (out / "quant.json").is_file():
+        results["quant"] = _read_json(out / "quant.json")
+    results["wall_time_s"] = time.perf_counter() - t0
+    if "table" in cfg.stages:
+        results["table"] = write_table(cfg, out, results)
+        log(results["table"])
+    _write_json(out / "results.json", results)
+    return results
