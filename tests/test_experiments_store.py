@@ -163,3 +163,18 @@ def test_results_cli(tmp_path: Path) -> None:
     assert res.exit_code == 0 and out.read_text().count("\n") == 19
     res = runner.invoke(app, ["results", str(tmp_path / "nope.yaml")])
     assert res.exit_code == 2
+
+
+def test_parquet_export(tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet", reason="parquet export needs the parquet extra (pyarrow)")
+    path = tmp_path / "t.sqlite"
+    accs = _filled_store(path)
+    with Store(path, readonly=True) as db:
+        columns, records = tidy(db.rows())
+    out = tmp_path / "r.parquet"
+    assert write_table(columns, records, "parquet", out) is None
+    table = pq.read_table(out)
+    assert table.column_names == columns
+    assert table.column("accuracy").to_pylist() == pytest.approx(accs)
+    with pytest.raises(ValueError, match="needs an output file"):
+        write_table(columns, records, "parquet")

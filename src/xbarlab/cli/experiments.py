@@ -217,7 +217,9 @@ def register(app: typer.Typer) -> None:
         out: str = typer.Option("reports/demo", "--out", "-o", help="Report folder."),
         chips: int = typer.Option(None, "--chips", help="Chip instances per preset (default 3; quick 2)."),
         quick: bool = typer.Option(False, "--quick", help="Tiny setting (for tests): few images, 1 epoch."),
-        executor: str = typer.Option("local", "--executor", "-e", help="local | process"),
+        executor: str = typer.Option(
+            None, "--executor", "-e", help="local | process (default: process with 2 workers on >= 2 cores)"
+        ),
         workers: int = typer.Option(None, "--workers", "-w", help="Workers of the process executor."),
     ) -> None:
         """End-to-end demo: ResNet-20 on Fashion-MNIST on rram/fefet/pcm-i chips, BN mitigations, report."""

@@ -62,10 +62,16 @@ def train_small_model(
     return net, meta
 
 
-def save_small_checkpoint(path: str | Path, dataset: str = "digits", **kwargs: Any) -> tuple[Path, dict[str, Any]]:
-    """Train with :func:`train_small_model` and save a checkpoint at ``path``; returns (path, metadata)."""
+def save_small_checkpoint(
+    path: str | Path, dataset: str = "digits", *, extra: dict[str, Any] | None = None, **kwargs: Any
+) -> tuple[Path, dict[str, Any]]:
+    """Train with :func:`train_small_model` and save a checkpoint at ``path``; returns (path, metadata).
+
+    ``extra``: more metadata stored in the checkpoint's JSON.
+    """
     from xbarlab.checkpoint import save_checkpoint
 
     net, meta = train_small_model(dataset, **kwargs)
+    meta.update(extra or {})
     save_checkpoint(net, path, meta)
     return Path(path), meta

@@ -278,6 +278,7 @@ def run_trial(config: Mapping[str, Any]) -> dict[str, Any]:
     """
     started = _now()
     t0 = time.perf_counter()
+    cpu0 = time.process_time()
     timings: dict[str, float] = {}
     try:
         from xbarlab.experiments.registry import get_trial_kind, import_plugins
@@ -294,6 +295,7 @@ def run_trial(config: Mapping[str, Any]) -> dict[str, Any]:
         error = f"{type(exc).__name__}: {exc}"
         tb = traceback.format_exc()
     timings["total_s"] = time.perf_counter() - t0
+    timings["cpu_s"] = time.process_time() - cpu0  # CPU time of this process (all its threads)
     return {
         "metrics": metrics,
         "timings": timings,

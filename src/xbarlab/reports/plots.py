@@ -110,6 +110,10 @@ def line_plot(
             label = mit if mitigations is None or len(mitigations) > 1 else None
             ax.plot(xs, means, marker="o", color=_color(data, mit), label=label)
             ax.fill_between(xs, lo, hi, color=_color(data, mit), alpha=0.18, linewidth=0)
+        clean = [g.summary("clean_accuracy") for g in groups] if metric == "accuracy" else []
+        ref = [c.mean for c in clean if c is not None]
+        if ref:
+            ax.axhline(sum(ref) / len(ref), color="black", linestyle="--", linewidth=1, label="digital")
         if log_x:
             ax.set_xscale("log")
         ax.set_xlabel(short_key(x))
@@ -152,7 +156,9 @@ def bar_plot(
     width = 0.8 / max(1, len(mits))
     fig, ax = plt.subplots(figsize=(max(5.0, 1.2 + 1.1 * len(cats) * max(1, len(mits)) * 0.55), 4.0))
     for j, mit in enumerate(mits):
-        xs, means, errs = [], [], []
+        xs: list[float] = []
+        means: list[float] = []
+        errs: list[tuple[float, float]] = []
         for i in range(len(cats)):
             found = next((g for g in data.groups if g.mitigation == mit and canonical_json(g.key) == tokens[i]), None)
             s = found.summary(metric) if found is not None else None
@@ -160,10 +166,19 @@ def bar_plot(
                 continue
             xs.append(i + (j - (len(mits) - 1) / 2) * width)
             means.append(s.mean)
-            errs.append(s.ci95_half_width)
+            lo, hi = s.ci95_low, s.ci95_high
+            if "accuracy" in metric:  # a CI beyond [0, 100] % carries no information
+                lo, hi = max(0.0, lo), min(100.0, hi)
+            errs.append((s.mean - lo, hi - s.mean))
         if xs:
             label = mit if len(mits) > 1 or mitigations is None else None
-            ax.bar(xs, means, width=width * 0.95, yerr=errs, capsize=3, color=_color(data, mit), label=label)
+            yerr = [[e[0] for e in errs], [e[1] for e in errs]]
+            ax.bar(xs, means, width=width * 0.95, yerr=yerr, capsize=3, color=_color(data, mit), label=label)
+    if metric == "accuracy" and "clean_accuracy" in data.metrics:
+        clean = [g.summary("clean_accuracy") for g in data.groups]
+        ref = [c.mean for c in clean if c is not None]
+        if ref:
+            ax.axhline(sum(ref) / len(ref), color="black", linestyle="--", linewidth=1, label="digital")
     ax.set_xticks(range(len(cats)))
     ax.set_xticklabels(
         [data.label(k) for k in cats],
