@@ -87,8 +87,8 @@ def _model_source(out: Path, s: DemoSettings) -> tuple[dict[str, str], str, list
 
     if PRETRAINED in list_pretrained():
         try:
-            _, meta = load_pretrained(PRETRAINED)
-            acc = meta.get("test_accuracy")
+            _, shipped = load_pretrained(PRETRAINED)
+            acc = shipped.get("test_accuracy")
             if isinstance(acc, (int, float)) and acc <= 1.0:  # stored as a fraction
                 acc = 100.0 * acc
             where = f" (clean test accuracy on the full Fashion-MNIST test set: {acc:.2f} %)" if acc else ""
