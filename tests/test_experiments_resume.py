@@ -56,7 +56,7 @@ def test_resume_after_sigkill(toy_checkpoint: Path, tmp_path: Path) -> None:
     assert 3 <= first < 24
     second = _run_and_kill([*args, "--executor", "process", "--workers", "2"], tmp_path, store, at_least=first + 3)
     assert first + 3 <= second < 24
-    done = cli([*args, "--executor", "process", "--workers", "2"], cwd=tmp_path)
+    done = cli(args, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert f"{24 - second} trial(s) run, {second} already stored, 0 failed, 24 planned" in done.stdout
     with Store(store, readonly=True) as db:

@@ -886,8 +886,11 @@ def parse_value(text: str) -> Any:
 
 
 def format_value(value: Any) -> str:
-    """A short label for a grid value (mappings as ``k=v`` lists, floats in ``g`` format)."""
+    """A short label for a grid value (``{rows: 64, cols: 64}`` → ``64×64``, other mappings as ``k=v`` lists,
+    floats in ``g`` format)."""
     if isinstance(value, Mapping):
+        if set(value) == {"rows", "cols"}:
+            return f"{format_value(value['rows'])}×{format_value(value['cols'])}"
         return ", ".join(f"{k}={format_value(v)}" for k, v in value.items())
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(format_value(v) for v in value) + "]"

@@ -71,14 +71,20 @@ class SweepData:
             seen.sort()
         return seen
 
-    def label(self, key: Sequence[Any], dims: Sequence[str] | None = None) -> str:
-        """``dim=value, …`` label of a group key (restricted to ``dims``)."""
+    def label(self, key: Sequence[Any], dims: Sequence[str] | None = None, sep: str = ", ") -> str:
+        """``dim=value, …`` label of a group key (restricted to ``dims``); mapping values in parentheses."""
         use = dims if dims is not None else self.dims
         parts = []
         for d in use:
             v = key[self.dims.index(d)]
-            parts.append(format_value(v) if len(use) == 1 else f"{short_key(d)}={format_value(v)}")
-        return ", ".join(parts) if parts else "all"
+            text = format_value(v)
+            if isinstance(v, Mapping) and "=" in text:
+                if sep == "\n":  # one field per line (tick labels)
+                    parts.append(f"{short_key(d)}:\n" + "\n".join(f"{k}={format_value(x)}" for k, x in v.items()))
+                    continue
+                text = f"({text})"
+            parts.append(text if len(use) == 1 else f"{short_key(d)}={text}")
+        return sep.join(parts) if parts else "all"
 
 
 def short_key(path: str) -> str:

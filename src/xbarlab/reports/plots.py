@@ -154,7 +154,9 @@ def bar_plot(
         return None
     plt = _plt()
     width = 0.8 / max(1, len(mits))
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 + 1.1 * len(cats) * max(1, len(mits)) * 0.55), 4.0))
+    label_lines = max(data.label(k, sep="\n").count("\n") + 1 for k in cats)
+    height = 3.6 + 0.16 * label_lines
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 + 1.1 * len(cats) * max(1, len(mits)) * 0.55), height))
     for j, mit in enumerate(mits):
         xs: list[float] = []
         means: list[float] = []
@@ -180,11 +182,12 @@ def bar_plot(
         if ref:
             ax.axhline(sum(ref) / len(ref), color="black", linestyle="--", linewidth=1, label="digital")
     ax.set_xticks(range(len(cats)))
+    multi = len(data.dims) > 1
     ax.set_xticklabels(
-        [data.label(k) for k in cats],
-        rotation=20 if len(cats) > 3 else 0,
-        ha="right" if len(cats) > 3 else "center",
-        fontsize=8,
+        [data.label(k, sep="\n") for k in cats],
+        rotation=20 if len(cats) > 3 and not multi else 0,
+        ha="right" if len(cats) > 3 and not multi else "center",
+        fontsize=8 if len(cats) <= 6 else 7,
     )
     ax.set_ylabel(metric_label(metric))
     ax.grid(True, axis="y", alpha=0.3)
