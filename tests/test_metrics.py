@@ -49,9 +49,7 @@ def test_pc2_identical_is_zero() -> None:
 
 
 @pytest.mark.parametrize("sigma", [0.05, 0.1, 0.2])
-def test_pc2_multiplicative_noise_grows_as_sigma_squared(
-    w_xi: tuple[np.ndarray, np.ndarray], sigma: float
-) -> None:
+def test_pc2_multiplicative_noise_grows_as_sigma_squared(w_xi: tuple[np.ndarray, np.ndarray], sigma: float) -> None:
     w, xi = w_xi
     value = pc2(w, w * (1 + sigma * xi))
     assert value == pytest.approx(pc2_exact_multiplicative(sigma), rel=0.03)
@@ -62,9 +60,7 @@ def test_pc2_ratio_for_doubled_sigma(w_xi: tuple[np.ndarray, np.ndarray]) -> Non
     w, xi = w_xi
     p = {s: pc2(w, w * (1 + s * xi)) for s in (0.05, 0.1, 0.2)}
     assert p[0.1] / p[0.05] == pytest.approx(4.0, rel=0.03)
-    assert p[0.2] / p[0.1] == pytest.approx(
-        pc2_exact_multiplicative(0.2) / pc2_exact_multiplicative(0.1), rel=0.02
-    )
+    assert p[0.2] / p[0.1] == pytest.approx(pc2_exact_multiplicative(0.2) / pc2_exact_multiplicative(0.1), rel=0.02)
     assert p[0.2] / p[0.1] == pytest.approx(4.0, rel=0.05)
 
 
@@ -212,9 +208,7 @@ def test_plot_weight_scatter(tmp_path: object) -> None:
     out_dir = Path(str(tmp_path))
     rng = np.random.default_rng(0)
     w = rng.standard_normal(50_000)
-    p1 = plot_weight_scatter(
-        (w, w * (1 + 0.1 * rng.standard_normal(50_000))), out_dir / "pair.png", max_points=2000
-    )
+    p1 = plot_weight_scatter((w, w * (1 + 0.1 * rng.standard_normal(50_000))), out_dir / "pair.png", max_points=2000)
     recs = layer_distortion(fake_chip(), max_scatter_points=100)
     assert all(r.scatter is not None and r.scatter[0].size <= 100 for r in recs)
     p2 = plot_weight_scatter(recs, out_dir / "sub" / "layers.png", title="fake chip")

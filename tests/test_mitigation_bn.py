@@ -40,9 +40,7 @@ def make_cnn() -> nn.Module:
 
 def batches(x: torch.Tensor, y: torch.Tensor, size: int, *, seed: int | None = None) -> Batches:
     idx = (
-        torch.arange(len(x))
-        if seed is None
-        else torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+        torch.arange(len(x)) if seed is None else torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     )
     return [(x[idx[i : i + size]], y[idx[i : i + size]]) for i in range(0, len(x), size)]
 
@@ -271,18 +269,14 @@ def test_finetune_bn_exception_restores_flags(digits: dict) -> None:
     assert {n: p.requires_grad for n, p in chip.named_parameters()} == grads
     assert chip[4].momentum is None and chip[1].momentum == 0.1
     for name, bn in bn_modules(chip):  # BN state rolled back
-        assert torch.equal(bn.weight, snap[name].weight) and torch.equal(
-            bn.running_mean, snap[name].running_mean
-        )
+        assert torch.equal(bn.weight, snap[name].weight) and torch.equal(bn.running_mean, snap[name].running_mean)
 
 
 def test_finetune_bn_few_shot_counts(digits: dict) -> None:
     chip = scaled_chip(digits["model"])
     seen: list[int] = []
     h = chip[0].register_forward_pre_hook(lambda m, inp: seen.append(int(inp[0].shape[0])))
-    res = finetune_bn(
-        chip, digits["train"], max_samples=100, epochs=3, start_from_adapted=False, progress=False
-    )
+    res = finetune_bn(chip, digits["train"], max_samples=100, epochs=3, start_from_adapted=False, progress=False)
     h.remove()
     assert res.samples_used == 100 and res.samples_seen == 300 and res.steps == 3 * 2
     assert seen == [64, 36] * 3

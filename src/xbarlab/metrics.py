@@ -98,9 +98,7 @@ def pc2(w_ideal: ArrayLike, w_nonideal: ArrayLike) -> float:
     a = float(np.dot(xc, xc)) / (n - 1)
     d = float(np.dot(yc, yc)) / (n - 1)
     if a == 0.0 or d == 0.0:
-        which = (
-            "w_ideal and w_nonideal are" if a == d == 0.0 else ("w_ideal is" if a == 0.0 else "w_nonideal is")
-        )
+        which = "w_ideal and w_nonideal are" if a == d == 0.0 else ("w_ideal is" if a == 0.0 else "w_nonideal is")
         raise ValueError(f"pc2: {which} constant (zero variance over {n} weights); PC2 is undefined")
     b = float(np.dot(xc, yc)) / (n - 1)
     # det C = a·d − b² computed without cancellation: regress the smaller-variance axis on the larger one.
@@ -382,9 +380,7 @@ def layer_distortion(
             )
         scatter = None
         if keep_scatter:
-            scatter = _subsample(
-                _as_f64(w, "weight"), _as_f64(w_ni, "effective_weight"), max_scatter_points, seed + i
-            )
+            scatter = _subsample(_as_f64(w, "weight"), _as_f64(w_ni, "effective_weight"), max_scatter_points, seed + i)
         records.append(
             LayerDistortion(
                 layer_name=name,

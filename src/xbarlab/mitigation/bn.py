@@ -125,8 +125,7 @@ def _copy_into(dst: torch.Tensor | None, src: torch.Tensor | None, what: str) ->
         )
     if dst.shape != src.shape:
         raise ValueError(
-            f"restore_bn_state: {what} has shape {tuple(dst.shape)} in the model but "
-            f"{tuple(src.shape)} in the snapshot"
+            f"restore_bn_state: {what} has shape {tuple(dst.shape)} in the model but {tuple(src.shape)} in the snapshot"
         )
     dst.copy_(src)
 
@@ -212,9 +211,7 @@ def _split_batch(batch: Any, *, need_labels: bool, fn: str) -> tuple[torch.Tenso
         x = next((batch[k] for k in ("x", "input", "inputs", "image", "images") if k in batch), None)
         y = next((batch[k] for k in ("y", "label", "labels", "target", "targets") if k in batch), None)
     else:
-        raise TypeError(
-            f"{fn}: the loader must yield tensors x, (x, y) tuples or dicts; got {type(batch).__name__}"
-        )
+        raise TypeError(f"{fn}: the loader must yield tensors x, (x, y) tuples or dicts; got {type(batch).__name__}")
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{fn}: batch input x must be a torch.Tensor, got {type(x).__name__}")
     if need_labels and not isinstance(y, torch.Tensor):
@@ -296,9 +293,7 @@ def adapt_bn(
     fn = "adapt_bn"
     _check_positive_int(num_batches, "num_batches", fn)
     if momentum is not None and not (isinstance(momentum, (int, float)) and 0.0 < float(momentum) <= 1.0):
-        raise ValueError(
-            f"{fn}: momentum must be None (cumulative average) or a float in (0, 1], got {momentum!r}"
-        )
+        raise ValueError(f"{fn}: momentum must be None (cumulative average) or a float in (0, 1], got {momentum!r}")
     do_reset = (momentum is None) if reset is None else bool(reset)
     dev = _infer_device(model, device)
     bns = bn_modules(model)
@@ -405,9 +400,7 @@ class BNFinetuneResult:
     adapt: BNAdaptResult | None = None
 
 
-def _first_n_batches(
-    loader: Iterable[Any], max_samples: int, fn: str
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _first_n_batches(loader: Iterable[Any], max_samples: int, fn: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The first ``max_samples`` labelled samples of ``loader`` as batches (the last one truncated)."""
     kept: list[tuple[torch.Tensor, torch.Tensor]] = []
     count = 0

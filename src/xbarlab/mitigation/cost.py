@@ -171,9 +171,7 @@ class CostConfig:
                 f"CostConfig: update_scheme must be 'outer_product' or 'digital', got {self.update_scheme!r}"
             )
         if not isinstance(self.energy, EnergyConstants):
-            raise TypeError(
-                f"CostConfig: energy must be an EnergyConstants, got {type(self.energy).__name__}"
-            )
+            raise TypeError(f"CostConfig: energy must be an EnergyConstants, got {type(self.energy).__name__}")
 
 
 @dataclass
@@ -365,8 +363,7 @@ class TrainingCostReport:
         lines: list[str] = []
         if per_layer:
             lines += [
-                "| layer | kind | output | params | MACs | mem full (kB) | mem BN (kB) "
-                "| E full (nJ) | E BN (nJ) |",
+                "| layer | kind | output | params | MACs | mem full (kB) | mem BN (kB) | E full (nJ) | E BN (nJ) |",
                 "|---|---|---|---:|---:|---:|---:|---:|---:|",
             ]
             for lc in self.layers:
@@ -473,16 +470,12 @@ _ACT = (
 
 
 def _is_analog(m: nn.Module) -> bool:
-    return callable(getattr(m, "effective_weight", None)) and isinstance(
-        getattr(m, "weight", None), torch.Tensor
-    )
+    return callable(getattr(m, "effective_weight", None)) and isinstance(getattr(m, "weight", None), torch.Tensor)
 
 
 def _kind(m: nn.Module) -> str:
     w = getattr(m, "weight", None)
-    if isinstance(m, nn.modules.conv._ConvNd) or (
-        _is_analog(m) and isinstance(w, torch.Tensor) and w.dim() >= 3
-    ):
+    if isinstance(m, nn.modules.conv._ConvNd) or (_is_analog(m) and isinstance(w, torch.Tensor) and w.dim() >= 3):
         return "conv"
     if isinstance(m, nn.Linear) or (_is_analog(m) and isinstance(w, torch.Tensor) and w.dim() == 2):
         return "linear"
@@ -582,9 +575,7 @@ class _FunctionalRecorder(TorchFunctionMode):
                     if ks is not None:
                         spatial = tensors[0].dim() - 2
                         window = math.prod(ks) if isinstance(ks, (tuple, list)) else int(ks) ** spatial
-                in_numel = (
-                    sum(int(t.numel()) for t in tensors[:2]) if kind == "add" else int(tensors[0].numel())
-                )
+                in_numel = sum(int(t.numel()) for t in tensors[:2]) if kind == "add" else int(tensors[0].numel())
                 self.record(func.__name__, None, kind, in_numel, out, tuple(tensors[0].shape), window)
         return out
 
@@ -607,9 +598,7 @@ def _trace(model: nn.Module, input_shape: Sequence[int], batch_size: int) -> lis
             name = f"{stack[-1] + ':' if stack and stack[-1] else ''}{name}"
         counts[name] = counts.get(name, 0) + 1
         label = name if counts[name] == 1 else f"{name}#{counts[name]}"
-        calls.append(
-            _Call(label, mod, kind, in_numel, int(output.numel()), in_shape, tuple(output.shape), window)
-        )
+        calls.append(_Call(label, mod, kind, in_numel, int(output.numel()), in_shape, tuple(output.shape), window))
 
     recorder = _FunctionalRecorder(record)
 
@@ -723,9 +712,7 @@ def training_cost(
     cfg = config if config is not None else CostConfig()
     shape = tuple(int(s) for s in input_shape)
     if not shape or any(s < 1 for s in shape):
-        raise ValueError(
-            f"training_cost: input_shape must be a non-empty sequence of positive ints, got {shape}"
-        )
+        raise ValueError(f"training_cost: input_shape must be a non-empty sequence of positive ints, got {shape}")
     calls = _trace(model, shape, cfg.batch_size)
     if not calls:
         raise ValueError("training_cost: the forward pass called no countable module")
@@ -750,9 +737,7 @@ def training_cost(
         m = c.module
         if c.kind == "other":
             notes.append(f"{c.name}: unrecognised module {type(m).__name__}, counted as pass-through")
-        analog = c.kind == "conv" or (
-            c.kind == "linear" and (cfg.analog_linear or (m is not None and _is_analog(m)))
-        )
+        analog = c.kind == "conv" or (c.kind == "linear" and (cfg.analog_linear or (m is not None and _is_analog(m))))
         geom = _geometry(c, cfg) if c.kind in ("conv", "linear") else None
         w = getattr(m, "weight", None)
         b = getattr(m, "bias", None)
@@ -772,9 +757,7 @@ def training_cost(
                 params = 0
         cells = n_w * cfg.slices_per_weight if analog else 0
         macs = geom.macs if geom is not None else 0
-        tiles = (
-            geom.groups * geom.row_tiles * geom.col_tiles * cfg.slices_per_weight if (geom and analog) else 0
-        )
+        tiles = geom.groups * geom.row_tiles * geom.col_tiles * cfg.slices_per_weight if (geom and analog) else 0
         mem: dict[str, MemoryBreakdown] = {}
         en: dict[str, EnergyBreakdown] = {}
         for mode in MODES:
@@ -834,10 +817,7 @@ def training_cost(
             elif c.kind == "act":
                 fwd += c.out_numel * 4 * E.digital_mac_pj
             if c.kind != "reshape":
-                fwd += (
-                    c.in_numel * act_B * E.sram_read_pj_per_byte
-                    + c.out_numel * act_B * E.sram_write_pj_per_byte
-                )
+                fwd += c.in_numel * act_B * E.sram_read_pj_per_byte + c.out_numel * act_B * E.sram_write_pj_per_byte
             fwd += saved_new / 8 * E.sram_write_pj_per_byte
             eb.forward = fwd
             # ---- energy: backward ----
@@ -883,8 +863,7 @@ def training_cost(
                 # bias gradient (Σ over positions of dy) and update, digital
                 upd += c.out_numel * E.digital_op_pj if n_b else 0.0
                 upd += n_b * (
-                    E.digital_mac_pj
-                    + cfg.weight_bits / 8 * (E.sram_read_pj_per_byte + E.sram_write_pj_per_byte)
+                    E.digital_mac_pj + cfg.weight_bits / 8 * (E.sram_read_pj_per_byte + E.sram_write_pj_per_byte)
                 )
                 s = cfg.slices_per_weight
                 if analog and cfg.update_scheme == "outer_product":
