@@ -171,7 +171,7 @@ def test_dac_and_adc_range_calibration() -> None:
     layer = chip[0]
     assert float(layer.dac_range) == 3.0 and not bool(layer.dac_signed)
     xq = quantize_uniform(x, 4, 3.0, signed=False)
-    assert float(layer.adc_range[0]) == pytest.approx(float((xq @ lin[0].weight.T).abs().max()), rel=1e-6)
+    assert float(layer.adc_range[0]) == pytest.approx(float((xq @ lin[0].weight.detach().T).abs().max()), rel=1e-6)
     pct = xbarlab.load_preset("ideal").override({"dac.bits": 8, "dac.range_mode": "percentile", "dac.percentile": 90})
     chip = xbarlab.program(xbarlab.convert(lin, pct), 0)
     data = torch.arange(1, 101, dtype=torch.float32).view(25, 4)
