@@ -54,7 +54,10 @@ def run(
     dataset: str = typer.Option("fashion-mnist", help="Data set of the model."),
     data_dir: str = typer.Option(None, help="Folder with the data set files."),
     out: Path = typer.Option(Path("runs/p3-lenet5-fmnist"), help="Output folder (resumable)."),
-    sigmas: str = typer.Option("0,0.25,0.5,0.75,1,1.25,1.5", help="Log-normal σ values; the largest is σ_max."),
+    sigmas: str = typer.Option("0,0.25,0.5,0.75,1", help="Log-normal σ values of the sweep."),
+    target_sigma: float = typer.Option(
+        None, min=0.0, help="σ of the placement, quantisation and table (default: the largest swept σ)."
+    ),
     chips: int = typer.Option(5, min=1, help="Chips per reported point."),
     test_images: int = typer.Option(10000, min=1, help="Test images of the final table."),
     sweep_images: int = typer.Option(2000, min=1, help="Test images per point of the σ sweep."),
@@ -94,6 +97,7 @@ def run(
         out_dir=str(out),
         hardware_overrides=_overrides(overrides),
         sigmas=_floats(sigmas, "--sigmas"),
+        target_sigma=target_sigma,
         chips=chips,
         test_images=test_images,
         sweep_images=sweep_images,

@@ -73,7 +73,8 @@ class P3Config:
     data_dir: str | None = None
     out_dir: str = "runs/p3-lenet5-fmnist"
     hardware_overrides: dict[str, Any] = field(default_factory=dict)
-    sigmas: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    sigmas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    target_sigma: float | None = None
     chips: int = 5
     test_images: int = 10000
     sweep_images: int = 2000
@@ -123,6 +124,7 @@ class P3Config:
     def __post_init__(self) -> None:
         checks: list[tuple[str, bool, str]] = [
             ("sigmas", len(self.sigmas) > 0 and all(s >= 0 for s in self.sigmas), "non-empty, every σ >= 0"),
+            ("target_sigma", self.target_sigma is None or self.target_sigma >= 0, "None or >= 0"),
             ("chips", self.chips >= 1, ">= 1"),
             ("test_images", self.test_images >= 1, ">= 1"),
             ("sweep_images", self.sweep_images >= 1, ">= 1"),
@@ -146,8 +148,9 @@ class P3Config:
 
     @property
     def sigma_max(self) -> float:
-        """The highest variation level of the sweep (where placement and quantisation are evaluated)."""
-        return max(self.sigmas)
+        """The variation level of the placement and quantisation stages and of the table: ``target_sigma``,
+        or the highest σ of the sweep."""
+        return max(self.sigmas) if self.target_sigma is None else float(self.target_sigma)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -297,14 +300,14 @@ def _stage_models(cfg: P3Config, data: _Data, out: Path, log: Callable[[str], No
             "spec": cfg.model,
             "clean_accuracy": clean_plain,
             "lipschitz_bound": lipschitz_upper_bound(plain),
-            "penalty": float(reg.penalty(plain)),
+            "penalty": float(reg.penalty(plain).detach()),
         },
         "lipschitz": {
             **lip_info,
             "regularizer": reg.describe(),
             "clean_accuracy": clean_lip,
             "lipschitz_bound": lipschitz_upper_bound(lip),
-            "penalty": float(reg.penalty(lip)),
+            "penalty": float(reg.penalty(lip).detach()),
         },
         "clean_gap": clean_lip - clean_plain,
         "matched_within_1pt": abs(clean_lip - clean_plain) <= 1.0,
@@ -507,6 +510,12 @@ def _stage_placement(
                 f"(params +{ov.params_pct:.2f} %, MACs +{ov.macs_pct:.2f} %; {time.perf_counter() - t0:.0f} s)"
             )
         final[method] = {**res.to_dict(with_history=method == "rl"), **final_cache[key]}
+    # the unprotected (plain) network under the same test protocol, for the table
+    if "__plain__" not in final_cache:
+        plain, _ = load_model(cfg.model)
+        final_cache["__plain__"] = {"test": _mc(plain, hw, data.test, cfg.chips, cfg.eval_seed, data.calib)}
+        _write_json(final_cache_path, final_cache)
+        log(f"final unprotected (plain) at σ={sigma:g}: {final_cache['__plain__']['test']['mean']:.2f} %")
     summary = {
         "sigma": sigma,
         "layers": list(layers),
@@ -523,6 +532,7 @@ def _stage_placement(
             "adc_in_training": cfg.adc_in_training,
         },
         "methods": final,
+        "unprotected": final_cache["__plain__"],
         "compensation": comp_cfg.as_dict(),
     }
     _write_json(final_path, summary)
@@ -682,6 +692,9 @@ def write_table(cfg: P3Config, out: Path, results: dict[str, Any]) -> str:
         mc = sweep.get(name, {}).get(smax)
         if mc is not None:
             lines.append(f"| {label}, σ = {smax} † | {_fmt(mc)} | {pct(mc)} | — | — |")
+    if placement is not None and "unprotected" in placement:
+        mc = placement["unprotected"]["test"]
+        lines.append(f"| unprotected, σ = {smax} | {_fmt(mc)} | {pct(mc)} | — | — |")
     if placement is not None:
         for method in ("none", "rl", "greedy", "all", "random"):
             m = placement["methods"].get(method)
@@ -708,6 +721,18 @@ def write_table(cfg: P3Config, out: Path, results: dict[str, Any]) -> str:
             f"| as RL | {e_best:.0f} pJ ({100 * e_best / e_ref:.1f} %, saving {quant['saving_pct']:.1f} %) |"
         )
     lines += ["", f"† {cfg.sweep_images} test images."]
+    if sweep.get("plain"):
+        lines += [
+            "",
+            f"σ sweep ({sweep.get('images', cfg.sweep_images)} test images, {sweep.get('chips', cfg.chips)} chips, "
+            "mean ± 95 % CI):",
+            "",
+            "| σ | unprotected | Lipschitz |",
+            "|---:|---:|---:|",
+        ]
+        for sigma in cfg.sigmas:
+            key = f"{sigma:g}"
+            lines.append(f"| {key} | {_fmt(sweep['plain'].get(key))} | {_fmt(sweep.get('lipschitz', {}).get(key))} |")
     text = "\n".join(lines) + "\n"
     (out / "results.md").write_text(text)
     return text
