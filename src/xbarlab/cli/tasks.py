@@ -111,6 +111,7 @@ def register(app: typer.Typer) -> None:
         eval_batch_size: int = typer.Option(64, help="Test batch size (also online BN, reading B)."),
         small_batch_size: int = typer.Option(4, help="Small test batch for online BN (bn_online_small)."),
         dataset: str = typer.Option("fashion-mnist", help="Object source data set."),
+        keep_digital: str = typer.Option("", help="Comma-separated layer-name patterns kept digital (e.g. head)."),
         out: Path = typer.Option(Path("reports/p2_tasks"), "--out", "-o", help="Output folder."),
         threads: int = typer.Option(1, help="Torch threads."),
     ) -> None:
@@ -129,6 +130,7 @@ def register(app: typer.Typer) -> None:
             eval_batch_size=eval_batch_size,
             small_batch_size=small_batch_size,
             dataset=dataset,
+            keep_digital=tuple(k.strip() for k in keep_digital.split(",") if k.strip()),
         )
         p2_experiment(cfg, out)
         typer.echo((out / "p2_results.md").read_text())
@@ -144,6 +146,7 @@ def register(app: typer.Typer) -> None:
         test_count: int = typer.Option(500, help="Test canvases."),
         readout: str = typer.Option("forward", help="Drift-compensation read-out: forward, weights, conductance."),
         dataset: str = typer.Option("fashion-mnist", help="Object source data set."),
+        keep_digital: str = typer.Option("", help="Comma-separated layer-name patterns kept digital (e.g. head)."),
         out: Path = typer.Option(Path("reports/p2_tasks"), "--out", "-o", help="Output folder."),
         threads: int = typer.Option(1, help="Torch threads."),
     ) -> None:
@@ -151,6 +154,7 @@ def register(app: typer.Typer) -> None:
         from xbarlab.tasks.p2_eval import DriftConfig, drift_experiment
 
         _threads(threads)
+        digital = [k.strip() for k in keep_digital.split(",") if k.strip()]
         cfg = DriftConfig(
             models=tuple(m.strip() for m in models.split(",") if m.strip()),
             preset=preset,
@@ -160,6 +164,7 @@ def register(app: typer.Typer) -> None:
             test_count=test_count,
             readout=readout,
             dataset=dataset,
+            overrides={"keep_digital": digital} if digital else {},
         )
         drift_experiment(cfg, out)
         typer.echo((out / "drift_results.md").read_text())

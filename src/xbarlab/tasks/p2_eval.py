@@ -141,6 +141,8 @@ class P2Config:
     small_batch_size: int = 4
     methods: tuple[str, ...] = P2_METHODS
     dataset: str = "fashion-mnist"
+    keep_digital: tuple[str, ...] = ()
+    """Layer-name patterns kept digital (e.g. ``("head",)``: the detector's output conv, which has no BN after it)."""
 
     def __post_init__(self) -> None:
         bad = [m for m in self.methods if m not in P2_METHODS]
@@ -234,7 +236,10 @@ def p2_experiment(config: P2Config, out_dir: str | Path, *, progress: bool = Tru
             if key in results["cells"]:
                 continue
             t0 = time.perf_counter()
-            base = convert(model, p2_noise_hardware(eta))
+            hw = p2_noise_hardware(eta)
+            if config.keep_digital:
+                hw = hw.override({"keep_digital": list(config.keep_digital)})
+            base = convert(model, hw)
             per_chip: dict[str, list[float]] = {m: [] for m in config.methods}
             ratios = []
             for k in range(config.chips):
