@@ -72,8 +72,8 @@ def demo_settings(*, chips: int | None = None, quick: bool = False) -> DemoSetti
     return DemoSettings(
         chips=chips or 3,
         test_samples=None,
-        adapt_batches=8,
-        finetune_epochs=2,
+        adapt_batches=4,
+        finetune_epochs=1,
         finetune_samples=None,
         batch_size=500,
         fallback_epochs=10,

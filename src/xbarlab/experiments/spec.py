@@ -607,7 +607,7 @@ def _apply_path(ctx: _Ctx, settings: dict[str, Any], axis: GridAxis, value: Any)
         overrides[dotted] = value
 
 
-def _check_grid(ctx: _Ctx, data: Any, base: dict[str, Any]) -> tuple[GridAxis, ...]:
+def _check_grid(ctx: _Ctx, data: Any) -> tuple[GridAxis, ...]:
     if not isinstance(data, Mapping):
         raise ctx.error(("grid",), f"invalid value {data!r}; allowed: a mapping of dotted paths to lists of values")
     if not data:
@@ -707,7 +707,7 @@ def parse_spec(text: str, source: str | None = None, overrides: Mapping[str, Any
     if top["kind"] not in list_trial_kinds():
         raise ctx.error(("kind",), f"invalid value {top['kind']!r}; allowed: one of {', '.join(list_trial_kinds())}")
     base = _check_base(ctx, top["base"])
-    grid = _check_grid(ctx, top["grid"], base)
+    grid = _check_grid(ctx, top["grid"])
     _validate_settings(ctx, base, check_model=not any(a.path.startswith("model.") for a in grid))
     report_raw = _check_mapping(ctx, ("report",), top["report"], _REPORT_FIELDS)
     pareto = None
