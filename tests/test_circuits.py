@@ -240,6 +240,18 @@ def test_batch_dims_chunking_and_dtype() -> None:
     assert torch.allclose(out32.double(), effective_conductance(G.float().double(), **P1), rtol=1e-7, atol=0)
 
 
+def test_worker_threads_give_the_same_result_and_restore_torch_threads() -> None:
+    rng = np.random.default_rng(14)
+    G = torch.from_numpy(random_g(rng, (5, 40, 40)))
+    before = torch.get_num_threads()
+    one = effective_conductance(G, num_threads=1, **P1)
+    two = effective_conductance(G, num_threads=2, **P1)  # chunks of 3 and 2 arrays on two worker threads
+    assert torch.get_num_threads() == before
+    torch.testing.assert_close(two, one, rtol=1e-13, atol=0)
+    with pytest.raises(ValueError, match=r"^num_threads: invalid value 0"):
+        effective_conductance(G, num_threads=0, **P1)
+
+
 def test_reciprocity_transposed_circuit() -> None:
     # Swapping the roles of rows and columns (driver ↔ sense, row wire ↔ column wire, rot180 of Gᵀ) gives the
     # reciprocal network: G_eff'[a, b] = G_eff[M−1−b, N−1−a]. For square arrays both are solved directly.

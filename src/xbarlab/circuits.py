@@ -36,6 +36,7 @@ the dense blocks have size ``min(M, N)``. Everything is batched over the leading
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -199,8 +200,7 @@ def _row_offdiag(rows: _RowModels, Gk: torch.Tensor, k: int) -> torch.Tensor:
     """(B, N, N) matrix whose off-diagonal part is ``G_a·G_b·Z[a, b]`` of row k (S); the diagonal is ``−s_diag``."""
     if rows.p is not None and rows.q is not None:
         pk, qk = rows.p[:, k], rows.q[:, k]
-        u = pk[:, :, None] * qk[:, None, :]
-        off = torch.minimum(u, u.transpose(-1, -2))
+        off = torch.minimum(pk[:, :, None] * qk[:, None, :], qk[:, :, None] * pk[:, None, :])
     else:
         lv = rows.log_v[:, k]
         zd = rows.zdiag[:, k]
@@ -222,9 +222,8 @@ def _series(E: torch.Tensor, r: float) -> torch.Tensor:
     """``(1 + r·E)⁻¹·E`` for symmetric PSD admittance matrices ``E`` (B, n, n) in S and a resistance r > 0 in Ω.
 
     Physically: the admittance seen through a resistor r in series with every port. Recursive on a 2×2 block
-    split: resistors on ports 1 (recursion on E11), Schur update of the rest, resistors on ports 2 (recursion),
-    update back. All matrices involved, ``1 + r·E_block``, have eigenvalues >= 1: no pivoting issue, no
-    cancellation beyond cond(1 + r·E).
+    split (:func:`_series_blocks`); leaves of at most ``_LEAF`` ports are batched LU solves. All matrices
+    inverted, ``1 + r·E_block``, have eigenvalues >= 1: no pivoting issue, no cancellation beyond cond(1 + r·E).
     """
     n = E.shape[-1]
     if n <= _LEAF:
@@ -232,16 +231,8 @@ def _series(E: torch.Tensor, r: float) -> torch.Tensor:
         A.diagonal(dim1=-2, dim2=-1).add_(1.0)
         return torch.linalg.solve_ex(A, E)[0]
     h = n // 2
-    E12 = E[:, :h, h:]
-    E11p = _series(E[:, :h, :h], r)  # resistors on ports 1
-    X = torch.baddbmm(E12, E11p, E12, alpha=-r)  # (1 + r·E11)⁻¹·E12
-    E22p = _series(torch.baddbmm(E[:, h:, h:], E12.transpose(-1, -2), X, alpha=-r), r)  # resistors on ports 2
-    Xt = X.transpose(-1, -2)
-    Y = torch.baddbmm(Xt, E22p, Xt, alpha=-r)  # new E21
-    E11pp = torch.baddbmm(E11p, X, Y, alpha=-r)
-    top = torch.cat([E11pp, Y.transpose(-1, -2)], dim=-1)
-    bottom = torch.cat([Y, E22p], dim=-1)
-    return torch.cat([top, bottom], dim=-2)
+    App, Y, Dp = _series_blocks(E[:, :h, :h], E[:, h:, :h], E[:, h:, h:], r)
+    return torch.cat([torch.cat([App, Y.transpose(-1, -2)], dim=-1), torch.cat([Y, Dp], dim=-1)], dim=-2)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -284,23 +275,27 @@ def _row_offdiag_blocks(rows: _RowModels, Gk: torch.Tensor, k: int, h: int) -> _
     sk = rows.s_diag[:, k]
     out = []
     for sl in (slice(None, h), slice(h, None)):
-        u = torch.bmm(pk[:, sl, None], qk[:, None, sl])
-        o = torch.minimum(u, u.transpose(-1, -2))
+        p, q = pk[:, sl], qk[:, sl]
+        o = torch.minimum(p[:, :, None] * q[:, None, :], q[:, :, None] * p[:, None, :])
         o.diagonal(dim1=-2, dim2=-1).copy_(-sk[:, sl])
         out.append(o)
-    o21 = torch.bmm(qk[:, h:, None], pk[:, None, :h])  # a >= h > b: Z[a, b] = x_b·y_a
+    o21 = qk[:, h:, None] * pk[:, None, :h]  # a >= h > b: Z[a, b] = x_b·y_a
     return out[0], o21, out[1]
 
 
 def _series_blocks(A: torch.Tensor, C: torch.Tensor, D: torch.Tensor, r: float) -> _Blocks:
-    """:func:`_series` on a symmetric matrix given as blocks A = E11, C = E21, D = E22; returns the new blocks."""
-    Ct = C.transpose(-1, -2)
+    """:func:`_series` of the symmetric matrix with blocks A = E11, C = E21, D = E22; returns the new blocks.
+
+    Resistors on ports 1: ``A' = (1 + r·A)⁻¹·A`` (recursion), ``Xᵀ = C·(1 + r·A)⁻¹ = C − r·C·A'``, and ports 2
+    see ``D1 = D − r·C·X``; resistors on ports 2: ``D' = (1 + r·D1)⁻¹·D1`` (recursion), the new E21
+    ``Y = (1 + r·D1)⁻¹·Xᵀ = Xᵀ − r·D'·Xᵀ`` and ``A'' = A' − r·X·Y``. Only contiguous matrices are accumulated
+    into (no transposed copies).
+    """
     Ap = _series(A, r)
-    X = torch.baddbmm(Ct, Ap, Ct, alpha=-r)  # (1 + r·E11)⁻¹·E12
-    Dp = _series(torch.baddbmm(D, C, X, alpha=-r), r)
-    Xt = X.transpose(-1, -2)
+    Xt = torch.baddbmm(C, C, Ap, alpha=-r)
+    Dp = _series(torch.baddbmm(D, C, Xt.transpose(-1, -2), alpha=-r), r)
     Y = torch.baddbmm(Xt, Dp, Xt, alpha=-r)
-    App = torch.baddbmm(Ap, X, Y, alpha=-r)
+    App = torch.baddbmm(Ap, Xt.transpose(-1, -2), Y, alpha=-r)
     return App, Y, Dp
 
 
@@ -344,8 +339,32 @@ def _sweep(G: torch.Tensor, r_drv: float, r_wr: float, r_wc: float, r_sen: float
     return _sweep_full(G, r_drv, r_wr, r_wc, r_sen)
 
 
-def _default_chunk(n: int) -> int:
-    return max(1, _CHUNK_BYTES // (8 * n * n))
+def _solve_chunks(
+    g: torch.Tensor, r: tuple[float, float, float, float], max_batch: int | None, num_threads: int | None
+) -> list[torch.Tensor]:
+    """:func:`_sweep` over chunks of the batch g (B, M, N), float64; CPU chunks on a pool of worker threads."""
+    batch, n = g.shape[0], g.shape[-1]
+    chunk = max_batch if max_batch is not None else max(1, _CHUNK_BYTES // (8 * n * n))
+    if g.device.type != "cpu":
+        return [_sweep(g[s : s + chunk], *r) for s in range(0, batch, chunk)]
+    workers = num_threads if num_threads is not None else torch.get_num_threads()
+    if max_batch is None and workers > 1:
+        chunk = min(chunk, -(-batch // workers))  # give every worker a chunk
+    starts = range(0, batch, chunk)
+    workers = min(workers, len(starts))
+
+    def job(s: int) -> torch.Tensor:
+        torch.set_num_threads(1)  # per worker (OpenMP's thread count is a per-thread setting)
+        return _sweep(g[s : s + chunk], *r)
+
+    before = torch.get_num_threads()
+    try:
+        if workers == 1:
+            return [job(s) for s in starts]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(job, starts))
+    finally:
+        torch.set_num_threads(before)
 
 
 def effective_conductance(
@@ -356,6 +375,7 @@ def effective_conductance(
     r_wire_col: float,
     r_sense: float,
     max_batch: int | None = None,
+    num_threads: int | None = None,
 ) -> torch.Tensor:
     """Exact effective conductance matrix G_eff (S) of crossbars with resistive parasitics.
 
@@ -370,6 +390,10 @@ def effective_conductance(
         r_sense: sense resistance (last column node → virtual ground), Ω, finite, >= 0.
         max_batch: crossbars solved together (a memory bound: about ``max_batch·(10·min(M, N)² + 3·M·N)·8``
             bytes of temporaries, plus the output); default: chunks of about 4 MiB per (n×n) working matrix.
+        num_threads: CPU worker threads, each solving whole chunks with one torch intra-op thread; default
+            ``torch.get_num_threads()``. During the call torch's intra-op thread count is 1 (restored afterwards):
+            the solver is many mid-sized batched matrix products, whose OpenMP/MKL barriers cost 10–100× more
+            than they gain on a busy machine, while chunk-level threads scale without barriers. Ignored off CPU.
 
     Returns:
         G_eff with the shape, device and dtype of ``G`` (computed in float64). All four resistances 0 → ``G``
@@ -385,6 +409,10 @@ def effective_conductance(
     r_sen = _check_resistance("r_sense", r_sense)
     if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
         raise ConfigError("max_batch", max_batch, "None or an integer >= 1")
+    if num_threads is not None and (
+        isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1
+    ):
+        raise ConfigError("num_threads", num_threads, "None or an integer >= 1")
     if r_drv == 0.0 and r_wr == 0.0 and r_wc == 0.0 and r_sen == 0.0:
         return G.detach().clone()
     *lead, M, N = G.shape
@@ -396,20 +424,20 @@ def effective_conductance(
             # through r_driver) has G_eff' = rot180(G_eff)ᵀ; its dense blocks have size min(M, N).
             g = g.transpose(-1, -2).flip(-1, -2)
             r_drv, r_wr, r_wc, r_sen = r_sen, r_wc, r_wr, r_drv
-        n = g.shape[-1]
-        chunk = max_batch if max_batch is not None else _default_chunk(n)
-        parts = [_sweep(g[s : s + chunk], r_drv, r_wr, r_wc, r_sen) for s in range(0, g.shape[0], chunk)]
+        parts = _solve_chunks(g, (r_drv, r_wr, r_wc, r_sen), max_batch, num_threads)
         out = torch.cat(parts, dim=0) if len(parts) > 1 else parts[0]
         if transposed:
             out = out.flip(-1, -2).transpose(-1, -2)
         return out.reshape(*lead, M, N).to(G.dtype).contiguous()
 
 
-def effective_conductance_p(G: torch.Tensor, p: Parasitics, *, max_batch: int | None = None) -> torch.Tensor:
+def effective_conductance_p(
+    G: torch.Tensor, p: Parasitics, *, max_batch: int | None = None, num_threads: int | None = None
+) -> torch.Tensor:
     """:func:`effective_conductance` with the resistances of a :class:`Parasitics` (Ω); G and result in S."""
     if not isinstance(p, Parasitics):
         raise ConfigError("p", p, "a Parasitics instance")
-    return effective_conductance(G, max_batch=max_batch, **p.as_kwargs())
+    return effective_conductance(G, max_batch=max_batch, num_threads=num_threads, **p.as_kwargs())
 
 
 def solve_currents(
