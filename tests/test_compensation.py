@@ -16,6 +16,7 @@ from xbarlab.mitigation.compensation import (
     CompensatedLayer,
     CompensationConfig,
     FeatureMatchingLoss,
+    NormalizedCrossEntropy,
     attach_compensation,
     compensated_layers,
     compensation_overhead,
@@ -158,7 +159,7 @@ def test_training_freezes_analog_weights_resamples_and_is_reproducible() -> None
         chip = xbarlab.convert(net, VARIED)
         attach_compensation(chip, ["conv"])
         weights = {n: p.detach().clone() for n, p in chip.named_parameters() if ".branch." not in n}
-        res = train_compensation(chip, data, steps=6, lr=1e-2, seed=seed)
+        res = train_compensation(chip, data, steps=6, lr=1e-2, seed=seed, teacher=net)
         for n, p in chip.named_parameters():
             if ".branch." not in n:
                 torch.testing.assert_close(p.detach(), weights[n], rtol=0, atol=0)
@@ -202,8 +203,26 @@ def test_feature_loss_and_chip_pool() -> None:
     assert len(res.losses) == 4 and res.settings["chip_pool"] == {"size": 3, "seed": 5}
     with pytest.raises(ValueError, match="teacher"):
         train_compensation(chip, _data(), steps=1, loss="kd")
+    with pytest.raises(ValueError, match="teacher"):
+        train_compensation(chip, _data(), steps=1)  # default ce_normalized needs τ from the digital model
     with pytest.raises(ValueError, match="steps"):
         train_compensation(chip, _data(), steps=0)
     bare = xbarlab.convert(net, VARIED)
     with pytest.raises(ValueError, match="no compensation branch"):
         train_compensation(bare, _data(), steps=1)
+
+
+def test_normalized_cross_entropy_is_scale_free() -> None:
+    net = _net()
+    x, y = _data()[0]
+    loss = NormalizedCrossEntropy(net)
+    z = torch.randn(x.shape[0], 5, generator=torch.Generator().manual_seed(0))
+    first = loss(z, y, x)
+    with torch.no_grad():
+        tau = float(net(x).norm(dim=1).mean())
+    assert loss.tau == pytest.approx(tau)
+    assert float(loss(7.5 * z, y, x)) == pytest.approx(float(first), rel=1e-5)
+    fixed = NormalizedCrossEntropy(tau=2.0)
+    assert float(fixed(z, y, x)) != pytest.approx(float(first))
+    with pytest.raises(ValueError, match="teacher"):
+        NormalizedCrossEntropy()

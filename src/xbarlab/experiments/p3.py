@@ -88,12 +88,12 @@ class P3Config:
     lipschitz_epochs: int = 5
     lipschitz_lr: float = 0.01
     # compensation
-    comp_steps: int = 300
+    comp_steps: int = 600
     comp_lr: float = 3e-3
     comp_batch_size: int = 128
     comp_reduction: int = 4
     comp_affine: bool = True
-    comp_loss: str = "ce"
+    comp_loss: str = "ce_normalized"
     comp_pool: int = 64
     adc_in_training: bool = False
     # placement

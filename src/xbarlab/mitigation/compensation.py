@@ -36,12 +36,14 @@ from xbarlab.seeding import derive_seed
 
 __all__ = [
     "DEFAULT_REDUCTION",
+    "LOSSES",
     "ChipPool",
     "CompensatedLayer",
     "CompensationBranch",
     "CompensationConfig",
     "CompensationTrainResult",
     "FeatureMatchingLoss",
+    "NormalizedCrossEntropy",
     "OverheadReport",
     "attach_compensation",
     "branch_for",
@@ -478,10 +480,43 @@ class CompensationTrainResult:
 
 LossFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 """``loss(logits, labels, inputs) -> scalar``."""
+LOSSES = ("ce_normalized", "ce", "feature", "kd")
+"""Built-in compensation training losses."""
 
 
 def _ce_loss(logits: Tensor, labels: Tensor, _inputs: Tensor) -> Tensor:
     return F.cross_entropy(logits, labels)
+
+
+class NormalizedCrossEntropy:
+    """``CE(τ·z/‖z‖, y)``: cross-entropy on logits rescaled per sample to a fixed norm τ (scale-free).
+
+    Under strong log-normal variation the logit scale of a chip grows with the mean device gain e^{σ²/2} of
+    every analog layer, so plain cross-entropy is dominated by over-confident errors and rewards branches that
+    shrink the features (the cheapest way to lower the loss), which collapses the predictions. Normalising the
+    logits removes that incentive; the arg-max, hence the accuracy, is unchanged. τ is the mean logit norm of
+    the digital ``teacher`` on the first batch it sees (or the given ``tau``).
+    """
+
+    def __init__(self, teacher: nn.Module | None = None, *, tau: float | None = None) -> None:
+        if teacher is None and tau is None:
+            raise ValueError("teacher: required when tau is not given (τ is the digital model's mean logit norm)")
+        if tau is not None and not (math.isfinite(tau) and tau > 0):
+            raise ValueError(f"tau: invalid value {tau!r}; allowed: a finite number > 0")
+        self.teacher = teacher
+        self.tau = tau
+
+    def __call__(self, logits: Tensor, labels: Tensor, inputs: Tensor) -> Tensor:
+        if self.tau is None:
+            assert self.teacher is not None
+            was_training = self.teacher.training
+            self.teacher.eval()
+            with torch.no_grad():
+                self.tau = float(self.teacher(inputs).norm(dim=1).mean())
+            self.teacher.train(was_training)
+        z = logits.flatten(1)
+        z = self.tau * z / z.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return F.cross_entropy(z, labels)
 
 
 def distillation_loss(teacher: nn.Module) -> LossFn:
@@ -585,7 +620,7 @@ def train_compensation(
     chip_pool: ChipPool | None = None,
     calib_loader: Iterable[Any] | None = None,
     calib_batches: int = 2,
-    loss: str | LossFn = "ce",
+    loss: str | LossFn = "ce_normalized",
     teacher: nn.Module | None = None,
     ce_weight: float = 0.0,
     device: str | torch.device = "cpu",
@@ -601,9 +636,10 @@ def train_compensation(
     setting, not re-tuned per chip). Without ``resample`` the chip already programmed is used throughout. A
     :class:`ChipPool` replaces fresh programming by a random pool chip per batch (faster, fewer distinct chips).
 
-    ``loss``: ``"feature"`` (:class:`FeatureMatchingLoss` against the digital ``teacher``, plus ``ce_weight``
-    × cross-entropy), ``"kd"`` (MSE to the teacher's logits), ``"ce"`` (cross-entropy on the labels) or any
-    :data:`LossFn`. Same arguments and seed → identical branch weights.
+    ``loss``: ``"ce_normalized"`` (default, :class:`NormalizedCrossEntropy`; τ from the digital ``teacher``),
+    ``"ce"`` (cross-entropy on the labels), ``"feature"``
+    (:class:`FeatureMatchingLoss` against the ``teacher``, plus ``ce_weight`` × cross-entropy), ``"kd"`` (MSE to
+    the teacher's logits) or any :data:`LossFn`. Same arguments and seed → identical branch weights.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps: invalid value {steps!r}; allowed: an integer >= 1")
@@ -614,12 +650,14 @@ def train_compensation(
         raise ValueError("model: has no compensation branch; call attach_compensation(model, layers) first")
     loss_fn: LossFn
     if isinstance(loss, str):
-        if loss not in ("ce", "kd", "feature"):
-            raise ValueError(f"loss: invalid value {loss!r}; allowed: 'feature', 'kd', 'ce' or a callable")
+        if loss not in LOSSES:
+            raise ValueError(f"loss: invalid value {loss!r}; allowed: one of {', '.join(LOSSES)} or a callable")
         if loss != "ce" and teacher is None:
             raise ValueError(f"teacher: required with loss {loss!r} (the digital model the chip came from)")
         if loss == "ce":
             loss_fn = _ce_loss
+        elif loss == "ce_normalized":
+            loss_fn = NormalizedCrossEntropy(teacher)
         elif loss == "kd":
             assert teacher is not None
             loss_fn = distillation_loss(teacher)
