@@ -171,7 +171,7 @@ def test_all_zero_nonzero_combinations_match_nodal_analysis(shape: tuple[int, in
         ((40, 36), P1),
         ((36, 40), _rand_params(20)),
         ((70, 34), _rand_params(21, ("r_wire_col",))),
-        ((100, 100), P1),
+        ((90, 90), P1),
         ((50, 50), {"r_driver": 3.0, "r_wire_row": 7e3, "r_wire_col": 2e4, "r_sense": 1e5}),  # extreme
     ],
 )
@@ -337,6 +337,14 @@ def test_larger_arrays_lose_more() -> None:
         gains.append(float(effective_conductance(G, **P1).sum() / G.sum()))
     assert all(b < a for a, b in pairwise(gains)), gains
     assert gains[0] < 1.0
+    # Mean of the per-cell ratios G_eff/G on uniform arrays (with log-uniform devices the mean of ratios is not a
+    # loss measure: sneak paths lift tiny devices above their own conductance, see docs/ir_drop.md).
+    ratios = [
+        float((effective_conductance(torch.full((n, n), 10e-6, dtype=torch.float64), **P1) / 10e-6).mean())
+        for n in (8, 16, 32, 64)
+    ]
+    assert all(b < a for a, b in pairwise(ratios)), ratios
+    assert 0.3 < ratios[-1] < 0.5 < ratios[0] < 1.0
 
 
 def test_p1_weight_gain_matches_reference_precheck() -> None:

@@ -52,8 +52,6 @@ __all__ = [
     "solve_currents",
 ]
 
-_RESISTANCE_NAMES = ("r_driver", "r_wire_row", "r_wire_col", "r_sense")
-
 # Leaf size of the recursive series step (a batched LU solve of this size or smaller).
 _LEAF = 16
 # Target bytes of one (chunk, n, n) float64 working matrix; chunks of about this size stay cache friendly.
@@ -68,6 +66,7 @@ _MAX_LOG_SPAN = 200.0
 
 
 def _check_resistance(name: str, value: Any) -> float:
+    """A resistance argument (Ω) as a float; ConfigError unless a finite number >= 0."""
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -82,13 +81,14 @@ def _check_resistance(name: str, value: Any) -> float:
 
 
 def _check_conductances(G: Any, name: str = "G") -> torch.Tensor:
+    """G (S) unchanged; ConfigError unless a real floating tensor (..., M, N), M, N >= 1, finite and >= 0."""
     if not isinstance(G, torch.Tensor):
         raise ConfigError(name, type(G).__name__, "a torch.Tensor of shape (..., M, N), conductances in S")
     if G.dim() < 2 or G.shape[-1] < 1 or G.shape[-2] < 1:
         raise ConfigError(
             name, f"tensor of shape {tuple(G.shape)}", "a tensor of shape (..., M, N) with M >= 1 and N >= 1"
         )
-    if not (G.dtype.is_floating_point):
+    if not G.dtype.is_floating_point:
         raise ConfigError(name, f"tensor of dtype {G.dtype}", "a real floating-point tensor (conductances in S)")
     bad = ~torch.isfinite(G) | (G < 0)
     if bool(bad.any()):
@@ -334,6 +334,7 @@ def _sweep_blocked(G: torch.Tensor, r_drv: float, r_wr: float, r_wc: float, r_se
 
 
 def _sweep(G: torch.Tensor, r_drv: float, r_wr: float, r_wc: float, r_sen: float) -> torch.Tensor:
+    """G_eff (S) of a chunk G (B, M, N) in S, float64, resistances in Ω (blocked form beyond two leaves)."""
     if G.shape[-1] > 2 * _LEAF:
         return _sweep_blocked(G, r_drv, r_wr, r_wc, r_sen)
     return _sweep_full(G, r_drv, r_wr, r_wc, r_sen)
