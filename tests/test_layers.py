@@ -212,6 +212,33 @@ def test_per_mvm_read_noise_has_the_exact_output_variance() -> None:
     assert torch.allclose((y - clean).std(0), torch.full((4,), expected_std), rtol=0.03)
 
 
+def test_per_mvm_noise_through_the_adc_has_the_exact_variance_and_same_values_with_gradients() -> None:
+    torch.manual_seed(5)
+    lin = nn.Sequential(nn.Linear(100, 4, bias=False))
+    hw = xbarlab.load_preset("ideal").override(
+        {"read_noise.kind": "absolute_uS", "read_noise.sigma": 0.5, "read_noise.mode": "per_mvm", "adc.bits": 16}
+    )
+    x = torch.rand(1, 100).expand(20000, 100).contiguous()
+    chip = xbarlab.program(xbarlab.convert(lin, hw), 0)
+    xbarlab.calibrate(chip, [x[:64]])
+    layer = chip[0]
+    assert layer.layout.tiles_r == 2  # 100 rows on 64-row tiles: two partial sums (two ADC conversions) per output
+    with torch.no_grad():
+        y = chip(x)
+    clean = x @ lin[0].weight.T
+    unit = float(lin[0].weight.abs().max()) / (layer.hw.device.g_on_us - layer.hw.device.g_off_us)
+    expected_std = math.sqrt(float((x[0] ** 2).sum()) * 2 * (0.5 * unit) ** 2)
+    assert torch.allclose((y - clean).std(0), torch.full((4,), expected_std), rtol=0.03)
+    # the straight-through path (input requires grad) computes the very same values from the same noise stream
+    again = xbarlab.program(xbarlab.convert(lin, hw), 0)
+    xbarlab.calibrate(again, [x[:64]])
+    with_grad = again(x[:500].clone().requires_grad_(True))
+    with torch.no_grad():
+        reference = xbarlab.program(xbarlab.convert(lin, hw), 0)
+        xbarlab.calibrate(reference, [x[:64]])
+        assert torch.equal(with_grad.detach(), reference(x[:500]))
+
+
 def test_drift_scales_differential_weights_by_the_power_law() -> None:
     model = _model()
     hw = xbarlab.load_preset("fefet").override({"read_noise.kind": "none", "dac.bits": None})

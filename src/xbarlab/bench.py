@@ -25,6 +25,7 @@ BENCH_CONFIGS: dict[str, dict[str, Any]] = {
     "ideal (no non-idealities)": {"preset": "ideal"},
     "static noise only (rram, 8-bit slices, frozen read noise)": {"preset": "rram", "dac.bits": None},
     "DAC 8b + static noise (rram preset)": {"preset": "rram"},
+    "DAC 8b + per-tile ADC 8b (static noise)": {"preset": "rram", "adc.bits": 8},
     "DAC 8b + per-tile ADC 8b + per-MVM read noise": {
         "preset": "rram",
         "adc.bits": 8,
@@ -42,10 +43,13 @@ BENCH_CONFIGS: dict[str, dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class BenchRow:
+    """One analog configuration: median forward time (s), ratio to the digital forward, programming time (s)."""
+
     config: str
     median_s: float
     ratio: float
     program_s: float
+    digital_s: float
 
 
 def _median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
@@ -57,6 +61,22 @@ def _median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def _paired_medians(first: Callable[[], Any], second: Callable[[], Any], repeats: int) -> tuple[float, float]:
+    """Median times (s) of two functions timed alternately, so that machine-speed drift hits both alike."""
+    first()
+    second()
+    a, b = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        first()
+        t1 = time.perf_counter()
+        second()
+        t2 = time.perf_counter()
+        a.append(t1 - t0)
+        b.append(t2 - t1)
+    return statistics.median(a), statistics.median(b)
 
 
 def peak_rss_mb() -> float:
@@ -74,7 +94,11 @@ def run_forward_bench(
     device: str = "cpu",
     configs: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[float, list[BenchRow]]:
-    """Median digital forward time (s) and one row per analog configuration."""
+    """Median digital forward time (s) and one row per analog configuration.
+
+    Each configuration is timed alternately with the digital model (``repeats`` pairs) and its ratio uses the
+    digital median of those same pairs: on a shared machine a slow minute then slows both sides alike.
+    """
     if model is None:
         from xbarlab.models import build_model
 
@@ -93,6 +117,6 @@ def run_forward_bench(
         program(chip, 0)
         program_s = time.perf_counter() - t0
         calibrate(chip, [x[:64]], num_batches=1)
-        analog = _median_time(partial(chip, x), repeats)
-        rows.append(BenchRow(label, analog, analog / digital, program_s))
+        digital_pair, analog = _paired_medians(lambda: model(x), partial(chip, x), repeats)
+        rows.append(BenchRow(label, analog, analog / digital_pair, program_s, digital_pair))
     return digital, rows

@@ -14,11 +14,11 @@ from __future__ import annotations
 import torch
 
 
-def _ste(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """Forward value ``q`` with the gradient of the identity on ``x``."""
+def straight_through(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Forward value ``q`` (bit-exact: ``q + 0``) with the gradient of the identity on ``x``."""
     if not x.requires_grad:
         return q
-    return x + (q - x).detach()
+    return q.detach() + (x - x.detach())
 
 
 def max_code(bits: int, signed: bool) -> int:
@@ -52,7 +52,7 @@ def quantize_uniform(
     q = codes.round_().clamp_(lo, top).mul_(step)
     if zero_range:
         q = torch.where(r > 0, q, torch.zeros_like(q))
-    return _ste(x, q)
+    return straight_through(x, q)
 
 
 class RangeObserver:

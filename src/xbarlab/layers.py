@@ -13,7 +13,7 @@ Forward paths:
 * **tiled** (ADC on): the unfolded input is split into row tiles; one batched matmul gives every partial sum of
   every (row tile, slice, column); the ADC quantises each partial sum (per-slice calibrated range, optional noise in
   LSB); slices are combined by shift-and-add and tiles accumulated digitally. The batch is chunked so the partial
-  sums never exceed :data:`MAX_PARTIAL_BYTES`.
+  sums of one chunk never exceed :data:`MAX_PARTIAL_BYTES`; the converter arithmetic runs in place on each chunk.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xbarlab import devices
-from xbarlab.converters import RangeObserver, max_code, quantize_uniform
+from xbarlab.converters import RangeObserver, max_code, quantize_uniform, straight_through
 from xbarlab.hardware import HardwareConfig
 from xbarlab.mapping import (
     TileLayout,
@@ -39,8 +39,12 @@ from xbarlab.mapping import (
 )
 from xbarlab.seeding import generator
 
-MAX_PARTIAL_BYTES = 256 * 2**20
-"""Upper bound (bytes) on the per-tile partial sums materialised at once in the tiled forward path."""
+MAX_PARTIAL_BYTES = 8 * 2**20
+"""Upper bound (bytes) on the per-tile partial sums materialised at once in the tiled forward path.
+
+Small on purpose: chunks of a few MiB stay in the CPU caches and reuse the allocator's memory, while chunks of
+hundreds of MiB are fresh ``mmap`` pages on every call (page faults dominated the time: ResNet-20 with ADC and
+per-MVM noise ran 2.4× faster with 8–16 MiB chunks than with 256 MiB, see benchmarks/README.md)."""
 
 CHIP_BUFFERS = ("g_prog", "nu", "read_xi", "fault_code", "w_max", "chip_seed", "chip_time")
 DERIVED_BUFFERS = ("w_ni", "var_ni", "w_tiles", "var_tiles", "tile_channels")
@@ -266,7 +270,18 @@ class AnalogLayer(nn.Module):
             self._mvm_generators[key] = generator(seed, self.layer_name, "per-mvm", device=device)
         return self._mvm_generators[key]
 
+    def mvm_rng_state(self) -> dict[str, torch.Tensor]:
+        """Snapshot of the per-MVM noise generators (restore with :meth:`set_mvm_rng_state`)."""
+        return {key: gen.get_state() for key, gen in self._mvm_generators.items()}
+
+    def set_mvm_rng_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore the per-MVM noise generators saved by :meth:`mvm_rng_state` (others restart from the seed)."""
+        self._mvm_generators = {}
+        for key, gen_state in state.items():
+            self._mvm_generator(torch.device(key)).set_state(gen_state)
+
     def _gaussian(self, like: torch.Tensor) -> torch.Tensor:
+        """Fresh N(0, 1) draws (contiguous) with the shape of ``like`` from this chip's per-MVM generator."""
         return torch.randn(like.shape, generator=self._mvm_generator(like.device), device=like.device, dtype=like.dtype)
 
     # ------------------------------------------------------------------------------------------------ forward
@@ -282,15 +297,18 @@ class AnalogLayer(nn.Module):
         assert self.w_ni is not None
         y = self._compute(x, self.w_ni, self.bias)
         if self.var_ni is not None:
-            var = self._compute(x.detach() ** 2, self.var_ni, None)
-            y = y + var.clamp_min(0).sqrt() * self._gaussian(var)
+            std = self._compute(x.detach() ** 2, self.var_ni, None).clamp_min_(0).sqrt_()
+            y = y + std.mul_(self._gaussian(std))
         return y
 
     def _adc_sums(self, partial: torch.Tensor, var: torch.Tensor | None, *, slice_dim: int) -> torch.Tensor:
         """Per-MVM read noise (variance ``var``) plus ADC input noise, then per-slice quantisation.
 
-        Both noises are Gaussian and independent, so one draw with the summed variance represents them. While
-        calibrating, partial sums (with read noise) are observed and returned unquantised.
+        Both noises are Gaussian and independent, so one draw with the summed variance represents them: in LSB,
+        code = round(p/step + sqrt(var/step² + noise_lsb²)·z), clamped to the signed code range. ``partial`` and
+        ``var`` are consumed (modified in place) when they do not need gradients; with gradients the quantiser is a
+        straight-through estimator. While calibrating, partial sums (with read noise) are observed and returned
+        unquantised.
         """
         hw = self.hw
         if self._calibration_stage == "adc":
@@ -305,27 +323,27 @@ class AnalogLayer(nn.Module):
                 f"analog layer '{self.layer_name}': ADC range not calibrated; call xbarlab.calibrate(model, loader)"
             )
         assert hw.adc.bits is not None
+        top = max_code(hw.adc.bits, True)
         shape = [1] * partial.dim()
         shape[slice_dim] = -1
-        rng = self.adc_range.to(partial.dtype).view(shape)
-        step = rng / max_code(hw.adc.bits, True)
-        noise = None
-        if var is not None or hw.adc.noise_lsb > 0:
-            # noise standard deviation in LSB: sqrt(var / step² + noise_lsb²)
-            total = var.clamp_min(0) / step.clamp_min(1e-30) ** 2 if var is not None else None
+        rng = self.adc_range.to(partial.dtype)
+        step = (rng / top).view(shape)
+        inv_step = torch.where(rng > 0, top / rng.clamp_min(torch.finfo(rng.dtype).tiny), 0.0).view(shape)
+        codes = partial.detach().clone() if partial.requires_grad else partial
+        codes.mul_(inv_step)
+        if var is not None:
+            std = var.detach().mul_(inv_step.square())
             if hw.adc.noise_lsb > 0:
-                total = total + hw.adc.noise_lsb**2 if total is not None else None
-            noise = self._gaussian(partial)
-            if total is None:
-                noise.mul_(hw.adc.noise_lsb)
-            else:
-                noise.mul_(total.sqrt_())
-        return quantize_uniform(partial, hw.adc.bits, rng, signed=True, noise=noise)
+                std.add_(hw.adc.noise_lsb**2)
+            codes.addcmul_(std.clamp_min_(0).sqrt_(), self._gaussian(codes))
+        elif hw.adc.noise_lsb > 0:
+            codes.add_(self._gaussian(codes), alpha=hw.adc.noise_lsb)
+        values = codes.round_().clamp_(-top, top).mul_(step)
+        return straight_through(partial, values)
 
     def _chunk(self, per_sample_elements: int) -> int:
-        """Samples per chunk so that partial sums (and their noise terms) stay under MAX_PARTIAL_BYTES."""
-        factor = 3 if self.var_tiles is not None else 2
-        return max(1, MAX_PARTIAL_BYTES // max(1, per_sample_elements * self.weight.element_size() * factor))
+        """Samples per chunk so that the partial sums of one chunk stay under :data:`MAX_PARTIAL_BYTES`."""
+        return max(1, MAX_PARTIAL_BYTES // max(1, per_sample_elements * self.weight.element_size()))
 
     def _tile_matmul(self, rows: torch.Tensor) -> torch.Tensor:
         """rows: (M, K) inputs → outputs (M, N) through row tiles, ADC and shift-and-add (groups = 1)."""
@@ -344,8 +362,8 @@ class AnalogLayer(nn.Module):
                 if self.var_tiles is not None
                 else None
             )
-            p = self._adc_sums(p.reshape(tr, mc, s, n), var, slice_dim=2)
-            outs.append(p.sum((0, 2)))
+            q = self._adc_sums(p.reshape(tr, mc, s, n), var, slice_dim=2)
+            outs.append(q.sum((0, 2)))
         return torch.cat(outs, 0)
 
     def _compute(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -441,17 +459,18 @@ class AnalogConv(AnalogLayer):
         assert self.w_tiles is not None and self.tile_channels is not None
         g, s, tr, n = lay.groups, lay.num_slices, lay.tiles_r, lay.n
         outs = []
-        spatial = None
-        for start in range(0, x.shape[0], self._chunk_for(x)):
-            xs = x[start : start + self._chunk_for(x)].index_select(1, self.tile_channels)
+        chunk = self._chunk_for(x)
+        for start in range(0, x.shape[0], chunk):
+            xs = x[start : start + chunk].index_select(1, self.tile_channels)
             p = self._compute(xs, self.w_tiles, None, groups=g * tr)  # (b, G·Tr·S·N, *out)
             spatial = p.shape[2:]
             shape = (p.shape[0], g, tr, s, n, *spatial)
             var = None
             if self.var_tiles is not None:
                 var = self._compute(xs.detach() ** 2, self.var_tiles, None, groups=g * tr).view(shape)
-            p = self._adc_sums(p.view(shape), var, slice_dim=3)
-            outs.append(p.sum((2, 3)).reshape(p.shape[0], g * n, *spatial))
+            q = self._adc_sums(p.view(shape), var, slice_dim=3)
+            # tiles and slices accumulated digitally (the slice significance is folded into the decoded values)
+            outs.append(q.sum((2, 3)).reshape(q.shape[0], g * n, *spatial))
         y = torch.cat(outs, 0)
         if self.bias is not None:
             y = y + self.bias.view(1, -1, *([1] * self.ndim))

@@ -121,7 +121,7 @@ def _eye_input(layer: AnalogLayer) -> Tensor:
 def _forward_readout(layer: AnalogLayer) -> Tensor:
     """|outputs| of the one-hot batch through the layer (hooks bypassed), shape (rows, C_out), bias removed."""
     x = _eye_input(layer)
-    gen_states = {k: g.get_state() for k, g in layer._mvm_generators.items()}
+    rng_state = layer.mvm_rng_state()
     saved: tuple[Any, str] | None = None
     if isinstance(layer, AnalogConv):
         saved = (layer.padding, layer.padding_mode)
@@ -132,8 +132,7 @@ def _forward_readout(layer: AnalogLayer) -> Tensor:
     finally:
         if isinstance(layer, AnalogConv) and saved is not None:
             layer.padding, layer.padding_mode = saved  # type: ignore[assignment]
-        for k, state in gen_states.items():
-            layer._mvm_generators[k].set_state(state)
+        layer.set_mvm_rng_state(rng_state)
     y = y.reshape(x.shape[0], -1)
     if layer.bias is not None:
         y = y - layer.bias.detach().view(1, -1)
