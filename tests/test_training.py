@@ -196,3 +196,55 @@ def test_cli_models_datasets_train(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "--data-dir" in res.output
     res = runner.invoke(app, ["train", "--model", "nope", "--dataset", "digits", "--out", str(tmp_path / "y")])
     assert res.exit_code == 2 and "unknown model" in res.output
+
+
+def test_cli_train_robustness_options(tmp_path: Path) -> None:
+    """--lipschitz, --noise-inject/--clip-alpha and --init-from reach the training loop and guard resumption."""
+    import torch
+
+    from xbarlab.checkpoint import load_checkpoint
+
+    app = typer.Typer()
+    register(app)
+    runner = CliRunner()
+    base = ["train", "--model", "vgg-small", "--dataset", "digits", "--width", "0.25", "--threads", "1"]
+    base += ["--batch-size", "256", "--no-augment"]
+    first = tmp_path / "plain"
+    res = runner.invoke(app, [*base, "--epochs", "1", "--out", str(first)])
+    assert res.exit_code == 0, res.output
+    plain, _ = load_checkpoint(first / "model")
+
+    lip = tmp_path / "lip"
+    res = runner.invoke(app, [*base, "--epochs", "1", "--out", str(lip), "--lipschitz", "spectral"])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((lip / "model.json").read_text())
+    assert meta["lipschitz"]["kind"] == "spectral" and meta["lipschitz"]["beta"] == 5e-4
+    assert meta["history"][0]["regularizer"] is not None and meta["history"][0]["regularizer"] > 0
+    # resuming the same directory without the regulariser is refused (the state was trained with it)
+    res = runner.invoke(app, [*base, "--epochs", "2", "--out", str(lip)])
+    assert res.exit_code == 2 and "cannot resume" in res.output
+
+    ni = tmp_path / "ni"
+    args = [*base, "--epochs", "1", "--out", str(ni), "--init-from", str(first / "model"), "--noise-inject", "0.05"]
+    res = runner.invoke(app, [*args, "--clip-alpha", "1.5"])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((ni / "model.json").read_text())
+    assert meta["noise_injection"]["eta"] == 0.05 and meta["noise_injection"]["alpha"] == 1.5
+    assert meta["init_from"] == str(first / "model")
+    tuned, _ = load_checkpoint(ni / "model")
+    for name, w in tuned.state_dict().items():  # clipped after the last step: the extreme values form a plateau
+        if name.endswith("weight") and w.dim() > 1:
+            assert int((w.abs() == w.abs().max()).sum()) >= 2, name
+    # fine-tuning started from the first run's weights: one epoch later the model is close to, not equal to, them
+    assert not torch.equal(tuned.state_dict()["classifier.weight"], plain.state_dict()["classifier.weight"])
+
+    bad = [
+        ([*base, "--out", str(tmp_path / "b1"), "--lipschitz", "frobenius"], "kind"),
+        ([*base, "--out", str(tmp_path / "b2"), "--noise-inject", "-1"], "eta"),
+        ([*base, "--out", str(tmp_path / "b3"), "--clip-alpha", "3"], "--noise-inject"),
+        ([*base, "--out", str(tmp_path / "b4"), "--lipschitz-beta", "0.1"], "lipschitz"),
+        ([*base, "--out", str(tmp_path / "b5"), "--init-from", str(tmp_path / "missing")], "missing"),
+    ]
+    for args, needle in bad:
+        res = runner.invoke(app, [*args, "--epochs", "1"])
+        assert res.exit_code == 2 and needle in res.output, (args, res.output)

@@ -5,7 +5,7 @@ network trained here in seconds on the subset, and the report says so) is tested
 Fashion-MNIST subset (1,000 training images for converter calibration, BN adaptation and BN fine-tuning;
 2,000 test images): digitally, and on chips of the ``rram``, ``fefet`` and ``pcm-i`` presets (P1 Table 1)
 read one day after programming (conductance drift), several chip instances each, without mitigation, with BN
-adaptation and with BN fine-tuning.
+adaptation, with BN fine-tuning and with the digital drift-compensation baselines (global and per column).
 
 It runs as a sweep (:mod:`xbarlab.experiments`) into ``<out>/demo.sqlite`` (so an interrupted demo resumes)
 and writes a report (:mod:`xbarlab.reports`): ``report.md``, a self-contained ``report.html`` and the PNG
@@ -25,7 +25,8 @@ __all__ = ["DemoResult", "DemoSettings", "demo_settings", "run_demo"]
 PRETRAINED = "resnet20-fmnist"
 DATASET = "fashion-mnist-mini"
 PRESETS = ("rram", "fefet", "pcm-i")
-MITIGATIONS = ("none", "bn_adapt", "bn_finetune")
+MITIGATIONS = ("none", "bn_adapt", "bn_finetune", "drift_comp_global", "drift_comp_column")
+"""The BN methods next to the digital drift-compensation baselines (aihwkit-style global and per-column)."""
 DRIFT_S = 86_400.0
 """Chips are read one day after programming: the presets' drift (P1 Table 1) then degrades the accuracy, and
 the BN methods have something to recover (read at t0, ResNet-20 loses almost nothing on these presets)."""
@@ -163,7 +164,8 @@ def _sweep_yaml(model: dict[str, str], s: DemoSettings) -> str:
     doc = {
         "name": "demo",
         "description": "xbarlab demo: three P1 device presets read one day after programming, no mitigation vs "
-        "BN adaptation vs BN fine-tuning, on the built-in Fashion-MNIST subset.",
+        "BN adaptation vs BN fine-tuning vs global / per-column drift compensation, on the built-in Fashion-MNIST "
+        "subset.",
         "base": {
             "model": model,
             "data": data,
@@ -247,6 +249,9 @@ def run_demo(
         f"BN fine-tuning: γ/β only, {s.finetune_epochs} epoch(s), SGD 0.9, LR 0.01, batch 128, "
         f"{'all 1,000' if s.finetune_samples is None else s.finetune_samples} training images, starting from "
         "BN adaptation (P1 §1.7 B, shortened).",
+        "Drift compensation (baselines, aihwkit-style): each analog layer's output scaled digitally by "
+        "reference/current of a one-hot read-out (reference at programming time), one factor per layer (global) "
+        "or per output column.",
         f"Run: {summary.executor}; {summary.ran} chip evaluation(s) now, {summary.already_done} reused from "
         f"the store; {sweep_s:.0f} s until the report (model, sweep); results store `{store}`.",
     ]

@@ -25,6 +25,7 @@ Extension points (used by later features such as noise-injection or Lipschitz-re
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -214,6 +215,20 @@ def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
 _RESUME_MUST_MATCH = tuple(f.name for f in fields(TrainConfig) if f.name not in ("epochs", "num_workers"))
 
 
+def _normalised_key(key: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``key`` as it reads back from JSON (tuples become lists), so that saved and new keys compare equal."""
+    return None if key is None else json.loads(json.dumps(key, sort_keys=True))
+
+
+def _check_resume_key(saved: Any, key: dict[str, Any] | None, path: Path) -> None:
+    now = _normalised_key(key)
+    if saved != now:
+        raise CheckpointError(
+            f"cannot resume from {path}: the run was started with {saved!r} and is now {now!r} "
+            "(use the same training options, or a new output directory / --no-resume)"
+        )
+
+
 def _check_resume_config(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
     for name in _RESUME_MUST_MATCH:
         if name in saved and saved[name] != getattr(config, name):
@@ -238,6 +253,7 @@ def train(
     progress: bool = True,
     metadata: dict[str, Any] | None = None,
     console: Any = None,
+    resume_key: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place with SGD + momentum and a per-iteration cosine learning rate.
 
@@ -258,6 +274,8 @@ def train(
         metadata: extra JSON metadata for the final checkpoint (model name, data set, command...).
         console: a ``rich.console.Console`` for output (default: a new one; ``progress=False`` and no
             console → silent).
+        resume_key: JSON data describing what ``config`` does not cover but the run depends on (regulariser,
+            noise injection, initial weights...). Stored with the state; resuming with a different key fails.
 
     Returns:
         :class:`TrainResult` with the history and the final test accuracy.
@@ -301,6 +319,7 @@ def train(
     if state_path is not None and resume and checkpoint_paths(state_path)[1].is_file():
         state = load_state(state_path)
         _check_resume_config(state.get("config", {}), config, checkpoint_paths(state_path)[1])
+        _check_resume_key(state.get("resume_key"), resume_key, checkpoint_paths(state_path)[1])
         load_model_state(model, state["model"], f"resume state {state_path}")
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, step = int(state["epoch"]), int(state["step"])
@@ -418,6 +437,7 @@ def train(
                         "rng": _rng_state(dev),
                         "history": [asdict(h) for h in history],
                         "wall_time_s": wall_before + time.perf_counter() - t_start,
+                        "resume_key": _normalised_key(resume_key),
                     },
                 )
             try:

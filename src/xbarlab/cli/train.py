@@ -35,8 +35,21 @@ def run_training(
     model_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
     command: str | None = None,
+    init_from: str | None = None,
+    lipschitz: str | None = None,
+    lipschitz_beta: float | None = None,
+    noise_inject: float | None = None,
+    clip_alpha: float | None = 2.0,
 ) -> Any:
-    """Build model and data from the registries and run :func:`xbarlab.training.train` (the CLI's work)."""
+    """Build model and data from the registries and run :func:`xbarlab.training.train` (the CLI's work).
+
+    Robustness options (they compose):
+        init_from: start from a shipped pre-trained model (``resnet20-fmnist``) or a checkpoint path (fine-tuning).
+        lipschitz: add the Lipschitz regulariser of CorrectNet (P3): ``parseval_neft``, ``parseval_matrix`` or
+            ``spectral``, weight ``lipschitz_beta`` (default 5e-4, NeFT's value).
+        noise_inject: hardware-aware training (Joshi et al. 2020): forward-only Gaussian weight noise with
+            σ = η·max|W| per layer, and weights clipped to ±``clip_alpha``·std(W) after every step (None: no clip).
+    """
     import torch
     from rich.console import Console
 
@@ -59,6 +72,24 @@ def run_training(
     test_set = get_dataset(info.name, "test", data_dir=data_dir, augment=False)
     torch.manual_seed(seed)
     net = build_model(spec.name, **kwargs)
+    resume_key: dict[str, Any] = {}
+    if init_from is not None:
+        _load_initial_weights(net, init_from)
+        resume_key["init_from"] = init_from
+    regularizer = None
+    if lipschitz is not None:
+        from xbarlab.mitigation.lipschitz import DEFAULT_BETA, lipschitz_regularizer
+
+        regularizer = lipschitz_regularizer(lipschitz, DEFAULT_BETA if lipschitz_beta is None else lipschitz_beta)
+        resume_key["lipschitz"] = regularizer.describe()
+    elif lipschitz_beta is not None:
+        raise ValueError("lipschitz_beta: only valid together with lipschitz (e.g. --lipschitz parseval_neft)")
+    injection = None
+    if noise_inject is not None:
+        from xbarlab.mitigation.noise_injection import NoiseInjection
+
+        injection = NoiseInjection(net, eta=noise_inject, alpha=clip_alpha)
+        resume_key["noise_injection"] = injection.config()
     config = TrainConfig(
         epochs=epochs,
         batch_size=batch_size,
@@ -84,24 +115,50 @@ def run_training(
         "num_parameters": n_params,
         "command": command or shlex.join(["xbarlab", *sys.argv[1:]]),
     }
-    result = train(
-        net,
-        train_set,
-        test_set,
-        config,
-        out_dir=out_dir,
-        resume=resume,
-        device=device,
-        progress=progress,
-        metadata=metadata,
-        console=console,
-    )
+    metadata.update(resume_key)
+    callbacks = []
+    if injection is not None:
+        injection.attach()
+        callbacks.append(injection.callback())
+    try:
+        result = train(
+            net,
+            train_set,
+            test_set,
+            config,
+            out_dir=out_dir,
+            resume=resume,
+            device=device,
+            progress=progress,
+            metadata=metadata,
+            console=console,
+            regularizer=regularizer,
+            callbacks=callbacks,
+            resume_key=resume_key or None,
+        )
+    finally:
+        if injection is not None:
+            injection.detach()
     if result.checkpoint is not None:
         console.print(
             f"[bold green]done[/]: test accuracy {result.test_acc:.4f}, wall time {result.wall_time_s:.0f}s, "
             f"checkpoint {result.checkpoint.with_suffix('')}.{{safetensors,json}}"
         )
     return result
+
+
+def _load_initial_weights(net: Any, source: str) -> None:
+    """Copy the weights of a shipped model name or a checkpoint path into ``net`` (same architecture required)."""
+    from xbarlab.checkpoint import CheckpointError, list_pretrained, load_checkpoint, load_pretrained
+
+    if source.strip().lower() in list_pretrained():
+        src, _ = load_pretrained(source)
+    else:
+        src, _ = load_checkpoint(source)
+    try:
+        net.load_state_dict(src.state_dict())
+    except RuntimeError as exc:
+        raise CheckpointError(f"init_from: {source!r} does not match the model being trained: {exc}") from exc
 
 
 def register(app: typer.Typer) -> None:
@@ -165,11 +222,29 @@ def register(app: typer.Typer) -> None:
         augment: bool = typer.Option(True, "--augment/--no-augment", help="Train-time augmentation."),
         threads: int | None = typer.Option(None, "--threads", help="torch CPU threads (default: torch's)."),
         channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last", help="NHWC on CPU."),
+        init_from: str | None = typer.Option(
+            None, "--init-from", help="Start from a shipped model (e.g. resnet20-fmnist) or a checkpoint path."
+        ),
+        lipschitz: str | None = typer.Option(
+            None, "--lipschitz", help="Lipschitz regulariser (CorrectNet): parseval_neft, parseval_matrix, spectral."
+        ),
+        lipschitz_beta: float | None = typer.Option(
+            None, "--lipschitz-beta", help="Weight β of the Lipschitz penalty (default 5e-4)."
+        ),
+        noise_inject: float | None = typer.Option(
+            None, "--noise-inject", help="Noise-injection training: weight noise σ = ETA·max|W| (e.g. 0.038)."
+        ),
+        clip_alpha: float = typer.Option(
+            2.0, "--clip-alpha", help="With --noise-inject: clip weights to ±A·std(W) after each step (0: off)."
+        ),
     ) -> None:
         """Train a zoo model; checkpoints every epoch to --out (resumable), final model.{safetensors,json}."""
         from xbarlab.checkpoint import CheckpointError
         from xbarlab.data import DatasetError
 
+        if noise_inject is None and clip_alpha != 2.0:
+            typer.echo("error: --clip-alpha only applies with --noise-inject ETA", err=True)
+            raise typer.Exit(code=2)
         try:
             run_training(
                 model=model,
@@ -190,6 +265,11 @@ def register(app: typer.Typer) -> None:
                 augment=augment,
                 threads=threads,
                 channels_last=channels_last,
+                init_from=init_from,
+                lipschitz=lipschitz,
+                lipschitz_beta=lipschitz_beta,
+                noise_inject=noise_inject,
+                clip_alpha=None if clip_alpha == 0 else clip_alpha,
             )
         except (DatasetError, CheckpointError, KeyError, ValueError, TypeError) as exc:
             msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
