@@ -151,15 +151,14 @@ def test_pretrained_models() -> None:
     names = list_pretrained()
     with pytest.raises(CheckpointNotFoundError, match=r"unknown pre-trained model|no pre-trained model"):
         load_pretrained("alexnet-imagenet")
-    if not names:
-        pytest.skip("no pre-trained checkpoints shipped yet")
+    assert {"resnet20-fmnist", "vgg-small-fmnist", "lenet5-fmnist"} <= set(names)
     from xbarlab.data import get_dataset
     from xbarlab.training import evaluate
 
     test = get_dataset("fashion-mnist-mini", "test")
     for name in names:
         model, meta = load_pretrained(name)
-        assert meta["dataset"] == "fashion-mnist" and meta["test_accuracy"] >= 0.89
+        assert meta["dataset"] == "fashion-mnist" and meta["test_accuracy"] >= (0.89 if "lenet5" in name else 0.92)
         assert (SRC / "assets" / "pretrained" / f"{meta['model']}_fashion-mnist.safetensors").stat().st_size < 5e6
         _, acc = evaluate(model, test.subset(range(0, 2000, 4)))
         assert acc >= 0.85, name
