@@ -44,7 +44,7 @@ MAX_PARTIAL_BYTES = 8 * 2**20
 
 Small on purpose: chunks of a few MiB stay in the CPU caches and reuse the allocator's memory, while chunks of
 hundreds of MiB are fresh ``mmap`` pages on every call (page faults dominated the time: ResNet-20 with ADC and
-per-MVM noise ran 2.4× faster with 8–16 MiB chunks than with 256 MiB, see benchmarks/README.md)."""
+per-MVM noise ran 2.4× faster with 8–16 MiB chunks than with 256 MiB, see docs/simulator.md, "Speed")."""
 
 CHIP_BUFFERS = ("g_prog", "nu", "read_xi", "fault_code", "w_max", "chip_seed", "chip_time")
 DERIVED_BUFFERS = ("w_ni", "var_ni", "w_tiles", "var_tiles", "tile_channels")
