@@ -25,6 +25,7 @@ BENCH_CONFIGS: dict[str, dict[str, Any]] = {
     "ideal (no non-idealities)": {"preset": "ideal"},
     "static noise only (rram, 8-bit slices, frozen read noise)": {"preset": "rram", "dac.bits": None},
     "DAC 8b + static noise (rram preset)": {"preset": "rram"},
+    "DAC 8b + per-MVM read noise, no ADC": {"preset": "rram", "read_noise.mode": "per_mvm"},
     "DAC 8b + per-tile ADC 8b (static noise)": {"preset": "rram", "adc.bits": 8},
     "DAC 8b + per-tile ADC 8b + per-MVM read noise": {
         "preset": "rram",
