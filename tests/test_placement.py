@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-import torch
 
 from xbarlab.mitigation.placement import (
     CachedEvaluator,
@@ -19,14 +16,7 @@ from xbarlab.mitigation.placement import (
     reinforce_placement,
 )
 
-
-@pytest.fixture(autouse=True)
-def _single_thread() -> Iterator[None]:
-    """Tiny models run fastest (and unaffected by other jobs on the machine) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 LAYERS = tuple(f"l{i}" for i in range(10))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from torch import nn
@@ -12,14 +10,7 @@ import xbarlab
 from xbarlab.layers import analog_layers
 from xbarlab.quant_search import QuantConfig, QuantPoint, pareto_front, quant_search
 
-
-@pytest.fixture(autouse=True)
-def _single_thread() -> Iterator[None]:
-    """Tiny models run fastest (and unaffected by other jobs on the machine) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 LAYERS = ("a", "b", "c")

@@ -37,6 +37,17 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _parse_floats(text: str, name: str) -> tuple[float, ...]:
+    """``"0.1,0.2"`` → ``(0.1, 0.2)``; a ``typer.BadParameter`` naming the option for bad or empty input."""
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError as exc:
+        raise typer.BadParameter(f"{name}: invalid value {text!r}; allowed: comma-separated numbers") from exc
+    if not values:
+        raise typer.BadParameter(f"{name}: invalid value {text!r}; allowed: at least one number")
+    return values
+
+
 def presets(
     name: str = typer.Argument(None, help="Show one preset in full (YAML)."),
 ) -> None:

@@ -14,31 +14,14 @@ from typing import Any
 
 import typer
 
+from xbarlab.cli.core import _parse_floats, _parse_overrides
+
 __all__ = ["register"]
 
 correctnet_app = typer.Typer(
     help="CorrectNet / CorrectNet+ (P3): Lipschitz training, compensation with RL placement, ADC power search.",
     no_args_is_help=True,
 )
-
-
-def _overrides(items: list[str]) -> dict[str, Any]:
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise typer.BadParameter(f"--set {item!r}: expected dotted.key=value")
-        key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
-    return out
-
-
-def _floats(text: str, name: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError as exc:
-        raise typer.BadParameter(f"{name}: expected comma-separated numbers, got {text!r}") from exc
 
 
 def _ints(text: str, name: str) -> tuple[int, ...]:
@@ -95,8 +78,8 @@ def run(
         dataset=dataset,
         data_dir=data_dir,
         out_dir=str(out),
-        hardware_overrides=_overrides(overrides),
-        sigmas=_floats(sigmas, "--sigmas"),
+        hardware_overrides=_parse_overrides(overrides),
+        sigmas=_parse_floats(sigmas, "--sigmas"),
         target_sigma=target_sigma,
         chips=chips,
         test_images=test_images,
@@ -218,7 +201,7 @@ def adc_energy(
 
     report = adc_energy_report(
         net,
-        p3_hardware(sigma, _overrides(overrides)),
+        p3_hardware(sigma, _parse_overrides(overrides)),
         torch.zeros(1, *shape),
         ADCPowerModel(scaling=scaling, fom_fj_per_step=fom),
         separate_polarities=separate_polarities,

@@ -7,6 +7,8 @@ from typing import Any
 
 import typer
 
+from xbarlab.cli.core import _parse_floats
+
 __all__ = ["register"]
 
 
@@ -16,16 +18,6 @@ def _threads(threads: int) -> None:
     if threads < 1:
         raise typer.BadParameter(f"--threads: invalid value {threads}; allowed: >= 1")
     torch.set_num_threads(threads)
-
-
-def _floats(text: str, name: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError as exc:
-        raise typer.BadParameter(f"{name}: invalid value {text!r}; allowed: comma-separated numbers") from exc
-    if not values:
-        raise typer.BadParameter(f"{name}: invalid value {text!r}; allowed: at least one number")
-    return values
 
 
 def _train(task: str, **kw: Any) -> None:
@@ -121,7 +113,7 @@ def register(app: typer.Typer) -> None:
         _threads(threads)
         cfg = P2Config(
             models=tuple(m.strip() for m in models.split(",") if m.strip()),
-            etas=_floats(etas, "--etas"),
+            etas=_parse_floats(etas, "--etas"),
             chips=chips,
             seed=seed,
             test_count=test_count,
@@ -158,7 +150,7 @@ def register(app: typer.Typer) -> None:
         cfg = DriftConfig(
             models=tuple(m.strip() for m in models.split(",") if m.strip()),
             preset=preset,
-            times_s=_floats(times, "--times"),
+            times_s=_parse_floats(times, "--times"),
             chips=chips,
             seed=seed,
             test_count=test_count,
