@@ -1,0 +1,154 @@
+"""The P3 pipeline (`xbarlab correctnet run`) end to end on a toy checkpoint (sklearn digits), tiny settings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from experiments_util import (
+    cli,
+    toy_checkpoint,  # noqa: F401  (pytest fixture)
+)
+from xbarlab.experiments.p3 import P3Config
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+ARGS = [
+    "--dataset",
+    "digits",
+    "--sigmas",
+    "0,0.5",
+    "--chips",
+    "2",
+    "--test-images",
+    "150",
+    "--sweep-images",
+    "150",
+    "--val-images",
+    "150",
+    "--lipschitz-epochs",
+    "1",
+    "--comp-steps",
+    "4",
+    "--comp-batch-size",
+    "32",
+    "--comp-pool",
+    "2",
+    "--rl-episodes",
+    "3",
+    "--random-samples",
+    "2",
+    "--greedy-mode",
+    "ranked",
+    "--search-chips",
+    "1",
+    "--quant-chips",
+    "1",
+    "--quant-images",
+    "100",
+    "--quant-max-evaluations",
+    "4",
+    "--quant-bits-per-cell",
+    "2",
+    "--quant-adc-bits",
+    "6,8",
+    "--budget",
+    "30",
+]
+
+
+@pytest.fixture(scope="module")
+def p3_run(toy_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:  # noqa: F811
+    out = tmp_path_factory.mktemp("p3") / "run"
+    res = cli(["correctnet", "run", "--model", str(toy_checkpoint), "--out", str(out), *ARGS], cwd=out.parent)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return out, res.stdout
+
+
+def test_pipeline_writes_every_stage_and_a_consistent_table(p3_run: tuple[Path, str]) -> None:
+    out, _log = p3_run
+    for name in ("config.json", "models.json", "sweep.json", "placement.json", "quant.json", "results.md"):
+        assert (out / name).is_file(), name
+    models = json.loads((out / "models.json").read_text())
+    clean = models["plain"]["clean_accuracy"]
+    assert clean > 80.0  # the toy checkpoint (~95 %)
+    assert models["matched_within_1pt"] == (abs(models["clean_gap"]) <= 1.0)
+    sweep = json.loads((out / "sweep.json").read_text())
+    # σ = 0 keeps the quantised chip close to the digital model; σ = 0.5 costs accuracy
+    assert sweep["plain"]["0"]["mean"] > clean - 10.0
+    assert sweep["plain"]["0.5"]["mean"] < sweep["plain"]["0"]["mean"]
+    assert sweep["plain"]["0.5"]["n"] == 2 and len(sweep["plain"]["0.5"]["accuracies"]) == 2
+
+    placement = json.loads((out / "placement.json").read_text())
+    methods = placement["methods"]
+    assert set(methods) == {"none", "all", "greedy", "rl", "random"}
+    assert methods["none"]["placement"] == [] and methods["none"]["overhead"]["params_pct"] == 0.0
+    assert sorted(methods["all"]["placement"]) == sorted(placement["layers"])
+    costs = placement["costs_pct"]
+    for method in ("greedy", "rl", "random"):
+        chosen = methods[method]["placement"]
+        assert sum(costs[name] for name in chosen) <= placement["budget_pct"] + 1e-9, method
+        assert methods[method]["within_budget"]
+    # each placement's overhead is the sum of its layers' overheads (branches are independent)
+    all_ov = methods["all"]["overhead"]
+    assert all_ov["params_pct"] > 0 and all_ov["macs_pct"] > 0
+
+    quant = json.loads((out / "quant.json").read_text())
+    ref, best = quant["search"]["reference"], quant["search"]["best"]
+    assert ref["energy_pj"] > 0
+    assert best["energy_pj"] <= ref["energy_pj"]
+    assert quant["saving_pct"] == pytest.approx(100.0 * (1.0 - best["energy_pj"] / ref["energy_pj"]), abs=1e-6)
+    assert quant["reference_energy"]["total_pj"] == pytest.approx(ref["energy_pj"], rel=1e-9)
+
+    table = (out / "results.md").read_text()
+    assert f"| clean (digital, plain) | {clean:.2f} | 100.0 % |" in table
+    assert "compensation (rl:" in table and "quantisation search" in table
+
+
+def test_ranked_greedy_and_rl_reuse_the_search_cache(p3_run: tuple[Path, str]) -> None:
+    out, _log = p3_run
+    cache = json.loads((out / "placement" / "search_cache.json").read_text())
+    placement = json.loads((out / "placement.json").read_text())
+    # ranked greedy scores every single layer once; the cache holds each distinct placement once
+    for layer in placement["layers"]:
+        assert layer in cache
+    assert placement["search"]["distinct_placements_trained"] == len(cache)
+
+
+def test_rerun_resumes_from_the_stage_files(p3_run: tuple[Path, str], toy_checkpoint: Path) -> None:  # noqa: F811
+    out, _log = p3_run
+    before = {p.name: p.read_text() for p in out.glob("*.json") if p.name != "config.json"}
+    res = cli(["correctnet", "run", "--model", str(toy_checkpoint), "--out", str(out), *ARGS], cwd=out.parent)
+    assert res.returncode == 0, res.stdout + res.stderr
+    work = ("fine-tuning ", "search: ", "final ", "quant ")
+    assert not [line for line in res.stdout.splitlines() if line.startswith(work)]  # nothing recomputed
+    after = {p.name: p.read_text() for p in out.glob("*.json") if p.name != "config.json"}
+    for name in ("models.json", "sweep.json", "placement.json", "quant.json"):
+        assert after[name] == before[name], name
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "allowed"),
+    [
+        ("greedy_mode", "best", "'iterative' or 'ranked'"),
+        ("random_samples", 0, ">= 1"),
+        ("comp_pool", -1, ">= 0"),
+        ("quant_images", 0, ">= 1"),
+        ("sigmas", (), "non-empty"),
+    ],
+)
+def test_config_rejects_bad_values(field: str, value: object, allowed: str) -> None:
+    with pytest.raises(ValueError, match=field) as err:
+        P3Config(**{field: value})  # type: ignore[arg-type]
+    assert allowed in str(err.value)
+
+
+def test_cli_rejects_unknown_greedy_mode(toy_checkpoint: Path, tmp_path: Path) -> None:  # noqa: F811
+    res = cli(
+        ["correctnet", "run", "--model", str(toy_checkpoint), "--out", str(tmp_path / "x"), "--greedy-mode", "best"],
+        cwd=tmp_path,
+    )
+    assert res.returncode != 0
+    assert "greedy_mode" in res.stdout + res.stderr
