@@ -56,6 +56,12 @@ ARGS = [
     "6,8",
     "--budget",
     "30",
+    "--perchip-steps",
+    "30",
+    "--perchip-images",
+    "300",
+    "--bn-images",
+    "256",
 ]
 
 
@@ -69,7 +75,7 @@ def p3_run(toy_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
 
 def test_pipeline_writes_every_stage_and_a_consistent_table(p3_run: tuple[Path, str]) -> None:
     out, _log = p3_run
-    for name in ("config.json", "models.json", "sweep.json", "placement.json", "quant.json", "results.md"):
+    for name in ("models.json", "sweep.json", "placement.json", "quant.json", "perchip.json", "results.md"):
         assert (out / name).is_file(), name
     models = json.loads((out / "models.json").read_text())
     clean = models["plain"]["clean_accuracy"]
@@ -102,6 +108,16 @@ def test_pipeline_writes_every_stage_and_a_consistent_table(p3_run: tuple[Path, 
     assert quant["saving_pct"] == pytest.approx(100.0 * (1.0 - best["energy_pj"] / ref["energy_pj"]), abs=1e-6)
     assert quant["reference_energy"]["total_pj"] == pytest.approx(ref["energy_pj"], rel=1e-9)
 
+    perchip = json.loads((out / "perchip.json").read_text())
+    assert perchip["placement"] == methods["rl"]["placement"]
+    if perchip["placement"]:
+        tuned = perchip["finetuned"]
+        # the same test chips as the other rows, each fine-tuned on its own weights
+        assert [i["chip_seed"] for i in tuned["info"]] == tuned["seeds"] == methods["rl"]["test"]["seeds"]
+        assert tuned["mean"] > methods["rl"]["test"]["mean"]
+    assert perchip["bn_images"] == 256 and perchip["bn_adapt"]["n"] == 2  # the toy net has BN
+    assert all(i["num_images"] == 256 for i in perchip["bn_adapt"]["info"])
+
     table = (out / "results.md").read_text()
     assert f"| clean (digital, plain) | {clean:.2f} | 100.0 % |" in table
     assert "compensation (rl:" in table and "quantisation search" in table
@@ -122,10 +138,10 @@ def test_rerun_resumes_from_the_stage_files(p3_run: tuple[Path, str], toy_checkp
     before = {p.name: p.read_text() for p in out.glob("*.json") if p.name != "config.json"}
     res = cli(["correctnet", "run", "--model", str(toy_checkpoint), "--out", str(out), *ARGS], cwd=out.parent)
     assert res.returncode == 0, res.stdout + res.stderr
-    work = ("fine-tuning ", "search: ", "final ", "quant ")
+    work = ("fine-tuning ", "search: ", "final ", "quant ", "per-chip", "BN adaptation")
     assert not [line for line in res.stdout.splitlines() if line.startswith(work)]  # nothing recomputed
     after = {p.name: p.read_text() for p in out.glob("*.json") if p.name != "config.json"}
-    for name in ("models.json", "sweep.json", "placement.json", "quant.json"):
+    for name in ("models.json", "sweep.json", "placement.json", "quant.json", "perchip.json"):
         assert after[name] == before[name], name
 
 
@@ -136,6 +152,9 @@ def test_rerun_resumes_from_the_stage_files(p3_run: tuple[Path, str], toy_checkp
         ("random_samples", 0, ">= 1"),
         ("comp_pool", -1, ">= 0"),
         ("quant_images", 0, ">= 1"),
+        ("perchip_steps", 0, ">= 1"),
+        ("perchip_lr", float("nan"), "finite"),
+        ("stages", ("models", "bogus"), "perchip"),
         ("sigmas", (), "non-empty"),
     ],
 )

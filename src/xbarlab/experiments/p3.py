@@ -64,6 +64,10 @@ classifier digital), log-normal programming variation G·e^θ per device, 8-bit 
 (4 slices, every device perturbed independently), 8-bit DAC, 8-bit ADC per partial sum with 0.5 LSB noise."""
 
 
+STAGES = ("models", "sweep", "placement", "quant", "perchip", "table")
+"""Pipeline stages in run order (``models`` always runs: every later stage needs its models)."""
+
+
 @dataclass(frozen=True)
 class P3Config:
     """Settings of :func:`run_p3` (every field is recorded in ``config.json``)."""
@@ -113,12 +117,18 @@ class P3Config:
     quant_max_evaluations: int = 60
     adc_fom_fj: float = 5.0
     adc_scaling: str = "walden"
+    # per-chip stage (an extension, not in P3): fine-tune the RL branches on each test chip; BN adaptation
+    perchip_steps: int = 100
+    perchip_images: int = 1000
+    perchip_batch_size: int = 64
+    perchip_lr: float = 3e-3
+    bn_images: int = 2560
     # run
     seed: int = 0
     eval_seed: int = 10_000
     search_seed: int = 20_000
     threads: int = 1
-    stages: tuple[str, ...] = ("models", "sweep", "placement", "quant", "table")
+    stages: tuple[str, ...] = ("models", "sweep", "placement", "quant", "perchip", "table")
     force: bool = False
 
     def __post_init__(self) -> None:
@@ -138,6 +148,11 @@ class P3Config:
             ("comp_pool", self.comp_pool >= 0, ">= 0 (0: a fresh chip every batch)"),
             ("comp_batch_size", self.comp_batch_size >= 1, ">= 1"),
             ("quant_images", self.quant_images >= 1, ">= 1"),
+            ("perchip_steps", self.perchip_steps >= 1, ">= 1"),
+            ("perchip_images", self.perchip_images >= 1, ">= 1"),
+            ("perchip_batch_size", self.perchip_batch_size >= 1, ">= 1"),
+            ("perchip_lr", self.perchip_lr > 0 and math.isfinite(self.perchip_lr), "finite, > 0"),
+            ("bn_images", self.bn_images >= 1, ">= 1"),
             ("search_chips", self.search_chips >= 1, ">= 1"),
             ("quant_chips", self.quant_chips >= 1, ">= 1"),
             ("threads", self.threads >= 1, ">= 1"),
@@ -145,11 +160,9 @@ class P3Config:
         for name, ok, allowed in checks:
             if not ok:
                 raise ValueError(f"{name}: invalid value {getattr(self, name)!r}; allowed: {allowed}")
-        unknown = set(self.stages) - {"models", "sweep", "placement", "quant", "table"}
+        unknown = set(self.stages) - set(STAGES)
         if unknown:
-            raise ValueError(
-                f"stages: invalid value {sorted(unknown)}; allowed: models, sweep, placement, quant, table"
-            )
+            raise ValueError(f"stages: invalid value {sorted(unknown)}; allowed: {', '.join(STAGES)}")
 
     @property
     def sigma_max(self) -> float:
@@ -231,6 +244,12 @@ class _Data:
             train_plain.subset(range(split, min(n_train, split + cfg.quant_images))), cfg.batch_size
         )
         self.calib = make_loader(train_plain.subset(range(min(cfg.calib_images, split))), 128)
+        self.perchip = make_loader(
+            train_aug.subset(range(min(cfg.perchip_images, split))), cfg.perchip_batch_size, shuffle=True, seed=cfg.seed
+        )
+        self.bn = make_loader(train_plain.subset(range(min(cfg.bn_images, split))), 128)
+        self.n_perchip = min(cfg.perchip_images, split)
+        self.n_bn = min(cfg.bn_images, split)
         self.test_set = test
         self.test = make_loader(test.subset(range(min(cfg.test_images, len(test)))), cfg.batch_size)
         self.sweep = make_loader(test.subset(range(min(cfg.sweep_images, len(test)))), cfg.batch_size)
@@ -240,13 +259,26 @@ class _Data:
         self.n_sweep = min(cfg.sweep_images, len(test))
 
 
-def _mc(model: nn.Module, hw: Any, loader: Any, chips: int, seed: int, calib: Any) -> dict[str, Any]:
-    """Monte-Carlo accuracy over chips (``hw`` None: ``model`` is already converted)."""
+def _mc(
+    model: nn.Module,
+    hw: Any,
+    loader: Any,
+    chips: int,
+    seed: int,
+    calib: Any,
+    mitigation: Callable[[nn.Module], Any] | None = None,
+) -> dict[str, Any]:
+    """Monte-Carlo accuracy over chips (``hw`` None: ``model`` is already converted); ``mitigation`` runs on
+    each programmed, calibrated chip before its test (its info dicts are kept under ``info``)."""
     from xbarlab.evaluation import evaluate_chips
 
-    res = evaluate_chips(model, hw, loader, chips=chips, seed=seed, calib_loader=calib, progress=False)
+    res = evaluate_chips(
+        model, hw, loader, chips=chips, seed=seed, calib_loader=calib, progress=False, mitigation=mitigation
+    )
     out = res.to_dict()
-    out.pop("info", None)
+    info = out.pop("info", None)
+    if mitigation is not None:
+        out["info"] = info
     return out
 
 
@@ -653,6 +685,125 @@ def _stage_quant(
     return summary
 
 
+def _copy_dac_ranges(src: nn.Module, dst: nn.Module) -> None:
+    """Give ``dst``'s analog layers the DAC ranges of the same-named layers of ``src``."""
+    from xbarlab.layers import analog_layers
+
+    ranges = {la.layer_name: (la.dac_range, la.dac_signed) for la in analog_layers(src)}
+    for la in analog_layers(dst):
+        dac_range, dac_signed = ranges[la.layer_name]
+        la.dac_range = None if dac_range is None else dac_range.clone()
+        la.dac_signed = None if dac_signed is None else dac_signed.clone()
+
+
+def _stage_perchip(
+    cfg: P3Config,
+    data: _Data,
+    out: Path,
+    models: dict[str, Any],
+    placement: dict[str, Any],
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Extensions measured on the table's test chips (not part of P3; see docs/correctnet.md §8).
+
+    * per-chip compensation: the RL branches (trained over random chips) are fine-tuned on each test chip with
+      ``perchip_images`` labelled training images for ``perchip_steps`` steps, the chip's own static error
+      fixed (the chip-in-the-loop counterpart of P1's BN fine-tuning), then tested on that chip;
+    * BN adaptation (P1 §1.7 A / P2), for models with BN: the unprotected plain model's BN statistics
+      re-estimated on each test chip from ``bn_images`` unlabelled images.
+
+    Fine-tuning runs on a copy of the chip converted without the ADC (like the search's training, unless
+    ``adc_in_training``), programmed with the same seed — its weights are checked to be identical to the test
+    chip's — and with the test chip's DAC ranges.
+    """
+    from xbarlab.chip import program
+    from xbarlab.conversion import convert
+    from xbarlab.layers import analog_layers
+    from xbarlab.mitigation.bn import adapt_bn, bn_modules
+    from xbarlab.mitigation.compensation import (
+        CompensationConfig,
+        attach_compensation,
+        compensation_state,
+        load_compensation_state,
+        train_compensation,
+    )
+
+    path = out / "perchip.json"
+    if path.is_file() and not cfg.force:
+        return dict(_read_json(path))
+    sigma = cfg.sigma_max
+    hw = p3_hardware(sigma, cfg.hardware_overrides)
+    train_hw = hw if cfg.adc_in_training else hw.override({"adc.bits": None, "adc.noise_lsb": 0.0})
+    lip = _lipschitz_model(cfg, models)
+    rl_layers = list(placement["methods"]["rl"]["placement"])
+    summary: dict[str, Any] = {
+        "sigma": sigma,
+        "placement": rl_layers,
+        "steps": cfg.perchip_steps,
+        "images": data.n_perchip,
+        "batch_size": cfg.perchip_batch_size,
+        "lr": cfg.perchip_lr,
+        "adc_in_training": cfg.adc_in_training,
+    }
+    if rl_layers:
+        comp_cfg = CompensationConfig(**placement["compensation"])
+        state = load_file(str(out / "placement" / f"branches_{_safe(_placement_key(rl_layers))}.safetensors"))
+        test_chip = convert(lip, hw)
+        attach_compensation(test_chip, rl_layers, comp_cfg, state=state)
+        trainer = convert(lip, train_hw)
+        attach_compensation(trainer, rl_layers, comp_cfg, state=state)
+
+        def fine_tune(chip: nn.Module) -> dict[str, Any]:
+            layers = analog_layers(chip)
+            seed = int(layers[0].chip_seed) if layers[0].chip_seed is not None else 0
+            load_compensation_state(trainer, state)
+            program(trainer, seed)
+            for a, b in zip(analog_layers(trainer), layers, strict=True):
+                if not torch.equal(a.effective_weight(), b.effective_weight()):
+                    raise RuntimeError(f"per-chip training copy differs from test chip {seed} in {a.layer_name}")
+            _copy_dac_ranges(chip, trainer)
+            t0 = time.perf_counter()
+            tr = train_compensation(
+                trainer,
+                data.perchip,
+                steps=cfg.perchip_steps,
+                lr=cfg.perchip_lr,
+                seed=cfg.seed + 2,
+                resample=False,
+                calib_loader=data.calib,
+                loss=cfg.comp_loss,
+                teacher=lip,
+            )
+            load_compensation_state(chip, compensation_state(trainer))
+            tail = tr.losses[-10:]
+            final_loss = sum(tail) / len(tail)
+            log(f"per-chip: chip {seed} fine-tuned in {time.perf_counter() - t0:.0f} s (loss {final_loss:.4f})")
+            return {"chip_seed": seed, "train_wall_time_s": tr.wall_time_s, "final_loss": final_loss}
+
+        t0 = time.perf_counter()
+        summary["finetuned"] = _mc(test_chip, None, data.test, cfg.chips, cfg.eval_seed, data.calib, fine_tune)
+        log(
+            f"per-chip compensation [{_placement_key(rl_layers)}] at σ={sigma:g}: "
+            f"{summary['finetuned']['mean']:.2f} % on the test set ({time.perf_counter() - t0:.0f} s)"
+        )
+    plain, _ = load_model(cfg.model)
+    if bn_modules(plain):
+        n_batches = max(1, -(-cfg.bn_images // 128))
+
+        def adapt(chip: nn.Module) -> dict[str, Any]:
+            return dataclasses.asdict(adapt_bn(chip, data.bn, num_batches=n_batches))
+
+        t0 = time.perf_counter()
+        summary["bn_adapt"] = _mc(plain, hw, data.test, cfg.chips, cfg.eval_seed, data.calib, adapt)
+        summary["bn_images"] = data.n_bn
+        log(
+            f"BN adaptation (plain model) at σ={sigma:g}: {summary['bn_adapt']['mean']:.2f} % on the test set "
+            f"({time.perf_counter() - t0:.0f} s)"
+        )
+    _write_json(path, summary)
+    return summary
+
+
 # ------------------------------------------------------------------------------------------------ table
 
 
@@ -725,6 +876,19 @@ def write_table(cfg: P3Config, out: Path, results: dict[str, Any]) -> str:
             f"| + quantisation search: {quant['search']['best']['label']}, σ = {smax} | {_fmt(best)} | {pct(best)} "
             f"| as RL | {e_best:.0f} pJ ({100 * e_best / e_ref:.1f} %, saving {quant['saving_pct']:.1f} %) |"
         )
+    perchip = results.get("perchip")
+    if perchip is not None and perchip.get("finetuned") is not None:
+        mc = perchip["finetuned"]
+        lines.append(
+            f"| extension (not in P3): RL branches fine-tuned per chip ({perchip['images']} labelled images, "
+            f"{perchip['steps']} steps), σ = {smax} | {_fmt(mc)} | {pct(mc)} | as RL | — |"
+        )
+    if perchip is not None and perchip.get("bn_adapt") is not None:
+        mc = perchip["bn_adapt"]
+        lines.append(
+            f"| extension (P1/P2): unprotected + BN adaptation ({perchip['bn_images']} unlabelled images), "
+            f"σ = {smax} | {_fmt(mc)} | {pct(mc)} | — | — |"
+        )
     lines += ["", f"† {cfg.sweep_images} test images."]
     if sweep.get("plain"):
         lines += [
@@ -770,6 +934,12 @@ def run_p3(cfg: P3Config, log: Callable[[str], None] | None = None) -> dict[str,
         results["quant"] = _stage_quant(cfg, data, out, models, results["placement"], log)
     elif (out / "quant.json").is_file():
         results["quant"] = _read_json(out / "quant.json")
+    if "perchip" in cfg.stages:
+        if "placement" not in results:
+            raise ValueError("stages: 'perchip' needs the 'placement' stage (its RL placement) to have run")
+        results["perchip"] = _stage_perchip(cfg, data, out, models, results["placement"], log)
+    elif (out / "perchip.json").is_file():
+        results["perchip"] = _read_json(out / "perchip.json")
     results["wall_time_s"] = time.perf_counter() - t0
     if "table" in cfg.stages:
         results["table"] = write_table(cfg, out, results)
