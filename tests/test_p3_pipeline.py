@@ -143,6 +143,15 @@ def test_rerun_resumes_from_the_stage_files(p3_run: tuple[Path, str], toy_checkp
     after = {p.name: p.read_text() for p in out.glob("*.json") if p.name != "config.json"}
     for name in ("models.json", "sweep.json", "placement.json", "quant.json", "perchip.json"):
         assert after[name] == before[name], name
+    # a table-only run reads every stage file: the same table, sweep rows included
+    table = (out / "results.md").read_text()
+    res = cli(
+        ["correctnet", "run", "--model", str(toy_checkpoint), "--out", str(out), *ARGS, "--stages", "models,table"],
+        cwd=out.parent,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert (out / "results.md").read_text() == table
+    assert set(json.loads((out / "results.json").read_text())) >= {"sweep", "placement", "quant", "perchip"}
 
 
 @pytest.mark.parametrize(

@@ -924,6 +924,8 @@ def run_p3(cfg: P3Config, log: Callable[[str], None] | None = None) -> dict[str,
     results["models"] = models
     if "sweep" in cfg.stages:
         results["sweep"] = _stage_sweep(cfg, data, out, models, log)
+    elif (out / "sweep.json").is_file():
+        results["sweep"] = _read_json(out / "sweep.json")
     if "placement" in cfg.stages:
         results["placement"] = _stage_placement(cfg, data, out, models, log)
     elif (out / "placement.json").is_file():
