@@ -173,6 +173,20 @@ def test_config_rejects_bad_values(field: str, value: object, allowed: str) -> N
     assert allowed in str(err.value)
 
 
+def test_bits_per_cell_search_needs_sliced_devices(tmp_path: Path) -> None:
+    from xbarlab.experiments.p3 import run_p3
+
+    cfg = P3Config(
+        out_dir=str(tmp_path / "x"),
+        hardware_overrides={"weights.noise_granularity": "weight"},
+        quant_bits_per_cell=(1, 2),
+    )
+    with pytest.raises(ValueError, match="quant_bits_per_cell") as err:
+        run_p3(cfg, log=lambda _msg: None)
+    assert "noise_granularity" in str(err.value)
+    assert not (tmp_path / "x").exists()  # nothing started
+
+
 def test_cli_rejects_unknown_greedy_mode(toy_checkpoint: Path, tmp_path: Path) -> None:  # noqa: F811
     res = cli(
         ["correctnet", "run", "--model", str(toy_checkpoint), "--out", str(tmp_path / "x"), "--greedy-mode", "best"],

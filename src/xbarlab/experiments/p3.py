@@ -914,6 +914,17 @@ def run_p3(cfg: P3Config, log: Callable[[str], None] | None = None) -> dict[str,
     """Run the pipeline (module docstring); returns every stage's result and writes them to ``cfg.out_dir``."""
     log = log or (lambda msg: print(msg, flush=True))
     torch.set_num_threads(cfg.threads)
+    hw = p3_hardware(cfg.sigma_max, cfg.hardware_overrides)  # validates the overrides before any work
+    if (
+        "quant" in cfg.stages
+        and len(cfg.quant_bits_per_cell) > 1
+        and not (hw.weights.quantize and hw.weights.noise_granularity == "slice")
+    ):
+        raise ValueError(
+            f"quant_bits_per_cell: invalid value {list(cfg.quant_bits_per_cell)}; allowed: a single value when "
+            "weights.noise_granularity is 'weight' or weights.quantize is false (one device per weight: the bits "
+            "per cell do not change the hardware)"
+        )
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / "config.json", cfg.as_dict())
