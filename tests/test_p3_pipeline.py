@@ -118,7 +118,20 @@ def test_pipeline_writes_every_stage_and_a_consistent_table(p3_run: tuple[Path, 
     assert perchip["bn_images"] == 256 and perchip["bn_adapt"]["n"] == 2  # the toy net has BN
     assert all(i["num_images"] == 256 for i in perchip["bn_adapt"]["info"])
 
+    # the reported Pareto front: non-dominated among every evaluated point, each row in the table
+    points = [(p["energy_pj"], p["accuracy"]) for p in quant["search"]["points"]]
+    front = quant["search"]["front"]
+    assert front
+    for p in front:
+        assert not any(
+            e <= p["energy_pj"] and a >= p["accuracy"] and (e, a) != (p["energy_pj"], p["accuracy"]) for e, a in points
+        )
+
     table = (out / "results.md").read_text()
+    for p in front:
+        assert f"| {p['label']} | {p['accuracy']:.2f} | {p['energy_pj']:.0f} |" in table
+    for png in ("sweep.png", "quant_pareto.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"]({png})" in table
     assert f"| clean (digital, plain) | {clean:.2f} | 100.0 % |" in table
     assert "compensation (rl:" in table and "quantisation search" in table
 

@@ -46,6 +46,7 @@ __all__ = [
     "load_model",
     "p3_hardware",
     "run_p3",
+    "write_figures",
     "write_table",
 ]
 
@@ -902,9 +903,74 @@ def write_table(cfg: P3Config, out: Path, results: dict[str, Any]) -> str:
         for sigma in cfg.sigmas:
             key = f"{sigma:g}"
             lines.append(f"| {key} | {_fmt(sweep['plain'].get(key))} | {_fmt(sweep.get('lipschitz', {}).get(key))} |")
+    if quant is not None:
+        lines += _pareto_lines(quant)
+    figures = write_figures(cfg, out, results)
+    if figures:
+        lines += ["", "Figures: " + ", ".join(f"[{p.name}]({p.name})" for p in figures)]
     text = "\n".join(lines) + "\n"
     (out / "results.md").write_text(text)
     return text
+
+
+def _pareto_lines(quant: dict[str, Any]) -> list[str]:
+    """The quantisation search's Pareto front (search chips and images) as a Markdown table."""
+    ref_e = quant["search"]["reference"]["energy_pj"]
+    lines = [
+        "",
+        f"Pareto front of the quantisation search ({quant['search_chips']} search chips, {quant['search_images']} "
+        "held-out images; accuracy ↑, ADC energy ↓):",
+        "",
+        "| setting | accuracy (%) | ADC energy (pJ / inference) | of uniform 8-bit |",
+        "|---|---:|---:|---:|",
+    ]
+    for p in sorted(quant["search"]["front"], key=lambda p: p["energy_pj"]):
+        lines.append(
+            f"| {p['label']} | {p['accuracy']:.2f} | {p['energy_pj']:.0f} | {100 * p['energy_pj'] / ref_e:.1f} % |"
+        )
+    return lines
+
+
+def write_figures(cfg: P3Config, out: Path, results: dict[str, Any]) -> list[Path]:
+    """``sweep.png`` (accuracy vs σ, plain and Lipschitz, 95 % CI) and ``quant_pareto.png`` (every evaluated
+    quantisation setting, its Pareto front, the reference and the chosen setting) in ``out``."""
+    from xbarlab.reports.plots import curve_plot, points_pareto_plot
+
+    written: list[Path] = []
+    sweep = results.get("sweep") or {}
+    clean = results.get("models", {}).get("plain", {}).get("clean_accuracy")
+    curves = {
+        label: [
+            (float(k), mc["mean"], mc["ci95_low"], mc["ci95_high"])
+            for k, mc in sweep.get(name, {}).items()
+            if isinstance(mc, dict)
+        ]
+        for name, label in (("plain", "unprotected"), ("lipschitz", "Lipschitz"))
+    }
+    path = curve_plot(
+        curves,
+        out / "sweep.png",
+        xlabel="log-normal σ",
+        ylabel="accuracy (%)",
+        title=f"{cfg.model}: accuracy vs variation ({sweep.get('chips', cfg.chips)} chips, 95 % CI)",
+        hline=(clean, "clean (digital)") if clean is not None else None,
+    )
+    if path is not None:
+        written.append(path)
+    quant = results.get("quant")
+    if quant is not None:
+        pts = [(p["energy_pj"], p["accuracy"], p["label"]) for p in quant["search"]["points"]]
+        path = points_pareto_plot(
+            pts,
+            out / "quant_pareto.png",
+            xlabel="ADC energy per inference (pJ)",
+            ylabel="accuracy on the search chips (%)",
+            title=f"{cfg.model}, σ = {quant['sigma']:g}: quantisation search",
+            highlight=(quant["search"]["reference"]["label"], quant["search"]["best"]["label"]),
+        )
+        if path is not None:
+            written.append(path)
+    return written
 
 
 # ------------------------------------------------------------------------------------------------ driver

@@ -14,7 +14,7 @@ from typing import Any
 from xbarlab.experiments.spec import canonical_json, format_value
 from xbarlab.reports.aggregate import Group, SweepData, is_number, pareto_front, short_key
 
-__all__ = ["bar_plot", "choose_x", "line_plot", "pareto_plot"]
+__all__ = ["bar_plot", "choose_x", "curve_plot", "line_plot", "pareto_plot", "points_pareto_plot"]
 
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 _LABELS = {
@@ -262,6 +262,79 @@ def pareto_plot(data: SweepData, x_metric: str, y_metric: str, path: Path, *, by
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, ncol=2 if len(series) > 4 else 1)
     ax.set_title(f"Pareto front: {metric_label(y_metric)} vs {short_key(x_metric)} (means over chips)", fontsize=11)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def curve_plot(
+    curves: dict[str, list[tuple[float, float, float, float]]],
+    path: Path,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    hline: tuple[float, str] | None = None,
+) -> Path | None:
+    """Lines with 95 % CI bands from plain data: ``curves[name] = [(x, mean, ci_low, ci_high), ...]``;
+    ``hline``: a dashed reference level and its label."""
+    if not any(curves.values()):
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for k, (name, pts) in enumerate(curves.items()):
+        pts = sorted(pts)
+        color = _COLORS[k % len(_COLORS)]
+        xs = [p[0] for p in pts]
+        ax.plot(xs, [p[1] for p in pts], marker="o", color=color, label=name)
+        ax.fill_between(xs, [p[2] for p in pts], [p[3] for p in pts], color=color, alpha=0.15)
+    if hline is not None:
+        ax.axhline(hline[0], color="gray", linestyle="--", linewidth=1, label=hline[1])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=11)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def points_pareto_plot(
+    points: Sequence[tuple[float, float, str]],
+    path: Path,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    highlight: Sequence[str] = (),
+) -> Path | None:
+    """Scatter of ``(x, y, label)`` points (low x and high y are better) with their Pareto front; points whose
+    label is in ``highlight`` are annotated."""
+    if not points:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.8, 4.4))
+    ax.scatter([p[0] for p in points], [p[1] for p in points], s=22, alpha=0.6, color=_COLORS[0], label="evaluated")
+    front = pareto_front([(p[0], p[1]) for p in points])
+    ax.step(
+        [points[i][0] for i in front],
+        [points[i][1] for i in front],
+        where="post",
+        color="black",
+        linewidth=1.2,
+        label="Pareto front",
+    )
+    for p in points:
+        if p[2] in highlight:
+            ax.scatter([p[0]], [p[1]], s=46, color=_COLORS[1], zorder=3)
+            ax.annotate(p[2], (p[0], p[1]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    xs = [p[0] for p in points]
+    if min(xs) > 0 and max(xs) / min(xs) >= 8:
+        ax.set_xscale("log", base=2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=11)
     fig.tight_layout()
     return _save(fig, path)
 
