@@ -207,3 +207,16 @@ def test_cli_rejects_unknown_greedy_mode(toy_checkpoint: Path, tmp_path: Path) -
     )
     assert res.returncode != 0
     assert "greedy_mode" in res.stdout + res.stderr
+
+
+def test_long_placements_get_a_footnote() -> None:
+    from xbarlab.experiments.p3 import _placement_label
+
+    notes: dict[str, str] = {}
+    assert _placement_label([], notes) == "none"
+    assert _placement_label(["conv1", "conv2"], notes) == "conv1, conv2"
+    long = [f"layers.{i}.conv1" for i in range(5)]
+    assert _placement_label(long, notes) == "placement A (5 layers)"
+    assert _placement_label(long, notes) == "placement A (5 layers)"  # the same placement, the same label
+    assert _placement_label(long[::-1] + ["fc"], notes) == "placement B (6 layers)"
+    assert notes["placement A"] == ", ".join(long)

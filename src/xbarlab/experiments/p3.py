@@ -852,6 +852,7 @@ def write_table(cfg: P3Config, out: Path, results: dict[str, Any]) -> str:
     if placement is not None and "unprotected" in placement:
         mc = placement["unprotected"]["test"]
         lines.append(f"| unprotected, σ = {smax} | {_fmt(mc)} | {pct(mc)} | — | — |")
+    placements: dict[str, str] = {}  # long placements get a short label and a footnote
     if placement is not None:
         for method in ("none", "rl", "greedy", "all", "random"):
             m = placement["methods"].get(method)
@@ -860,7 +861,7 @@ def write_table(cfg: P3Config, out: Path, results: dict[str, Any]) -> str:
             ov = m["overhead"]
             budget = "" if m["within_budget"] else " (over budget)"
             lines.append(
-                f"| Lipschitz + compensation ({method}: {', '.join(m['placement']) or 'none'}), σ = {smax} "
+                f"| Lipschitz + compensation ({method}: {_placement_label(m['placement'], placements)}), σ = {smax} "
                 f"| {_fmt(m['test'])} | {pct(m['test'])} | {ov['params_pct']:.2f} % / {ov['macs_pct']:.2f} %{budget} "
                 "| — |"
             )
@@ -891,6 +892,8 @@ def write_table(cfg: P3Config, out: Path, results: dict[str, Any]) -> str:
             f"σ = {smax} | {_fmt(mc)} | {pct(mc)} | — | — |"
         )
     lines += ["", f"† {cfg.sweep_images} test images."]
+    for label, layers in placements.items():
+        lines.append(f"{label}: {layers}.")
     if sweep.get("plain"):
         lines += [
             "",
@@ -911,6 +914,19 @@ def write_table(cfg: P3Config, out: Path, results: dict[str, Any]) -> str:
     text = "\n".join(lines) + "\n"
     (out / "results.md").write_text(text)
     return text
+
+
+def _placement_label(layers: Sequence[str], footnotes: dict[str, str]) -> str:
+    """Up to four layer names inline; a longer placement becomes ``placement A (n layers)`` with a footnote."""
+    if len(layers) <= 4:
+        return ", ".join(layers) or "none"
+    text = ", ".join(layers)
+    for label, known in footnotes.items():
+        if known == text:
+            return f"{label} ({len(layers)} layers)"
+    label = f"placement {chr(ord('A') + len(footnotes))}"
+    footnotes[label] = text
+    return f"{label} ({len(layers)} layers)"
 
 
 def _pareto_lines(quant: dict[str, Any]) -> list[str]:
