@@ -218,5 +218,5 @@ def test_long_placements_get_a_footnote() -> None:
     long = [f"layers.{i}.conv1" for i in range(5)]
     assert _placement_label(long, notes) == "placement A (5 layers)"
     assert _placement_label(long, notes) == "placement A (5 layers)"  # the same placement, the same label
-    assert _placement_label(long[::-1] + ["fc"], notes) == "placement B (6 layers)"
+    assert _placement_label([*long[::-1], "fc"], notes) == "placement B (6 layers)"
     assert notes["placement A"] == ", ".join(long)

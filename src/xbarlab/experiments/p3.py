@@ -13,7 +13,11 @@ One call of :func:`run_p3` (CLI: ``xbarlab correctnet run``) does, for one model
    every batch and tested on the test set;
 4. **quant**: greedy search over bits per cell and per-layer ADC bits for accuracy under variation and ADC
    energy, on the Lipschitz + RL-compensated model; saving at equal accuracy against uniform 8-bit ADCs;
-5. **table**: ``results.json`` and ``results.md`` in the output folder.
+5. **perchip** (extensions, not in P3, on the same test chips): the RL branches fine-tuned on each test chip
+   with a few labelled images; and, for models with BN, the plain model with its BN statistics adapted per chip
+   (P1/P2);
+6. **table**: ``results.json``, ``results.md`` (with the quantisation search's Pareto front) and the figures
+   ``sweep.png`` and ``quant_pareto.png`` in the output folder.
 
 Every stage writes its result to the output folder and is skipped when that file exists (``force`` re-runs),
 and the expensive searches cache every evaluation on disk, so an interrupted run resumes where it stopped.
