@@ -436,8 +436,7 @@ def _stage_placement(
     pdir.mkdir(parents=True, exist_ok=True)
     lip = _lipschitz_model(cfg, models)
     sigma = cfg.sigma_max
-    hw = p3_hardware(sigma, cfg.hardware_overrides)
-    train_hw = hw if cfg.adc_in_training else hw.override({"adc.bits": None, "adc.noise_lsb": 0.0})
+    hw, train_hw = _hardware_pair(cfg)
     comp_cfg = CompensationConfig(reduction=cfg.comp_reduction, affine=cfg.comp_affine)
     base = convert(lip, train_hw)
     layers = tuple(la.layer_name for la in analog_layers(base))
@@ -535,7 +534,7 @@ def _stage_placement(
                     teacher=lip,
                 )
                 state = compensation_state(chip)
-                save_file(state, str(pdir / f"branches_{_safe(key)}.safetensors"))
+                save_file(state, str(_branches_path(out, res.placement)))
                 info["train_wall_time_s"] = tr.wall_time_s
                 info["final_loss"] = sum(tr.losses[-20:]) / len(tr.losses[-20:])
             test_chip = convert(lip, hw)
@@ -581,6 +580,28 @@ def _stage_placement(
     return summary
 
 
+def _hardware_pair(cfg: P3Config) -> tuple[Any, Any]:
+    """The test hardware at ``sigma_max`` and the hardware branches are trained on (no ADC unless
+    ``adc_in_training``)."""
+    hw = p3_hardware(cfg.sigma_max, cfg.hardware_overrides)
+    train_hw = hw if cfg.adc_in_training else hw.override({"adc.bits": None, "adc.noise_lsb": 0.0})
+    return hw, train_hw
+
+
+def _branches_path(out: Path, layers: Sequence[str]) -> Path:
+    """Where the placement stage stores the trained branches of a placement."""
+    return out / "placement" / f"branches_{_safe(_placement_key(layers))}.safetensors"
+
+
+def _rl_branches(out: Path, placement: dict[str, Any]) -> tuple[list[str], Any, dict[str, torch.Tensor] | None]:
+    """The RL placement's layers, branch config and trained branch weights (None for an empty placement)."""
+    from xbarlab.mitigation.compensation import CompensationConfig
+
+    layers = list(placement["methods"]["rl"]["placement"])
+    state = load_file(str(_branches_path(out, layers))) if layers else None
+    return layers, CompensationConfig(**placement["compensation"]), state
+
+
 def _safe(key: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in key)[:120]
 
@@ -613,7 +634,7 @@ def _stage_quant(
 ) -> dict[str, Any]:
     from xbarlab.adc_power import ADCPowerModel, adc_energy_report, output_positions
     from xbarlab.conversion import convert
-    from xbarlab.mitigation.compensation import CompensationConfig, attach_compensation
+    from xbarlab.mitigation.compensation import attach_compensation
     from xbarlab.quant_search import QuantConfig, quant_search
 
     path = out / "quant.json"
@@ -623,12 +644,7 @@ def _stage_quant(
     qdir.mkdir(parents=True, exist_ok=True)
     lip = _lipschitz_model(cfg, models)
     hw = p3_hardware(cfg.sigma_max, cfg.hardware_overrides)
-    rl = placement["methods"]["rl"]
-    rl_layers = list(rl["placement"])
-    comp_cfg = CompensationConfig(**placement["compensation"])
-    state = None
-    if rl_layers:
-        state = load_file(str(out / "placement" / f"branches_{_safe(_placement_key(rl_layers))}.safetensors"))
+    rl_layers, comp_cfg, state = _rl_branches(out, placement)
     power = ADCPowerModel(scaling=cfg.adc_scaling, fom_fj_per_step=cfg.adc_fom_fj)
     positions = output_positions(lip, data.example)
     from xbarlab.layers import analog_layers
@@ -726,7 +742,6 @@ def _stage_perchip(
     from xbarlab.layers import analog_layers
     from xbarlab.mitigation.bn import adapt_bn, bn_modules
     from xbarlab.mitigation.compensation import (
-        CompensationConfig,
         attach_compensation,
         compensation_state,
         load_compensation_state,
@@ -737,10 +752,9 @@ def _stage_perchip(
     if path.is_file() and not cfg.force:
         return dict(_read_json(path))
     sigma = cfg.sigma_max
-    hw = p3_hardware(sigma, cfg.hardware_overrides)
-    train_hw = hw if cfg.adc_in_training else hw.override({"adc.bits": None, "adc.noise_lsb": 0.0})
+    hw, train_hw = _hardware_pair(cfg)
     lip = _lipschitz_model(cfg, models)
-    rl_layers = list(placement["methods"]["rl"]["placement"])
+    rl_layers, comp_cfg, state = _rl_branches(out, placement)
     summary: dict[str, Any] = {
         "sigma": sigma,
         "placement": rl_layers,
@@ -751,8 +765,7 @@ def _stage_perchip(
         "adc_in_training": cfg.adc_in_training,
     }
     if rl_layers:
-        comp_cfg = CompensationConfig(**placement["compensation"])
-        state = load_file(str(out / "placement" / f"branches_{_safe(_placement_key(rl_layers))}.safetensors"))
+        assert state is not None
         test_chip = convert(lip, hw)
         attach_compensation(test_chip, rl_layers, comp_cfg, state=state)
         trainer = convert(lip, train_hw)

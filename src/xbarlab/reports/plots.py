@@ -289,13 +289,7 @@ def curve_plot(
         ax.fill_between(xs, [p[2] for p in pts], [p[3] for p in pts], color=color, alpha=0.15)
     if hline is not None:
         ax.axhline(hline[0], color="gray", linestyle="--", linewidth=1, label=hline[1])
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(title, fontsize=11)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _finish(fig, ax, path, xlabel=xlabel, ylabel=ylabel, title=title)
 
 
 def points_pareto_plot(
@@ -330,6 +324,11 @@ def points_pareto_plot(
     xs = [p[0] for p in points]
     if min(xs) > 0 and max(xs) / min(xs) >= 8:
         ax.set_xscale("log", base=2)
+    return _finish(fig, ax, path, xlabel=xlabel, ylabel=ylabel, title=title)
+
+
+def _finish(fig: Any, ax: Any, path: Path, *, xlabel: str, ylabel: str, title: str) -> Path:
+    """Labels, grid, legend and title of a single-panel figure, then save it."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
