@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from experiments_util import toy_checkpoint  # noqa: F401  (pytest fixture)
@@ -110,3 +111,51 @@ def test_cost_reports_savings() -> None:
     result = runner.invoke(app, ["cost", "--model", "lenet5", "--input-shape", "1,28,28"])
     assert result.exit_code == 0, result.output
     assert "saving" in result.output.lower()
+
+
+def test_evaluate_chip_seed_gives_the_same_accuracy_whatever_the_run(
+    toy_checkpoint: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Chip seed s is calibrated on the same images whether it is chip 1 of --seed 0 or chip 0 of --seed 1."""
+    base = ["evaluate", "--checkpoint", str(toy_checkpoint), "--hw", "rram", "--set", "read_noise.sigma=0.3"]
+    base += ["--max-test", "150", "--batch-size", "32", "--calib-batches", "1"]
+    both, second = tmp_path / "both.json", tmp_path / "second.json"
+    assert runner.invoke(app, [*base, "--chips", "2", "--seed", "0", "--out", str(both)]).exit_code == 0
+    assert runner.invoke(app, [*base, "--chips", "1", "--seed", "1", "--out", str(second)]).exit_code == 0
+    a, b = json.loads(both.read_text()), json.loads(second.read_text())
+    assert a["seeds"][1] == b["seeds"][0] == 1
+    assert a["accuracies"][1] == b["accuracies"][0]
+
+
+def test_device_and_out_are_checked_before_any_work(toy_checkpoint: Path, tmp_path: Path) -> None:  # noqa: F811
+    import torch
+
+    base = ["evaluate", "--checkpoint", str(toy_checkpoint), "--hw", "rram"]
+    result = runner.invoke(app, [*base, "--device", "tpu0"])
+    assert result.exit_code == 2 and "--device" in result.output
+    if not torch.cuda.is_available():
+        result = runner.invoke(app, [*base, "--device", "cuda"])
+        assert result.exit_code == 2 and "CUDA is not available" in result.output
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = runner.invoke(app, [*base, "--out", str(blocker / "sub" / "x.json")])
+    assert result.exit_code == 2 and "cannot create its folder" in result.output
+    assert runner.invoke(app, [*base, "--max-test", "0"]).exit_code == 2
+
+
+def test_console_script_prints_one_line_errors(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from xbarlab.cli import main
+
+    monkeypatch.delenv("XBARLAB_DEBUG", raising=False)
+    monkeypatch.setattr("sys.argv", ["xbarlab", "presets", "nope"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: preset: invalid value 'nope'; allowed: one of") and "Traceback" not in err
+    monkeypatch.setenv("XBARLAB_DEBUG", "1")
+    with pytest.raises(ValueError, match="preset: invalid value"):
+        main()

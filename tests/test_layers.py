@@ -263,6 +263,109 @@ def test_save_and_load_reproduce_outputs(tmp_path: Path) -> None:
     assert torch.equal(loaded(X), chip(X))
 
 
+def test_per_mvm_chip_continues_its_noise_stream_after_loading(tmp_path: Path) -> None:
+    model = _model()
+    hw = xbarlab.load_preset("rram").override({"adc.bits": 6, "read_noise.mode": "per_mvm"})
+    chip = xbarlab.program(xbarlab.convert(model, hw), 4)
+    xbarlab.calibrate(chip, [X])  # consumes part of the per-MVM stream
+    xbarlab.save_chip(chip, tmp_path / "chip")
+    loaded = xbarlab.load_chip(_model(), tmp_path / "chip")
+    first = chip(X)
+    assert torch.equal(loaded(X), first)
+    assert torch.equal(loaded(X), chip(X)) and not torch.equal(chip(X), first)  # fresh draws, same streams
+
+
+def test_chip_paths_append_suffixes_and_bare_layers_convert(tmp_path: Path) -> None:
+    lin = nn.Linear(12, 5)
+    hw = xbarlab.load_preset("rram").override({"keep_digital": [], "dac.bits": None, "read_noise.sigma": 0.5})
+    chip = xbarlab.program(xbarlab.convert(lin, hw), 0)
+    assert isinstance(chip, AnalogLinear) and chip.xbarlab_report.analog[0].name == "(model)"
+    x = torch.randn(4, 12)
+    assert not torch.equal(chip(x), lin(x))  # the layer really runs on the (noisy) crossbar
+    other = xbarlab.program(xbarlab.convert(lin, hw.override({"read_noise.sigma": 0.1})), 0)
+    xbarlab.save_chip(chip, tmp_path / "chip_sigma0.5")
+    xbarlab.save_chip(other, tmp_path / "chip_sigma0.1.json")  # a trailing .json names the same base
+    assert sorted(f.name for f in tmp_path.iterdir()) == [
+        "chip_sigma0.1.json",
+        "chip_sigma0.1.safetensors",
+        "chip_sigma0.5.json",
+        "chip_sigma0.5.safetensors",
+    ]
+    loaded = xbarlab.load_chip(lin, tmp_path / "chip_sigma0.5")
+    assert loaded.xbarlab_hw.read_noise.sigma == 0.5 and torch.equal(loaded(x), chip(x))
+
+
+def test_conversion_of_shared_subclassed_and_unsupported_modules() -> None:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.enc = nn.Linear(8, 8)
+            self.dec = self.enc  # one module under two names
+            self.emb = nn.Embedding(5, 8)
+            self.att = nn.MultiheadAttention(8, 2)
+
+            class Standardised(nn.Conv1d):
+                def forward(self, x: torch.Tensor) -> torch.Tensor:
+                    w = (self.weight - self.weight.mean()) / self.weight.std()
+                    return F.conv1d(x, w, self.bias)
+
+            self.conv = Standardised(8, 8, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.dec(torch.relu(self.enc(x)))
+            h = self.att(h, h, h)[0]
+            return self.conv(h.transpose(1, 2)).transpose(1, 2)
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    chip = xbarlab.convert(net, xbarlab.load_preset("ideal"))
+    assert isinstance(chip.enc, AnalogLinear) and chip.dec is chip.enc
+    where = {r.name: (r.analog, r.reason) for r in chip.xbarlab_report.layers}
+    assert where["enc"][0] and "also used as 'dec'" in where["enc"][1]
+    assert not where["att.out_proj"][0] and "MultiheadAttention" in where["att.out_proj"][1]
+    assert not where["att"][0] and "in_proj_weight" in where["att"][1]
+    assert not where["emb"][0] and not where["conv"][0] and "overrides forward()" in where["conv"][1]
+    x = torch.randn(3, 4, 8)
+    with torch.no_grad():
+        assert torch.equal(xbarlab.program(chip, 0)(x), net(x))  # nothing changed its behaviour
+
+
+def test_patterns_that_match_no_layer_and_lazy_modules_are_errors() -> None:
+    model = _model()
+    message = r"keep_digital: pattern 'classifier' matches no .* its layers: 0, 3, 5, 8"
+    with pytest.raises(ConversionError, match=message):
+        xbarlab.convert(model, xbarlab.load_preset("rram").override({"keep_digital": ["classifier"]}))
+    bad = {"layers": [{"pattern": "layer3.*", "settings": {"adc": {"bits": 5}}}]}
+    with pytest.raises(ConversionError, match=r"layers\[0\]\.pattern: pattern 'layer3\.\*' matches no"):
+        xbarlab.convert(model, xbarlab.load_preset("rram").override(bad))
+    with pytest.raises(ConversionError, match="layer '0' \\(LazyLinear\\): parameters not initialised"):
+        xbarlab.convert(nn.Sequential(nn.LazyLinear(3)), xbarlab.load_preset("rram"))
+
+
+def test_overflowing_variation_and_bad_seeds_are_errors() -> None:
+    import numpy as np
+
+    hw = xbarlab.load_preset("rram").override({"programming.kind": "lognormal", "programming.sigma": 50.0})
+    with pytest.raises(ValueError, match="analog layer '0': the chip's effective weights are not finite"):
+        xbarlab.program(xbarlab.convert(_model(), hw), 0)
+    chip = xbarlab.convert(_model(), xbarlab.load_preset("rram"))
+    xbarlab.program(chip, np.int64(3))
+    assert int(analog_layers(chip)[0].chip_seed) == 3
+    for seed in (2**63, -1, 1.5, True):
+        with pytest.raises(ValueError, match=r"seed: invalid value .*; allowed: an integer in \[0, 2\*\*63 - 1\]"):
+            xbarlab.program(chip, seed)  # type: ignore[arg-type]
+
+
+def test_unbatched_conv_input_through_the_adc() -> None:
+    conv = nn.Sequential(nn.Conv2d(2, 3, 3))
+    chip = xbarlab.program(xbarlab.convert(conv, xbarlab.load_preset("ideal").override({"adc.bits": 16})), 0)
+    x = torch.randn(2, 5, 5)
+    xbarlab.calibrate(chip, [x.unsqueeze(0)])
+    with torch.no_grad():
+        assert chip(x).shape == (3, 3, 3)
+        assert torch.allclose(chip(x), conv(x), atol=1e-3)
+
+
 def test_gradients_flow_through_analog_layers() -> None:
     model = _model()
     hw = xbarlab.load_preset("rram").override({"adc.bits": 6})

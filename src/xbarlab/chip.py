@@ -8,6 +8,7 @@ parameters keeps the others' draws (common random numbers across a sweep).
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -29,12 +30,26 @@ def _layers(model: nn.Module) -> list[AnalogLayer]:
     return layers
 
 
+MAX_SEED = 2**63 - 1
+"""Chip seeds are stored as int64."""
+
+
+def _check_seed(seed: object) -> int:
+    """The seed as an int (Python or NumPy integer) in [0, 2**63 - 1], or a ValueError naming the allowed range."""
+    try:
+        value = operator.index(seed)  # type: ignore[arg-type]
+    except TypeError:
+        value = -1
+    if isinstance(seed, bool) or not 0 <= value <= MAX_SEED:
+        raise ValueError(f"seed: invalid value {seed!r}; allowed: an integer in [0, 2**63 - 1]")
+    return value
+
+
 def program(model: nn.Module, seed: int) -> nn.Module:
     """Sample one chip instance into the analog layers of ``model`` (in place); returns ``model``."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed: invalid value {seed!r}; allowed: a non-negative integer")
+    value = _check_seed(seed)
     for layer in _layers(model):
-        layer.program(seed)
+        layer.program(value)
     return model
 
 
@@ -54,7 +69,13 @@ def _batches(loader: Iterable[Any], num_batches: int) -> Iterable[torch.Tensor]:
     for i, batch in enumerate(loader):
         if i >= num_batches:
             break
-        yield batch[0] if isinstance(batch, (list, tuple)) else batch
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(
+                f"loader: batch {i} is a {type(x).__name__}; allowed: a tensor or an (input, target) tuple whose "
+                "first element is the model's input tensor"
+            )
+        yield x
 
 
 @torch.no_grad()
@@ -100,8 +121,27 @@ def calibrate(
 # ---------------------------------------------------------------------------------------------------- storage
 
 
+def chip_paths(path: str | Path) -> tuple[Path, Path, Path]:
+    """(base, base.safetensors, base.json) of a chip saved as ``path``; a trailing .safetensors/.json is dropped.
+
+    The suffixes are appended, never substituted: ``chip_sigma0.1`` and ``chip_sigma0.2`` are two chips.
+    """
+    base = Path(path)
+    if base.suffix in (".safetensors", ".json"):
+        base = base.with_suffix("")
+    return base, base.with_name(base.name + ".safetensors"), base.with_name(base.name + ".json")
+
+
+def _rng_key(layer: AnalogLayer, device: str) -> str:
+    return f"__mvm_rng__.{layer.layer_name}.{device}"
+
+
 def save_chip(model: nn.Module, path: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
-    """Save a programmed chip: ``<path>.safetensors`` (all tensors) + ``<path>.json`` (config, seeds, time)."""
+    """Save a programmed chip: ``<path>.safetensors`` (all tensors) + ``<path>.json`` (config, seeds, time).
+
+    The per-MVM noise generators' states are saved too, so a loaded chip continues the same noise stream and
+    gives identical outputs. Returns the base path (what :func:`load_chip` takes).
+    """
     from xbarlab import __version__
 
     layers = _layers(model)
@@ -110,9 +150,12 @@ def save_chip(model: nn.Module, path: str | Path, *, extra: dict[str, Any] | Non
     hw: HardwareConfig | None = getattr(model, "xbarlab_hw", None)
     if hw is None:
         raise ValueError("model: has no xbarlab_hw attribute; was it made by xbarlab.convert?")
-    base = Path(path)
+    base, tensors_path, json_path = chip_paths(path)
     base.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    for layer in layers:  # per-MVM noise streams continue where they were after loading
+        for device, gen_state in layer.mvm_rng_state().items():
+            state[_rng_key(layer, device)] = gen_state.contiguous().cpu()
     meta = {
         "format": CHIP_FORMAT,
         "xbarlab_version": __version__,
@@ -123,12 +166,10 @@ def save_chip(model: nn.Module, path: str | Path, *, extra: dict[str, Any] | Non
         },
         "extra": extra or {},
     }
-    tensors_path = base.with_suffix(".safetensors")
-    json_path = base.with_suffix(".json")
-    tmp_t = tensors_path.with_suffix(".safetensors.tmp")
+    tmp_t = tensors_path.with_name(tensors_path.name + ".tmp")
     save_file(state, str(tmp_t))
     tmp_t.replace(tensors_path)
-    tmp_j = json_path.with_suffix(".json.tmp")
+    tmp_j = json_path.with_name(json_path.name + ".tmp")
     tmp_j.write_text(json.dumps(meta, indent=2))
     tmp_j.replace(json_path)
     return base
@@ -138,9 +179,7 @@ def load_chip(digital_model: nn.Module, path: str | Path) -> nn.Module:
     """Rebuild a saved chip on a digital model of the same architecture (no pickle: safetensors + JSON)."""
     from xbarlab.conversion import convert
 
-    base = Path(path)
-    json_path = base.with_suffix(".json")
-    tensors_path = base.with_suffix(".safetensors")
+    _, tensors_path, json_path = chip_paths(path)
     for p in (json_path, tensors_path):
         if not p.is_file():
             raise FileNotFoundError(f"chip file missing: {p}")
@@ -152,9 +191,13 @@ def load_chip(digital_model: nn.Module, path: str | Path) -> nn.Module:
     state = load_file(str(tensors_path))
     for layer in analog_layers(model):
         for name in (*CHIP_BUFFERS, *DERIVED_BUFFERS, *CONVERTER_BUFFERS):
-            key = f"{layer.layer_name}.{name}"
+            key = f"{layer.layer_name}.{name}" if layer.layer_name else name
             if key in state:
                 setattr(layer, name, state[key])
+        prefix = _rng_key(layer, "")
+        rng = {k[len(prefix) :]: state.pop(k) for k in [k for k in state if k.startswith(prefix)]}
+        usable = {d: st for d, st in rng.items() if d == "cpu" or (d.startswith("cuda") and torch.cuda.is_available())}
+        layer.set_mvm_rng_state(usable)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(

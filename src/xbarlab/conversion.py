@@ -54,10 +54,12 @@ class ConversionReport:
 
     def table(self) -> str:
         """A plain-text table of the report."""
-        lines = [f"{'layer':<32} {'type':<10} {'where':<8} {'arrays':>6}  reason"]
+        wn = max([len("layer"), *(len(r.name) for r in self.layers)])
+        wk = max([len("type"), *(len(r.kind) for r in self.layers)])
+        lines = [f"{'layer':<{wn}} {'type':<{wk}} {'where':<8} {'arrays':>6}  reason"]
         for r in self.layers:
             where = "analog" if r.analog else "digital"
-            lines.append(f"{r.name:<32} {r.kind:<10} {where:<8} {r.arrays:>6}  {r.reason}")
+            lines.append(f"{r.name:<{wn}} {r.kind:<{wk}} {where:<8} {r.arrays:>6}  {r.reason}")
         return "\n".join(lines)
 
 
@@ -69,21 +71,72 @@ def _classifier_name(model: nn.Module) -> str | None:
     return last
 
 
-def _keep_digital_reason(name: str, hw: HardwareConfig, classifier: str | None) -> str | None:
+def _keep_digital_reason(names: list[str], hw: HardwareConfig, classifier: str | None) -> str | None:
+    """Why a layer (known under ``names``; a shared module has several) stays digital, or None."""
     for pattern in hw.keep_digital:
         if pattern == CLASSIFIER_TOKEN:
-            if name == classifier:
+            if classifier in names:
                 return "classifier kept digital (keep_digital: @classifier)"
-        elif fnmatch.fnmatchcase(name, pattern):
+        elif any(fnmatch.fnmatchcase(name, pattern) for name in names):
             return f"kept digital (keep_digital: {pattern})"
     return None
+
+
+_BASE_FORWARDS = {nn.Linear: nn.Linear.forward, nn.Conv1d: nn.Conv1d.forward, nn.Conv2d: nn.Conv2d.forward}
+_DIGITAL_BY_DESIGN = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
+"""Normalisation layers: digital by design (the BN methods act on them), not listed in the report."""
+
+
+def _unconvertible_reason(module: nn.Module, parent: nn.Module | None) -> str | None:
+    """Why a Conv1d/Conv2d/Linear instance cannot be mapped as such, or None when it can."""
+    if isinstance(parent, nn.MultiheadAttention):
+        return "inside MultiheadAttention, which reads the weights directly (fused attention): digital"
+    base = next(b for b in _BASE_FORWARDS if isinstance(module, b))
+    if type(module).forward is not _BASE_FORWARDS[base]:
+        return (
+            f"{type(module).__name__} overrides forward() of {base.__name__}; converting it would drop that "
+            "behaviour: digital"
+        )
+    return None
+
+
+def _module_names(model: nn.Module) -> tuple[dict[int, list[str]], dict[int, nn.Module], dict[str, nn.Module]]:
+    """Every name of every module (a module registered twice has two), the modules by id, and each name's parent."""
+    names: dict[int, list[str]] = {}
+    modules: dict[int, nn.Module] = {}
+    parents: dict[str, nn.Module] = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        names.setdefault(id(module), []).append(name)
+        modules[id(module)] = module
+        for child_name in module._modules:  # every registration (named_children() drops repeats)
+            parents[f"{name}.{child_name}" if name else child_name] = module
+    return names, modules, parents
+
+
+def _check_patterns(hw: HardwareConfig, layer_names: list[str]) -> None:
+    """Every keep_digital pattern and per-layer override must match a convertible layer (a typo fails early)."""
+    shown = ", ".join(layer_names[:12]) + (", …" if len(layer_names) > 12 else "")
+    for field_name, patterns in (
+        ("keep_digital", [p for p in hw.keep_digital if p != CLASSIFIER_TOKEN]),
+        ("layers", [o.pattern for o in hw.layers]),
+    ):
+        for i, pattern in enumerate(patterns):
+            if not any(fnmatch.fnmatchcase(name, pattern) for name in layer_names):
+                where = f"layers[{i}].pattern" if field_name == "layers" else "keep_digital"
+                raise ConversionError(
+                    f"{where}: pattern {pattern!r} matches no Conv1d/Conv2d/Linear layer of the model; "
+                    f"its layers: {shown}"
+                )
 
 
 def convert(model: nn.Module, hw: HardwareConfig) -> nn.Module:
     """Return an analog copy of ``model`` for hardware ``hw``.
 
-    The copy carries ``xbarlab_hw`` (the config) and ``xbarlab_report`` (a :class:`ConversionReport`).
-    Raises :class:`ConversionError` when no layer can be converted or a weight is NaN/Inf.
+    The copy carries ``xbarlab_hw`` (the config) and ``xbarlab_report`` (a :class:`ConversionReport`). A bare
+    layer (``convert(nn.Linear(...), hw)``) is returned as an analog layer; a module registered under several
+    names (shared) becomes one analog layer used under all of them. Raises :class:`ConversionError` when no layer
+    can be converted, a weight is NaN/Inf or uninitialised (lazy modules), or a keep_digital / per-layer override
+    pattern matches no layer.
     """
     if not isinstance(hw, HardwareConfig):
         raise TypeError(f"hw: expected a HardwareConfig, got {type(hw).__name__}")
@@ -91,19 +144,35 @@ def convert(model: nn.Module, hw: HardwareConfig) -> nn.Module:
         raise ConversionError("model: already contains analog layers; convert the digital model")
     result = copy.deepcopy(model)
     classifier = _classifier_name(result)
+    names, modules, parents = _module_names(result)
     records: list[LayerRecord] = []
-    replacements: list[tuple[str, AnalogLayer]] = []
-    for name, module in result.named_modules():
+    replacements: list[tuple[list[str], AnalogLayer]] = []
+    convertible_names: list[str] = []
+    for key, module in modules.items():
+        all_names = names[key]
+        name = all_names[0]
+        label = name or "(model)"
         if isinstance(module, CONVERTIBLE):
             kind = type(module).__name__
+            if isinstance(module.weight, nn.parameter.UninitializedParameter):
+                raise ConversionError(
+                    f"layer '{label}' ({kind}): parameters not initialised (lazy module); run one forward pass "
+                    "before converting"
+                )
             shape = tuple(module.weight.shape)
             if not torch.isfinite(module.weight).all() or (
                 module.bias is not None and not torch.isfinite(module.bias).all()
             ):
-                raise ConversionError(f"layer '{name}' ({kind}): weights contain NaN or Inf; allowed: finite values")
-            reason = _keep_digital_reason(name, hw, classifier)
+                raise ConversionError(f"layer '{label}' ({kind}): weights contain NaN or Inf; allowed: finite values")
+            reason = _unconvertible_reason(module, parents.get(name))
             if reason is not None:
-                records.append(LayerRecord(name, kind, False, reason, shape))
+                records.append(LayerRecord(label, kind, False, reason, shape))
+                continue
+            convertible_names.extend(all_names)
+            aliases = f"; shared, also used as {', '.join(repr(n) for n in all_names[1:])}" if all_names[1:] else ""
+            reason = _keep_digital_reason(all_names, hw, classifier)
+            if reason is not None:
+                records.append(LayerRecord(label, kind, False, reason + aliases, shape))
                 continue
             layer_hw = hw.for_layer(name)
             analog: AnalogLayer
@@ -111,29 +180,40 @@ def convert(model: nn.Module, hw: HardwareConfig) -> nn.Module:
                 analog = AnalogLinear(module, name, layer_hw)
             else:
                 analog = AnalogConv(module, name, layer_hw)
-            replacements.append((name, analog))
+            replacements.append((all_names, analog))
             records.append(
-                LayerRecord(name, kind, True, f"on crossbars ({layer_hw.name})", shape, analog.layout.num_arrays)
+                LayerRecord(
+                    label, kind, True, f"on crossbars ({layer_hw.name}){aliases}", shape, analog.layout.num_arrays
+                )
             )
         elif isinstance(module, WEIGHTED_UNSUPPORTED):
             shape = tuple(module.weight.shape)
+            reason = "layer type not supported on crossbars: digital"
+            records.append(LayerRecord(label, type(module).__name__, False, reason, shape))
+        elif not isinstance(module, _DIGITAL_BY_DESIGN) and any(True for _ in module.parameters(recurse=False)):
+            params = ", ".join(f"{n} {tuple(p.shape)}" for n, p in module.named_parameters(recurse=False))
             records.append(
                 LayerRecord(
-                    name,
+                    label,
                     type(module).__name__,
                     False,
-                    "layer type not supported on crossbars: digital",
-                    shape,
+                    f"no crossbar mapping for this layer type ({params}): digital",
+                    tuple(next(iter(module.parameters(recurse=False))).shape),
                 )
             )
+    _check_patterns(hw, convertible_names)
     if not replacements:
         raise ConversionError(
             "model: no convertible layer (Conv1d, Conv2d, Linear) outside keep_digital; nothing would run on crossbars"
         )
-    for name, replacement in replacements:
-        parent_name, _, child = name.rpartition(".")
-        parent = result.get_submodule(parent_name) if parent_name else result
-        setattr(parent, child, replacement)
+    for all_names, replacement in replacements:
+        for name in all_names:
+            if not name:  # the model is itself the layer
+                result = replacement
+                continue
+            parent_name, _, child = name.rpartition(".")
+            parent = result.get_submodule(parent_name) if parent_name else result
+            setattr(parent, child, replacement)
     result.xbarlab_hw = hw  # type: ignore[assignment]
     result.xbarlab_report = ConversionReport(hardware=hw.name, layers=tuple(records))  # type: ignore[assignment]
     return result

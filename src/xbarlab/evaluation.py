@@ -113,7 +113,7 @@ def evaluate_chips(
     *,
     chips: int = 5,
     seed: int = 0,
-    calib_loader: Iterable[Any] | None = None,
+    calib_loader: Iterable[Any] | Callable[[int], Iterable[Any]] | None = None,
     calib_batches: int = 4,
     t_seconds: float | None = None,
     mitigation: Mitigation | None = None,
@@ -124,6 +124,9 @@ def evaluate_chips(
     """Program ``chips`` instances, optionally drift / calibrate / mitigate each, and test it.
 
     ``model`` is a digital model (converted with ``hw``) or an already converted one (``hw`` None).
+    ``calib_loader`` is either one iterable re-read for every chip, or a function of the chip seed returning the
+    chip's calibration batches (e.g. :func:`seeded_calibration`): then chip seed s is calibrated on the same
+    data whatever ``seed`` and ``chips`` the evaluation was started with.
     """
     if chips < 1:
         raise ValueError(f"chips: invalid value {chips}; allowed: >= 1")
@@ -148,7 +151,8 @@ def evaluate_chips(
             if needs_calibration(chip):
                 if calib_loader is None:
                     raise ValueError("calib_loader: required, the hardware has DAC/ADC converters to calibrate")
-                calibrate(chip, calib_loader, num_batches=calib_batches, device=device)
+                batches = calib_loader(seed + k) if callable(calib_loader) else calib_loader
+                calibrate(chip, batches, num_batches=calib_batches, device=device)
             info, context = _unpack_outcome(mitigation(chip) if mitigation is not None else None)
             with context:
                 acc = accuracy(chip, test_loader, device=device, max_batches=max_batches)
@@ -157,6 +161,18 @@ def evaluate_chips(
     return MonteCarloResult(
         hw_name, tuple(results), summarize([r.accuracy for r in results]), time.perf_counter() - start
     )
+
+
+def seeded_calibration(dataset: Any, batch_size: int) -> Callable[[int], Iterable[Any]]:
+    """Calibration batches of a chip as a function of its seed: ``dataset`` shuffled with a seed derived from
+    (chip seed, "calibration") — the same choice as a sweep trial (:mod:`xbarlab.experiments.trial`)."""
+    from xbarlab.data import make_loader
+    from xbarlab.seeding import derive_seed
+
+    def batches(chip_seed: int) -> Iterable[Any]:
+        return make_loader(dataset, batch_size, shuffle=True, seed=derive_seed(chip_seed, "calibration"))
+
+    return batches
 
 
 class _Bar:

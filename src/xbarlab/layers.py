@@ -194,6 +194,13 @@ class AnalogLayer(nn.Module):
         self.var_ni = (
             matrix_to_weight(var.sum(1), self.weight.shape).to(dtype).contiguous() if var is not None else None
         )
+        if not torch.isfinite(self.w_ni).all() or (self.var_ni is not None and not torch.isfinite(self.var_ni).all()):
+            raise ValueError(
+                f"analog layer '{self.layer_name}': the chip's effective weights are not finite at t = "
+                f"{float(self.chip_time) if self.chip_time is not None else 0.0:g} s (conductances overflow float "
+                f"range; programming.sigma = {hw.programming.sigma:g}, kind {hw.programming.kind!r}): reduce the "
+                "variation"
+            )
         if hw.adc.bits is not None:
             self.w_tiles = self._to_tiles(slices).to(dtype)
             self.var_tiles = self._to_tiles(var).to(dtype) if var is not None else None
@@ -455,6 +462,8 @@ class AnalogConv(AnalogLayer):
         return w.contiguous()
 
     def _tiled(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == self.ndim + 1:  # unbatched input, as nn.Conv accepts it
+            return self._tiled(x.unsqueeze(0)).squeeze(0)
         lay = self.layout
         assert self.w_tiles is not None and self.tile_channels is not None
         g, s, tr, n = lay.groups, lay.num_slices, lay.tiles_r, lay.n

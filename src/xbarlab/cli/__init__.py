@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 
 import typer
 
@@ -27,6 +29,27 @@ def _register_all() -> None:
 _register_all()
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that report bad input (config, model, data, files): shown as one line, not a traceback."""
+    import yaml
+
+    from xbarlab.layers import NotProgrammedError
+
+    return (ValueError, TypeError, OSError, KeyError, yaml.YAMLError, NotProgrammedError)
+
+
 def main() -> None:
-    """Entry point of the ``xbarlab`` console script."""
-    app()
+    """Entry point of the ``xbarlab`` console script.
+
+    Errors caused by the input (invalid configuration values, missing files, unknown names, …) end the command
+    with ``error: <message>`` and exit status 2; ``XBARLAB_DEBUG=1`` shows the full traceback instead.
+    """
+    try:
+        app()
+    except _user_errors() as exc:
+        if os.environ.get("XBARLAB_DEBUG"):
+            raise
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"error: {message}", file=sys.stderr)
+        print("(set XBARLAB_DEBUG=1 for the traceback)", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -37,6 +37,40 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _check_device(device: str) -> Any:
+    """``--device`` as a ``torch.device``, or a ``typer.BadParameter`` before any work when it cannot be used."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise typer.BadParameter(f"--device: invalid value {device!r}; allowed: cpu, cuda, cuda:N") from exc
+    if dev.type not in ("cpu", "cuda"):
+        raise typer.BadParameter(f"--device: invalid value {device!r}; allowed: cpu, cuda, cuda:N")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise typer.BadParameter(
+                f"--device {device}: CUDA is not available here (torch.cuda.is_available() is False); use --device cpu"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise typer.BadParameter(
+                f"--device {device}: no such GPU; allowed: cuda:0 … cuda:{torch.cuda.device_count() - 1}"
+            )
+    return dev
+
+
+def _prepare_out(out: Path | None) -> None:
+    """Create the folder of an ``--out`` file before the work starts (an unwritable path fails early)."""
+    if out is None:
+        return
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise typer.BadParameter(f"--out {out}: cannot create its folder ({exc.strerror})") from exc
+    if out.is_dir():
+        raise typer.BadParameter(f"--out {out}: is a folder; give a file path")
+
+
 def _parse_floats(text: str, name: str) -> tuple[float, ...]:
     """``"0.1,0.2"`` → ``(0.1, 0.2)``; a ``typer.BadParameter`` naming the option for bad or empty input."""
     try:
@@ -57,46 +91,42 @@ def presets(
     if name:
         console.print(load_preset(name).to_yaml())
         return
-    table = Table(title="xbarlab hardware presets")
-    for col in (
-        "preset",
-        "R_on (kΩ)",
-        "ON/OFF",
-        "G_on (µS)",
-        "G_off (µS)",
-        "weights",
-        "read noise",
-        "drift",
-        "xbar",
-    ):
+    table = Table(title="xbarlab hardware presets (details: xbarlab presets NAME)")
+    table.add_column("preset", no_wrap=True)
+    for col in ("R_on (kΩ)", "ON/OFF", "G_on/G_off (µS)", "weights", "read noise", "drift", "DAC/ADC", "other"):
         table.add_column(col)
     for preset in list_presets():
         hw = load_preset(preset)
+        w, dev = hw.weights, hw.device
+        mapped = w.quantize or hw.programming.kind != "none" or hw.read_noise.kind != "none"
         rn = hw.read_noise
         if rn.kind == "none":
-            noise = "none"
+            noise = "–"
         elif rn.kind == "relative_to_G":
-            noise = f"σ = {rn.sigma}·G" + (f" + {rn.offset_us} µS" if rn.offset_us else "")
+            noise = f"{rn.sigma}·G" + (f" + {rn.offset_us} µS" if rn.offset_us else "")
         else:
             noise = f"{rn.kind} ({rn.sigma})"
         dr = hw.drift
-        drift_txt = (
-            "none"
-            if dr.kind == "none"
-            else (f"ν = {dr.nu_mean} (t0 {dr.t0_s:g} s)" if dr.kind == "power_law" else f"ν(g), t0 {dr.t0_s:g} s")
-        )
-        w = hw.weights
-        weights = "fp" if not w.quantize else f"{w.bits}b / {w.bits_per_cell}b cells, {w.mapping}"
+        drift_txt = "–" if dr.kind == "none" else (f"ν {dr.nu_mean}" if dr.kind == "power_law" else "ν(g)")
+        weights = "float" if not w.quantize else f"{w.bits}b on {w.bits_per_cell}b cells, {w.mapping[:4]}."
+        adc = f"{hw.dac.bits or '–'} / {hw.adc.bits or '–'} b"
+        other = [f"{hw.crossbar.rows}×{hw.crossbar.cols}"]
+        if hw.programming.kind != "none":
+            other.append("prog. noise")
+        if hw.parasitics.enabled:
+            other.append("IR drop")
+        if hw.keep_digital:
+            other.append("classifier digital")
         table.add_row(
             preset,
-            f"{hw.device.r_on_ohm / 1e3:.2f}",
-            f"{hw.device.on_off_ratio:g}",
-            f"{hw.device.g_on_us:.3g}",
-            f"{hw.device.g_off_us:.3g}",
+            f"{dev.r_on_ohm / 1e3:.4g}" if mapped else "–",
+            f"{dev.on_off_ratio:g}" if mapped else "–",
+            f"{dev.g_on_us:.3g} / {dev.g_off_us:.3g}" if mapped else "–",
             weights,
             noise,
             drift_txt,
-            f"{hw.crossbar.rows}×{hw.crossbar.cols}",
+            adc,
+            ", ".join(other),
         )
     console.print(table)
     for preset, description in list_presets().items():
@@ -114,21 +144,22 @@ def evaluate(
     t_seconds: float = typer.Option(None, "--time", help="Read the chips at this time since programming (s)."),
     overrides: list[str] = typer.Option([], "--set", help="Hardware override dotted.key=value (repeatable)."),
     batch_size: int = typer.Option(256, min=1),
-    max_test: int = typer.Option(None, help="Use only the first N test samples."),
+    max_test: int = typer.Option(None, min=1, help="Use only the first N test samples."),
     calib_batches: int = typer.Option(4, min=1, help="Batches of training data for DAC/ADC calibration."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     out: Path = typer.Option(None, help="Write the results as JSON here."),
 ) -> None:
     """Evaluate a trained model on N simulated chip instances: mean, std and 95% CI of the accuracy."""
-    import torch
     from torch.utils.data import Subset
 
     from xbarlab import checkpoint as ckpt
     from xbarlab.data import get_dataset, make_loader
-    from xbarlab.evaluation import accuracy, evaluate_chips
+    from xbarlab.evaluation import accuracy, evaluate_chips, seeded_calibration
 
     if (checkpoint is None) == (pretrained is None):
         raise typer.BadParameter("give exactly one of --checkpoint or --pretrained")
+    dev = _check_device(device)
+    _prepare_out(out)
     model, meta = ckpt.load_pretrained(pretrained) if pretrained else ckpt.load_checkpoint(checkpoint)
     hw = _load_hardware(hardware)
     if overrides:
@@ -141,8 +172,7 @@ def evaluate(
         test = Subset(test, range(min(max_test, len(test))))  # type: ignore[assignment]
     train = get_dataset(ds_name, "train", data_dir=data_dir, augment=False)
     test_loader = make_loader(test, batch_size)
-    calib_loader = make_loader(train, batch_size, shuffle=True, seed=seed)
-    dev = torch.device(device)
+    calib_loader = seeded_calibration(train, batch_size)  # chip seed s: the same images in every run
     model = model.to(dev)
     clean = accuracy(model, test_loader, device=dev)
     result = evaluate_chips(
@@ -186,6 +216,7 @@ def bench(
     """Digital vs analog forward of ResNet-20 (CIFAR shape 3×32×32): median time and ratio analog/digital."""
     from xbarlab.bench import peak_rss_mb, run_forward_bench
 
+    _check_device(device)
     digital, rows = run_forward_bench(batch=batch, repeats=repeats, device=device)
     table = Table(title=f"ResNet-20 forward, batch {batch}, median of {repeats} ({device})")
     for col in ("configuration", "median (s)", "digital, paired (s)", "analog/digital", "program (s)"):

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from xbarlab.cli.core import _load_hardware, _parse_overrides
+from xbarlab.cli.core import _check_device, _load_hardware, _parse_overrides, _prepare_out
 
 console = Console()
 
@@ -55,19 +55,20 @@ def mitigate(
     seed: int = typer.Option(0, min=0),
     t_seconds: float = typer.Option(None, "--time", help="Read the chips at this time since programming (s)."),
     overrides: list[str] = typer.Option([], "--set", help="Hardware override dotted.key=value (repeatable)."),
-    test_samples: int = typer.Option(None, help="Use only the first N test samples."),
+    test_samples: int = typer.Option(None, min=1, help="Use only the first N test samples."),
     batch_size: int = typer.Option(500, min=1),
     device: str = typer.Option("cpu"),
     out: Path = typer.Option(None, help="Write the results as JSON here."),
 ) -> None:
     """Program N chips and compare mitigations on each (chip k is programmed, mitigated and tested on its own)."""
-    import torch
 
     from xbarlab.data import make_loader
-    from xbarlab.evaluation import accuracy, evaluate_chips
+    from xbarlab.evaluation import accuracy, evaluate_chips, seeded_calibration
     from xbarlab.experiments.registry import check_options, get_mitigation
     from xbarlab.experiments.trial import TrialContext
 
+    dev = _check_device(device)
+    _prepare_out(out)
     model, meta, ds_name, train, test = _model_and_data(pretrained, checkpoint, dataset, data_dir)
     if test_samples:
         test = test.subset(list(range(min(test_samples, len(test)))))
@@ -75,9 +76,8 @@ def mitigate(
     if overrides:
         hw = hw.override(_parse_overrides(overrides))
     parsed = _parse_overrides(options)
-    dev = torch.device(device)
     test_loader = make_loader(test, batch_size)
-    calib_loader = make_loader(train.with_augmentation(None), 128, shuffle=True, seed=seed)
+    calib_loader = seeded_calibration(train.with_augmentation(None), 128)  # per chip seed, same for every method
     clean = accuracy(model.to(dev), test_loader, device=dev)
     rows: list[dict[str, Any]] = []
     for method in methods:

@@ -240,7 +240,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train a zoo model; checkpoints every epoch to --out (resumable), final model.{safetensors,json}."""
         from xbarlab.checkpoint import CheckpointError
+        from xbarlab.cli.core import _check_device
         from xbarlab.data import DatasetError
+
+        _check_device(device)
 
         if noise_inject is None and clip_alpha != 2.0:
             typer.echo("error: --clip-alpha only applies with --noise-inject ETA", err=True)
