@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import math
+import pickle
+from pathlib import Path
 
 import pytest
+import yaml
 
-from xbarlab.hardware import ConfigError, HardwareConfig
+from xbarlab.hardware import ConfigError, HardwareConfig, LayerOverride
 from xbarlab.presets import list_presets, load_preset
+from xbarlab.yamlio import load_yaml, parse_value
 
 
 @pytest.mark.parametrize("name", sorted(list_presets()))
@@ -81,3 +86,287 @@ def test_config_is_frozen() -> None:
     hw = load_preset("rram")
     with pytest.raises(AttributeError):
         hw.crossbar.rows = 3  # type: ignore[misc]
+
+
+# ---------------------------------------------------------------------------------------------------- QA fixes
+
+
+def test_yaml_reads_scientific_notation_as_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "hw.yaml"
+    path.write_text("device: {r_on_ohm: 50e3, on_off_ratio: 1.5E+1}\nread_noise: {kind: absolute_uS, sigma: 1e-1}\n")
+    hw = HardwareConfig.from_yaml(path)
+    assert hw.device.r_on_ohm == 50000.0 and isinstance(hw.device.r_on_ohm, float)
+    assert hw.device.on_off_ratio == 15.0
+    assert hw.read_noise.sigma == 0.1
+
+
+def test_yaml_scientific_notation_is_still_range_checked() -> None:
+    with pytest.raises(ConfigError) as info:
+        HardwareConfig.from_yaml("read_noise: {kind: absolute_uS, sigma: -2e-1}\n")
+    assert info.value.path == "read_noise.sigma" and info.value.value == -0.2
+
+
+def test_parse_value_reads_set_values_like_the_cli_needs() -> None:
+    assert parse_value("1e-1") == 0.1 and isinstance(parse_value("1e-1"), float)
+    assert parse_value("50e3") == 50000.0
+    assert parse_value("8") == 8 and isinstance(parse_value("8"), int)
+    assert parse_value("null") is None
+    assert parse_value("relative_to_G") == "relative_to_G"
+    assert parse_value("[1, 2e1]") == [1, 20.0]
+    assert parse_value("{a: [") == "{a: ["  # not YAML: kept as text
+    assert load_yaml("x: 1e3") == {"x": 1000.0}
+    hw = load_preset("rram").override({"read_noise.sigma": parse_value("1e-1")})
+    assert hw.read_noise.sigma == 0.1
+    # the shared loader does not change PyYAML's own safe loader
+    assert yaml.safe_load("1e-1") == "1e-1"
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"adc": {"bits": 1}},
+        {"adc": {"bits": "many"}},
+    ],
+)
+def test_layer_override_errors_name_the_override_from_dict(settings: dict[str, object]) -> None:
+    data = {"layers": [{"pattern": "b*", "settings": {"adc": {"bits": 6}}}, {"pattern": "a*", "settings": settings}]}
+    with pytest.raises(ConfigError) as info:
+        HardwareConfig.from_dict(data)
+    assert info.value.path == "layers[1].settings.adc.bits"
+    assert str(info.value).startswith("layers[1].settings.adc.bits: invalid value ")
+
+
+def test_layer_override_errors_name_the_override_from_yaml_and_override() -> None:
+    text = "layers:\n  - pattern: 'a*'\n    settings: {adc: {bits: 1}}\n"
+    with pytest.raises(ConfigError) as info:
+        HardwareConfig.from_yaml(text)
+    assert str(info.value) == "layers[0].settings.adc.bits: invalid value 1; allowed: an integer in [2, 16]"
+    with pytest.raises(ConfigError) as info:
+        load_preset("rram").override({"layers": [{"pattern": "a*", "settings": {"weights": {"bits_per_cell": 9}}}]})
+    assert info.value.path == "layers[0].settings.weights.bits_per_cell"
+    with pytest.raises(ConfigError) as info:
+        HardwareConfig(layers=(LayerOverride("a*", {"faults": {"sa0_rate": 2.0}}),))
+    assert info.value.path == "layers[0].settings.faults.sa0_rate"
+    # unknown fields and type errors were already prefixed; they stay so (no double prefix)
+    with pytest.raises(ConfigError) as info:
+        HardwareConfig.from_dict({"layers": [{"pattern": "a*", "settings": {"adc": {"bitz": 4}}}]})
+    assert info.value.path == "layers[0].settings.adc.bitz"
+
+
+def test_nested_from_dict_path_prefixes_validation_errors() -> None:
+    with pytest.raises(ConfigError) as info:
+        HardwareConfig.from_dict({"crossbar": {"rows": 0}}, path="hardware")
+    assert info.value.path == "hardware.crossbar.rows"
+    with pytest.raises(ConfigError) as info:
+        HardwareConfig.from_dict({"preset": "nope"}, path="hardware")
+    assert info.value.path == "hardware.preset"
+
+
+def test_config_error_pickles() -> None:
+    err = ConfigError("read_noise.sigma", 0.1, "something", "0.1 has no effect")
+    back = pickle.loads(pickle.dumps(err))
+    assert (back.path, back.value, back.allowed, str(back)) == (err.path, err.value, err.allowed, str(err))
+
+
+READ_NOISE_ON = "one of 'absolute_uS', 'relative_to_G', 'relative_to_G_on', 'pcm_1f'"
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "value", "message"),
+    [
+        (
+            {"read_noise": {"sigma": 0.1}},
+            "read_noise.sigma",
+            0.1,
+            "read_noise.sigma: 0.1 has no effect while read_noise.kind is 'none'; allowed: set read_noise.kind to "
+            f"{READ_NOISE_ON}, or remove read_noise.sigma",
+        ),
+        (
+            {"programming": {"sigma": 0.5}},
+            "programming.sigma",
+            0.5,
+            "programming.sigma: 0.5 has no effect while programming.kind is 'none'; allowed: set programming.kind "
+            "to one of 'gaussian_abs', 'gaussian_rel', 'lognormal', 'pcm_nandakumar', or remove programming.sigma",
+        ),
+        (
+            {"drift": {"nu_mean": 0.1}},
+            "drift.nu_mean",
+            0.1,
+            "drift.nu_mean: 0.1 has no effect while drift.kind is 'none'; allowed: set drift.kind to one of "
+            "'power_law', 'pcm_nandakumar', or remove drift.nu_mean",
+        ),
+        (
+            {"drift": {"kind": "none", "t0_s": 20}},
+            "drift.t0_s",
+            20,
+            "drift.t0_s: 20 has no effect while drift.kind is 'none'; allowed: set drift.kind to one of "
+            "'power_law', 'pcm_nandakumar', or remove drift.t0_s",
+        ),
+        (
+            {"read_noise": {"mode": "per_mvm"}},
+            "read_noise.mode",
+            "per_mvm",
+            "read_noise.mode: 'per_mvm' has no effect while read_noise.kind is 'none'; allowed: set read_noise.kind "
+            f"to {READ_NOISE_ON}, or remove read_noise.mode",
+        ),
+        (
+            {"parasitics": {"r_wire_row_ohm": 2.5}},
+            "parasitics.r_wire_row_ohm",
+            2.5,
+            "parasitics.r_wire_row_ohm: 2.5 has no effect while parasitics.enabled is false; allowed: set "
+            "parasitics.enabled to true, or remove parasitics.r_wire_row_ohm",
+        ),
+        (
+            {"dac": {"range_mode": "percentile", "percentile": 99.0}},
+            "dac.range_mode",
+            "percentile",
+            "dac.range_mode: 'percentile' has no effect while dac.bits is null; allowed: set dac.bits to an integer "
+            "in [2, 16], or remove dac.range_mode",
+        ),
+        (
+            {"preset": "rram", "adc": {"percentile": 99.0}},
+            "adc.percentile",
+            99.0,
+            "adc.percentile: 99.0 has no effect while adc.bits is null; allowed: set adc.bits to an integer in "
+            "[2, 16], or remove adc.percentile",
+        ),
+        (
+            {"preset": "rram", "read_noise": {"kind": "none", "sigma": 0.2}},
+            "read_noise.sigma",
+            0.2,
+            "read_noise.sigma: 0.2 has no effect while read_noise.kind is 'none'; allowed: set read_noise.kind to "
+            f"{READ_NOISE_ON}, or remove read_noise.sigma",
+        ),
+    ],
+)
+def test_parameters_of_a_switched_off_section_are_rejected(
+    data: dict[str, object], field: str, value: object, message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        HardwareConfig.from_dict(data)
+    assert (info.value.path, info.value.value, str(info.value)) == (field, value, message)
+
+
+def test_switched_off_parameters_are_rejected_in_yaml_override_and_layer_overrides() -> None:
+    with pytest.raises(ConfigError, match=r"^read_noise\.sigma: 0\.1 has no effect while read_noise\.kind is 'none'"):
+        HardwareConfig.from_yaml("read_noise: {sigma: 1e-1}\n")
+    ideal = load_preset("ideal")
+    with pytest.raises(ConfigError) as info:
+        ideal.override({"read_noise.sigma": 0.1})
+    assert info.value.path == "read_noise.sigma"
+    with pytest.raises(ConfigError) as info:
+        load_preset("rram").override({"read_noise.kind": "none", "read_noise.offset_us": 0.2})
+    assert info.value.path == "read_noise.offset_us"
+    with pytest.raises(ConfigError) as info:
+        load_preset("rram-ir").override({"parasitics.enabled": False, "parasitics.r_sense_ohm": 10.0})
+    assert info.value.path == "parasitics.r_sense_ohm"
+    with pytest.raises(ConfigError) as info:
+        load_preset("rram").override({"drift.kind": "none", "drift.nu_std": 0.01})
+    assert info.value.path == "drift.nu_std"
+    layers = [{"pattern": "a*", "settings": {"programming": {"sigma": 0.3}}}]
+    with pytest.raises(ConfigError) as info:
+        HardwareConfig.from_dict({"preset": "rram", "layers": layers})
+    assert str(info.value).startswith(
+        "layers[0].settings.programming.sigma: 0.3 has no effect while programming.kind is 'none'; allowed: "
+    )
+    assert str(info.value).endswith("or remove layers[0].settings.programming.sigma")
+    with pytest.raises(ConfigError) as info:
+        ideal.override({"layers": layers})
+    assert info.value.path == "layers[0].settings.programming.sigma"
+
+
+def test_layer_override_chain_that_switches_a_section_off_is_checked_per_layer() -> None:
+    hw = HardwareConfig.from_dict(
+        {
+            "preset": "rram",
+            "layers": [
+                {"pattern": "fc", "settings": {"read_noise": {"kind": "none"}}},
+                {"pattern": "*", "settings": {"read_noise": {"sigma": 0.2}}},
+            ],
+        }
+    )
+    assert hw.for_layer("conv1").read_noise.sigma == 0.2
+    with pytest.raises(ConfigError) as info:
+        hw.for_layer("fc")
+    assert info.value.path == "layers[1].settings.read_noise.sigma"
+
+
+def test_switching_a_section_off_keeps_working_and_round_trips() -> None:
+    hw = load_preset("rram").override({"read_noise.kind": "none"})
+    assert (hw.read_noise.kind, hw.read_noise.sigma) == ("none", 0.1)  # inherited value kept, inert
+    assert HardwareConfig.from_yaml(hw.to_yaml()) == hw
+    assert HardwareConfig.from_dict(hw.to_dict()) == hw
+    assert HardwareConfig.from_dict(json.loads(json.dumps(hw.to_dict(), allow_nan=False))) == hw
+    # switch and parameters back on
+    assert hw.override({"read_noise.kind": "relative_to_G"}) == load_preset("rram")
+    # restating a default is not "a parameter with no effect"
+    assert load_preset("rram").override({"read_noise.kind": "none", "read_noise.sigma": 0.0}).read_noise.sigma == 0.0
+    assert HardwareConfig.from_dict({"drift": {"kind": "none", "t0_s": 1}}).drift.t0_s == 1.0
+    assert HardwareConfig.from_dict({"adc": {"bits": None, "noise_lsb": 0}}).adc.bits is None
+    # presets whose sections are off round-trip through their complete (dumped) mapping
+    for name in ("rram", "rram-ir", "pcm-nandakumar", "ideal"):
+        off = load_preset(name).override(
+            {
+                "programming.kind": "none",
+                "read_noise.kind": "none",
+                "drift.kind": "none",
+                "parasitics.enabled": False,
+                "dac.bits": None,
+                "adc.bits": None,
+            }
+        )
+        assert HardwareConfig.from_yaml(off.to_yaml()) == off
+        assert HardwareConfig.from_dict(json.loads(json.dumps(off.to_dict(), allow_nan=False))) == off
+
+
+def test_json_form_is_valid_json_and_round_trips_infinity() -> None:
+    hw = load_preset("pcm-nandakumar")
+    data = hw.to_dict()
+    assert data["device"]["on_off_ratio"] == "inf"
+    text = json.dumps(data, allow_nan=False)  # raises on Infinity / NaN
+    assert "Infinity" not in text
+    assert HardwareConfig.from_dict(json.loads(text)) == hw
+    assert "on_off_ratio: .inf" in hw.to_yaml()
+    assert HardwareConfig.from_yaml(hw.to_yaml()) == hw
+    # layer overrides with infinities round-trip too
+    layered = load_preset("rram").override(
+        {"layers": [{"pattern": "fc", "settings": {"device": {"on_off_ratio": float("inf")}}}]}
+    )
+    text = json.dumps(layered.to_dict(), allow_nan=False)
+    back = HardwareConfig.from_dict(json.loads(text))
+    assert back == layered
+    assert math.isinf(back.for_layer("fc").device.on_off_ratio)
+
+
+def test_infinity_strings_are_accepted_only_as_infinity() -> None:
+    assert math.isinf(HardwareConfig.from_dict({"device": {"on_off_ratio": "inf"}}).device.on_off_ratio)
+    assert math.isinf(HardwareConfig.from_dict({"device": {"on_off_ratio": "+inf"}}).device.on_off_ratio)
+    with pytest.raises(ConfigError) as info:
+        HardwareConfig.from_dict({"device": {"on_off_ratio": "-inf"}})
+    assert info.value.path == "device.on_off_ratio"
+    with pytest.raises(ConfigError) as info:
+        HardwareConfig.from_dict({"device": {"r_on_ohm": "inf"}})
+    assert str(info.value) == "device.r_on_ohm: invalid value inf; allowed: a finite number"
+    with pytest.raises(ConfigError) as info:
+        HardwareConfig.from_dict({"device": {"r_on_ohm": "1e3"}})
+    assert str(info.value) == "device.r_on_ohm: invalid value '1e3'; allowed: a number"
+    assert HardwareConfig.from_dict({"device": {"name": "inf"}}).device.name == "inf"  # strings stay strings
+
+
+@pytest.mark.parametrize("quantize", [True, False])
+def test_offset_mapping_needs_two_columns(quantize: bool) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_preset("ideal").override({"weights.mapping": "offset", "weights.quantize": quantize, "crossbar.cols": 1})
+    assert info.value.path == "crossbar.cols" and info.value.value == 1
+    assert str(info.value) == (
+        "crossbar.cols: invalid value 1; allowed: an integer in [2, 4096] with weights.mapping 'offset' "
+        "(each tile's last column is the reference)"
+    )
+    ok = load_preset("ideal").override({"weights.mapping": "offset", "weights.quantize": quantize, "crossbar.cols": 2})
+    assert ok.crossbar.cols == 2
+    assert load_preset("ideal").override({"crossbar.cols": 1}).crossbar.cols == 1  # differential: fine
+    with pytest.raises(ConfigError) as info:
+        HardwareConfig.from_dict(
+            {"crossbar": {"cols": 1}, "layers": [{"pattern": "fc", "settings": {"weights": {"mapping": "offset"}}}]}
+        )
+    assert info.value.path == "layers[0].settings.crossbar.cols"

@@ -1,8 +1,9 @@
 """Frozen, validated hardware description of an analog crossbar accelerator.
 
 Every physical quantity carries its unit in the field name (``_ohm``, ``_uS``, ``_s``) or in the docstring.
-Configurations round-trip through plain dicts and YAML. Invalid input raises :class:`ConfigError` naming the
-field path, the offending value and the allowed range; nothing is silently clamped or skipped.
+Configurations round-trip through plain dicts, JSON and YAML. Invalid input raises :class:`ConfigError` naming
+the field path, the offending value and the allowed range; nothing is silently clamped or skipped. A parameter
+given for a section that is switched off (``kind: none``, ``enabled: false``, ``bits: null``) is an error too.
 """
 
 from __future__ import annotations
@@ -13,19 +14,37 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, TypeVar, get_args, get_origin, get_type_hints
 
 import yaml
 
+from xbarlab.yamlio import load_yaml
+
 
 class ConfigError(ValueError):
-    """An invalid configuration value; the message names the field, the value and what is allowed."""
+    """An invalid configuration value; the message names the field, the value and what is allowed.
 
-    def __init__(self, path: str, value: Any, allowed: str) -> None:
+    ``problem`` replaces the default "invalid value <value>" part of the message when a valid value is wrong in
+    its context (e.g. a parameter of a section that is switched off).
+    """
+
+    def __init__(self, path: str, value: Any, allowed: str, problem: str | None = None) -> None:
         self.path = path
         self.value = value
         self.allowed = allowed
-        super().__init__(f"{path}: invalid value {value!r}; allowed: {allowed}")
+        self.problem = problem
+        what = f"invalid value {value!r}" if problem is None else problem
+        super().__init__(f"{path}: {what}; allowed: {allowed}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # picklable (worker processes re-raise it in the parent)
+        return (type(self), (self.path, self.value, self.allowed, self.problem))
+
+    def prefixed(self, root: str) -> ConfigError:
+        """The same error with its path below ``root`` (e.g. ``layers[0].settings``); unchanged for an empty root."""
+        if not root:
+            return self
+        return ConfigError(_join(root, self.path), self.value, self.allowed, self.problem)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -164,11 +183,13 @@ class ProgrammingConfig:
     σ_prog(g), sigma = prog_noise_scale). Conductances are floored at 0 S (a device cannot be negative).
     """
 
+    KINDS: ClassVar[tuple[str, ...]] = ("none", "gaussian_abs", "gaussian_rel", "lognormal", "pcm_nandakumar")
+
     kind: str = "none"
     sigma: float = 0.0
 
     def validate(self, path: str) -> None:
-        _choice(f"{path}.kind", self.kind, ("none", "gaussian_abs", "gaussian_rel", "lognormal", "pcm_nandakumar"))
+        _choice(f"{path}.kind", self.kind, self.KINDS)
         _number(f"{path}.sigma", self.sigma, lo=0.0)
 
 
@@ -183,13 +204,15 @@ class ReadNoiseConfig:
     of every matrix-vector multiplication, simulated exactly through the output variance Σ x_i² σ_ij²).
     """
 
+    KINDS: ClassVar[tuple[str, ...]] = ("none", "absolute_uS", "relative_to_G", "relative_to_G_on", "pcm_1f")
+
     kind: str = "none"
     sigma: float = 0.0
     offset_us: float = 0.0
     mode: str = "frozen"
 
     def validate(self, path: str) -> None:
-        _choice(f"{path}.kind", self.kind, ("none", "absolute_uS", "relative_to_G", "relative_to_G_on", "pcm_1f"))
+        _choice(f"{path}.kind", self.kind, self.KINDS)
         _number(f"{path}.sigma", self.sigma, lo=0.0)
         _number(f"{path}.offset_us", self.offset_us, lo=0.0)
         _choice(f"{path}.mode", self.mode, ("frozen", "per_mvm"))
@@ -206,6 +229,8 @@ class DriftConfig:
     20 s). A chip is read at t0 until :func:`xbarlab.drift` moves it.
     """
 
+    KINDS: ClassVar[tuple[str, ...]] = ("none", "power_law", "pcm_nandakumar")
+
     kind: str = "none"
     nu_mean: float = 0.0
     nu_std: float = 0.0
@@ -213,7 +238,7 @@ class DriftConfig:
     scale: float = 1.0
 
     def validate(self, path: str) -> None:
-        _choice(f"{path}.kind", self.kind, ("none", "power_law", "pcm_nandakumar"))
+        _choice(f"{path}.kind", self.kind, self.KINDS)
         _number(f"{path}.nu_mean", self.nu_mean, lo=0.0, hi=2.0)
         _number(f"{path}.nu_std", self.nu_std, lo=0.0, hi=2.0)
         _number(f"{path}.t0_s", self.t0_s, lo=0.0, lo_open=True)
@@ -317,6 +342,19 @@ SECTIONS: dict[str, type] = {
     "parasitics": ParasiticsConfig,
 }
 
+SWITCHES: dict[str, tuple[str, Any, str]] = {
+    "programming": ("kind", "none", "one of " + ", ".join(repr(k) for k in ProgrammingConfig.KINDS[1:])),
+    "read_noise": ("kind", "none", "one of " + ", ".join(repr(k) for k in ReadNoiseConfig.KINDS[1:])),
+    "drift": ("kind", "none", "one of " + ", ".join(repr(k) for k in DriftConfig.KINDS[1:])),
+    "parasitics": ("enabled", False, "true"),
+    "dac": ("bits", None, "an integer in [2, 16]"),
+    "adc": ("bits", None, "an integer in [2, 16]"),
+}
+"""Sections with an off switch: section → (switch field, its "off" value, the values that turn it on).
+
+While a section is off its other fields have no effect, so a user mapping that sets them is rejected (see
+:func:`_check_switched_off`)."""
+
 CLASSIFIER_TOKEN = "@classifier"
 """Entry of ``keep_digital`` meaning "the last nn.Linear of the model" (P1 keeps the classifier digital)."""
 
@@ -349,6 +387,12 @@ class HardwareConfig:
             raise ConfigError("name", self.name, "a non-empty string")
         for section in SECTIONS:
             getattr(self, section).validate(section)
+        if self.weights.mapping == "offset" and self.crossbar.cols < 2:
+            raise ConfigError(
+                "crossbar.cols",
+                self.crossbar.cols,
+                "an integer in [2, 4096] with weights.mapping 'offset' (each tile's last column is the reference)",
+            )
         for i, pattern in enumerate(self.keep_digital):
             if not isinstance(pattern, str) or not pattern:
                 raise ConfigError(f"keep_digital[{i}]", pattern, "a non-empty module-name glob or '@classifier'")
@@ -368,7 +412,14 @@ class HardwareConfig:
 
     # ---------------------------------------------------------------------------------------------- dicts, YAML
     def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (YAML/JSON serialisable)."""
+        """Plain nested dict, valid JSON: infinite floats are written as the strings ``"inf"`` / ``"-inf"``.
+
+        :meth:`from_dict` reads those strings back, so ``from_dict(json.loads(json.dumps(hw.to_dict()))) == hw``.
+        """
+        return dict(_json_safe(self._raw_dict()))
+
+    def _raw_dict(self) -> dict[str, Any]:
+        """Plain nested dict with float values as they are (``inf`` included); what YAML is written from."""
         out: dict[str, Any] = {"name": self.name}
         for section in SECTIONS:
             out[section] = dataclasses.asdict(getattr(self, section))
@@ -378,7 +429,13 @@ class HardwareConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, path: str = "") -> HardwareConfig:
-        """Build from a nested dict; unknown keys and wrong types raise :class:`ConfigError`."""
+        """Build from a nested dict; unknown keys and wrong types raise :class:`ConfigError`.
+
+        Errors name the full field path below ``path``. A float field also accepts the strings ``"inf"``,
+        ``"+inf"`` and ``"-inf"`` (how :meth:`to_dict` writes infinities). A section mapping that sets fields of a
+        switched-off section (e.g. ``read_noise: {sigma: 0.1}`` while ``read_noise.kind`` is ``'none'``) is
+        rejected unless it lists every field of the section (a complete description, as :meth:`to_dict` writes).
+        """
         if not isinstance(data, Mapping):
             raise ConfigError(path or "<root>", data, "a mapping of hardware sections")
         allowed = {"name", "keep_digital", "layers", "preset", *SECTIONS}
@@ -389,7 +446,10 @@ class HardwareConfig:
         if "preset" in data:
             from xbarlab.presets import load_preset
 
-            base = load_preset(str(data["preset"]))
+            try:
+                base = load_preset(str(data["preset"]))
+            except ConfigError as exc:
+                raise exc.prefixed(path) from None
         else:
             base = cls()
         kwargs: dict[str, Any] = {}
@@ -409,22 +469,34 @@ class HardwareConfig:
             kwargs["keep_digital"] = tuple(value)
         if "layers" in data:
             kwargs["layers"] = _overrides_from(data["layers"], _join(path, "layers"))
-        return dataclasses.replace(base, **kwargs)
+        try:
+            config = dataclasses.replace(base, **kwargs)
+        except ConfigError as exc:  # validate() names paths relative to this config
+            raise exc.prefixed(path) from None
+        for section in SECTIONS:
+            if section in data:
+                _check_switched_off(section, data[section], getattr(config, section), _join(path, section))
+        return config
 
     def to_yaml(self) -> str:
-        """YAML text that :meth:`from_yaml` reads back to an equal config."""
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        """YAML text that :meth:`from_yaml` reads back to an equal config (infinities as ``.inf``)."""
+        return yaml.safe_dump(self._raw_dict(), sort_keys=False)
 
     @classmethod
     def from_yaml(cls, source: str | Path) -> HardwareConfig:
-        """Read a YAML file path or YAML text."""
+        """Read a YAML file path or YAML text; ``1e-1`` and ``50e3`` are numbers (YAML 1.2)."""
         text = Path(source).read_text() if isinstance(source, Path) or _looks_like_path(source) else source
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
         return cls.from_dict(data or {})
 
     # ---------------------------------------------------------------------------------------------- overrides
     def override(self, changes: Mapping[str, Any]) -> HardwareConfig:
-        """A new config with dotted-path changes applied, e.g. ``{"read_noise.sigma": 0.1}``; validated."""
+        """A new config with dotted-path changes applied, e.g. ``{"read_noise.sigma": 0.1}``; validated.
+
+        Setting a parameter of a switched-off section (``{"read_noise.sigma": 0.1}`` while ``read_noise.kind``
+        stays ``'none'``) raises :class:`ConfigError`; switching a section off (``{"read_noise.kind": "none"}``)
+        keeps its other, now inactive, values.
+        """
         nested: dict[str, Any] = {}
         for dotted, value in changes.items():
             parts = dotted.split(".")
@@ -435,7 +507,7 @@ class HardwareConfig:
         return self._apply_sections(nested, root="")
 
     def _apply_sections(self, settings: Mapping[str, Any], *, root: str) -> HardwareConfig:
-        data = self.to_dict()
+        data = self._raw_dict()
         for key, value in settings.items():
             if key in SECTIONS:
                 if not isinstance(value, Mapping):
@@ -456,16 +528,18 @@ class HardwareConfig:
                 raise ConfigError(
                     _join(root, key), value, "a key among name, keep_digital, layers, " + ", ".join(SECTIONS)
                 )
-        return HardwareConfig.from_dict(data, path=root)
+        config = HardwareConfig.from_dict(data, path=root)
+        for key, value in settings.items():
+            if key in SECTIONS:
+                _check_switched_off(key, value, getattr(config, key), _join(root, key))
+        return config
 
     def for_layer(self, layer_name: str) -> HardwareConfig:
         """The configuration that applies to one layer: every matching override, in order."""
-        config = self
-        for override in self.layers:
+        config = dataclasses.replace(self, layers=()) if self.layers else self
+        for i, override in enumerate(self.layers):
             if fnmatch.fnmatchcase(layer_name, override.pattern):
-                config = config._apply_sections(override.settings, root=f"layers[{override.pattern}]")
-        if config.layers:
-            config = dataclasses.replace(config, layers=())
+                config = config._apply_sections(override.settings, root=f"layers[{i}].settings")
         return config
 
     # ---------------------------------------------------------------------------------------------- derived
@@ -515,6 +589,71 @@ def _plain(value: Any) -> Any:
     return value
 
 
+_INFINITIES = ("inf", "+inf", "-inf")
+"""Strings a float field accepts as ±infinity (JSON has no infinity; :meth:`HardwareConfig.to_dict` writes these)."""
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with every infinite float replaced by ``"inf"`` / ``"-inf"`` (valid JSON)."""
+    if isinstance(value, Mapping):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return value
+
+
+def _float_fields(section_cls: type) -> set[str]:
+    """Fields annotated ``float`` or ``float | None``."""
+    hints = get_type_hints(section_cls)
+    return {name for name, hint in hints.items() if hint is float or float in get_args(hint)}
+
+
+def _decode_infinities(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Layer-override settings with ``"inf"`` strings in float fields read as floats (JSON round trip)."""
+    out = _plain(settings)
+    for section, values in out.items():
+        if section in SECTIONS and isinstance(values, dict):
+            floats = _float_fields(SECTIONS[section])
+            for name, value in values.items():
+                if name in floats and value in _INFINITIES:
+                    values[name] = float(value)
+    return dict(out)
+
+
+def _is_off(value: Any, off: Any) -> bool:
+    return value is off if off is None or isinstance(off, bool) else bool(value == off)
+
+
+def _check_switched_off(section: str, user: Any, result: Any, path: str) -> None:
+    """Reject fields of a user's section mapping that have no effect because the section is switched off.
+
+    ``user`` is the mapping the user wrote for the section (``path``), ``result`` the section after merging it.
+    Accepted: the switch alone (``{kind: none}`` keeps inherited values, they are inert), fields restated at
+    their default value (``{kind: none, sigma: 0.0}``), and a mapping listing every field of the section (a
+    complete description, as :meth:`HardwareConfig.to_dict` writes it).
+    """
+    if section not in SWITCHES or not isinstance(user, Mapping):
+        return
+    switch, off, on_values = SWITCHES[section]
+    if not _is_off(getattr(result, switch), off):
+        return
+    section_fields = fields(result)
+    if set(user) >= {f.name for f in section_fields}:
+        return
+    off_text = "null" if off is None else "false" if off is False else repr(off)
+    for f in section_fields:
+        if f.name == switch or f.name not in user or getattr(result, f.name) == f.default:
+            continue
+        raise ConfigError(
+            f"{path}.{f.name}",
+            user[f.name],
+            f"set {section}.{switch} to {on_values}, or remove {path}.{f.name}",
+            problem=f"{user[f.name]!r} has no effect while {section}.{switch} is {off_text}",
+        )
+
+
 def _section_from_dict(section_cls: type[T], data: Any, path: str, base: T) -> T:
     if not isinstance(data, Mapping):
         raise ConfigError(path, data, "a mapping of fields")
@@ -540,6 +679,8 @@ def _coerce(path: str, value: Any, hint: Any) -> Any:
         inner = next(a for a in args if a is not type(None))
         return _coerce(path, value, inner)
     if hint is float:
+        if isinstance(value, str) and value in _INFINITIES:
+            return float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(path, value, "a number")
         return float(value)
@@ -571,5 +712,5 @@ def _overrides_from(value: Any, path: str) -> tuple[LayerOverride, ...]:
         settings = item.get("settings", {}) or {}
         if not isinstance(settings, Mapping):
             raise ConfigError(f"{path}[{i}].settings", settings, "a mapping of hardware sections")
-        out.append(LayerOverride(pattern=item["pattern"], settings=_plain(settings)))
+        out.append(LayerOverride(pattern=item["pattern"], settings=_decode_infinities(settings)))
     return tuple(out)

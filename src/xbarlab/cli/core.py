@@ -26,14 +26,15 @@ def _load_hardware(spec: str) -> Any:
 
 
 def _parse_overrides(items: list[str]) -> dict[str, Any]:
-    import yaml
+    """``--set`` values read as YAML 1.2 (``1e-1`` is a number); invalid YAML raises ``yaml.YAMLError``."""
+    from xbarlab.yamlio import load_yaml
 
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
             raise typer.BadParameter(f"--set {item!r}: expected dotted.key=value")
         key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        out[key.strip()] = load_yaml(value)
     return out
 
 

@@ -40,7 +40,9 @@ from typing import Any
 
 import yaml
 
+from xbarlab import yamlio
 from xbarlab.hardware import SECTIONS, ConfigError, HardwareConfig
+from xbarlab.yamlio import Loader as _Loader
 
 __all__ = [
     "TRIAL_FORMAT",
@@ -83,16 +85,6 @@ class SweepSpecError(ValueError):
 # ------------------------------------------------------------------------------------------------------------
 # YAML with line numbers
 
-
-class _Loader(yaml.SafeLoader):
-    """Safe loader that also reads ``1e10`` / ``1e-5`` as floats (YAML 1.2), not as strings."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
 
 Path_ = tuple[str, ...]
 
@@ -879,10 +871,7 @@ def resolve_trials(spec: SweepSpec, *, fingerprint: bool = True) -> list[Trial]:
 
 def parse_value(text: str) -> Any:
     """A command-line value read as YAML (``0.1`` → float, ``1e10`` → float, ``[1, 2]`` → list, ``x`` → str)."""
-    try:
-        return yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError:
-        return text
+    return yamlio.parse_value(text)
 
 
 def format_value(value: Any) -> str:
