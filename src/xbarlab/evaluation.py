@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from xbarlab.chip import calibrate, drift, needs_calibration, program
+from xbarlab.chip import MAX_SEED, calibrate, drift, needs_calibration, program
 from xbarlab.conversion import convert
 from xbarlab.hardware import HardwareConfig
 from xbarlab.layers import AnalogLayer
@@ -130,6 +130,8 @@ def evaluate_chips(
     """
     if chips < 1:
         raise ValueError(f"chips: invalid value {chips}; allowed: >= 1")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED - (chips - 1):
+        raise ValueError(f"seed: invalid value {seed!r}; allowed: an integer in [0, 2**63 - {chips}] for {chips} chips")
     if hw is not None:
         base = convert(model, hw)
     else:
