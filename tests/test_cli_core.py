@@ -159,3 +159,12 @@ def test_console_script_prints_one_line_errors(
     monkeypatch.setenv("XBARLAB_DEBUG", "1")
     with pytest.raises(ValueError, match="preset: invalid value"):
         main()
+
+
+def test_result_json_is_strict_json(tmp_path: Path) -> None:
+    from xbarlab.jsonio import write_json
+
+    path = tmp_path / "r.json"
+    write_json(path, {"snr_db": float("inf"), "x": [1.0, float("-inf"), float("nan")], "t": (2,)})
+    strict = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"non-standard constant {c}"))
+    assert strict == {"snr_db": "inf", "x": [1.0, "-inf", "nan"], "t": [2]}

@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from xbarlab.hardware import HardwareConfig
+from xbarlab.jsonio import json_safe
 from xbarlab.layers import CHIP_BUFFERS, CONVERTER_BUFFERS, DERIVED_BUFFERS, AnalogLayer, analog_layers
 
 CHIP_FORMAT = "xbarlab-chip/1"
@@ -170,7 +171,7 @@ def save_chip(model: nn.Module, path: str | Path, *, extra: dict[str, Any] | Non
     save_file(state, str(tmp_t))
     tmp_t.replace(tensors_path)
     tmp_j = json_path.with_name(json_path.name + ".tmp")
-    tmp_j.write_text(json.dumps(meta, indent=2))
+    tmp_j.write_text(json.dumps(json_safe(meta), indent=2, allow_nan=False))
     tmp_j.replace(json_path)
     return base
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +155,7 @@ def evaluate(
     from xbarlab import checkpoint as ckpt
     from xbarlab.data import get_dataset, make_loader
     from xbarlab.evaluation import accuracy, evaluate_chips, seeded_calibration
+    from xbarlab.jsonio import write_json
 
     if (checkpoint is None) == (pretrained is None):
         raise typer.BadParameter("give exactly one of --checkpoint or --pretrained")
@@ -202,10 +202,7 @@ def evaluate(
             **result.to_dict(),
             "hardware_config": hw.to_dict(),
         }
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        tmp.write_text(json.dumps(payload, indent=2, default=str))
-        tmp.replace(out)
+        write_json(out, payload)
         console.print(f"results written to {out}")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +15,9 @@ console = Console()
 
 
 def _write_json(out: Path, payload: dict[str, Any]) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    tmp.replace(out)
+    from xbarlab.jsonio import write_json
+
+    write_json(out, payload)
 
 
 def _model_and_data(pretrained: str | None, checkpoint: str | None, dataset: str | None, data_dir: str | None):
