@@ -206,7 +206,7 @@ def test_per_mvm_read_noise_has_the_exact_output_variance() -> None:
     y = chip(x)
     clean = x @ lin[0].weight.T
     # two devices per weight, each σ = 0.5 µS; one µS = w_max / ΔG weight units
-    unit = float(lin[0].weight.abs().max()) / (layer.hw.device.g_on_us - layer.hw.device.g_off_us)
+    unit = float(lin[0].weight.detach().abs().max()) / (layer.hw.device.g_on_us - layer.hw.device.g_off_us)
     expected_std = math.sqrt(float((x[0] ** 2).sum()) * 2 * (0.5 * unit) ** 2)
     assert torch.allclose((y - clean).mean(0), torch.zeros(4), atol=5 * expected_std / math.sqrt(20000))
     assert torch.allclose((y - clean).std(0), torch.full((4,), expected_std), rtol=0.03)
@@ -226,7 +226,7 @@ def test_per_mvm_noise_through_the_adc_has_the_exact_variance_and_same_values_wi
     with torch.no_grad():
         y = chip(x)
     clean = x @ lin[0].weight.T
-    unit = float(lin[0].weight.abs().max()) / (layer.hw.device.g_on_us - layer.hw.device.g_off_us)
+    unit = float(lin[0].weight.detach().abs().max()) / (layer.hw.device.g_on_us - layer.hw.device.g_off_us)
     expected_std = math.sqrt(float((x[0] ** 2).sum()) * 2 * (0.5 * unit) ** 2)
     assert torch.allclose((y - clean).std(0), torch.full((4,), expected_std), rtol=0.03)
     # the straight-through path (input requires grad) computes the very same values from the same noise stream
@@ -415,3 +415,19 @@ def test_bias_and_functional_padding_modes() -> None:
             ),
             atol=1e-6,
         )
+
+
+def test_channels_last_models_keep_their_memory_format() -> None:
+    from xbarlab.models import build_model, channels_last
+
+    torch.manual_seed(0)
+    net = channels_last(build_model("resnet20", in_channels=1, num_classes=10).eval())
+    x = torch.randn(4, 1, 16, 16)
+    chip = xbarlab.program(xbarlab.convert(net, xbarlab.load_preset("ideal")), 0)
+    conv = analog_layers(chip)[0]
+    assert conv.w_ni.is_contiguous(memory_format=torch.channels_last) and not conv.w_ni.is_contiguous()
+    with torch.no_grad():
+        assert torch.equal(chip(x), net(x))
+    hw = xbarlab.load_preset("rram").override({"read_noise.mode": "per_mvm", "dac.bits": None})
+    noisy = xbarlab.program(xbarlab.convert(net, hw), 0)
+    assert analog_layers(noisy)[0].var_ni.is_contiguous(memory_format=torch.channels_last)

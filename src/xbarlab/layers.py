@@ -188,11 +188,14 @@ class AnalogLayer(nn.Module):
         w_max = float(self.w_max)
         slices = decode_weights(g_read, lay, w_max, g_on, g_off)  # (G, S, K, N) float64
         dtype = self.weight.dtype
-        self.w_ni = matrix_to_weight(slices.sum(1), self.weight.shape).to(dtype).contiguous()
+        fmt = self._memory_format()
+        self.w_ni = matrix_to_weight(slices.sum(1), self.weight.shape).to(dtype).contiguous(memory_format=fmt)
         per_mvm = hw.read_noise.kind != "none" and hw.read_noise.mode == "per_mvm"
         var = decode_variance(sigma**2, lay, w_max, g_on, g_off) if per_mvm else None
         self.var_ni = (
-            matrix_to_weight(var.sum(1), self.weight.shape).to(dtype).contiguous() if var is not None else None
+            matrix_to_weight(var.sum(1), self.weight.shape).to(dtype).contiguous(memory_format=fmt)
+            if var is not None
+            else None
         )
         if not torch.isfinite(self.w_ni).all() or (self.var_ni is not None and not torch.isfinite(self.var_ni).all()):
             raise ValueError(
@@ -207,6 +210,13 @@ class AnalogLayer(nn.Module):
         else:
             self.w_tiles = None
             self.var_tiles = None
+
+    def _memory_format(self) -> torch.memory_format:
+        """The source weight's memory format (channels-last 2-D convolutions stay channels-last)."""
+        w = self.weight
+        if w.dim() == 4 and w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous():
+            return torch.channels_last
+        return torch.contiguous_format
 
     def _to_tiles(self, per_slice: torch.Tensor) -> torch.Tensor:
         """(G, S, K, N) per-slice weights → (G·Tr, rows, S·N) row-tile matrices for a batched matmul."""

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from xbarlab.cli.core import _check_device, _load_hardware, _parse_overrides, _prepare_out
+from xbarlab.models import channels_last
 
 console = Console()
 
@@ -27,6 +28,7 @@ def _model_and_data(pretrained: str | None, checkpoint: str | None, dataset: str
     if (checkpoint is None) == (pretrained is None):
         raise typer.BadParameter("give exactly one of --checkpoint or --pretrained")
     model, meta = ckpt.load_pretrained(pretrained) if pretrained else ckpt.load_checkpoint(str(checkpoint))
+    channels_last(model)  # zoo models: NHWC convolutions, 25–35 % faster on CPU
     name = dataset or meta.get("dataset")
     if not name:
         raise typer.BadParameter("--dataset is required: the checkpoint does not name its data set")

@@ -9,7 +9,7 @@ Every model takes ``num_classes``, ``in_channels`` and ``width`` and ends in an 
 
 from __future__ import annotations
 
-from xbarlab.models.common import get_classifier
+from xbarlab.models.common import channels_last, get_classifier
 from xbarlab.models.lenet import LeNet5, lenet5
 from xbarlab.models.registry import ModelSpec, build_model, list_models, model_spec
 from xbarlab.models.resnet import ResNet, resnet18, resnet20
@@ -21,6 +21,7 @@ __all__ = [
     "ModelSpec",
     "ResNet",
     "build_model",
+    "channels_last",
     "get_classifier",
     "lenet5",
     "list_models",

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
-__all__ = ["check_common", "get_classifier", "init_weights", "scaled"]
+__all__ = ["channels_last", "check_common", "get_classifier", "init_weights", "scaled"]
 
 
 def scaled(channels: int, width: float) -> int:
@@ -43,3 +44,16 @@ def get_classifier(model: nn.Module) -> nn.Linear:
     if last is None:
         raise ValueError(f"{type(model).__name__} has no nn.Linear layer (no classifier)")
     return last
+
+
+def channels_last(model: nn.Module) -> nn.Module:
+    """A zoo model with its 2-D convolution weights in channels-last (NHWC) memory format (in place).
+
+    On CPU, oneDNN convolutions run 25–35 % faster in NHWC (ResNet-20 and the small VGG at batch 500, one thread;
+    docs/simulator.md, "Speed"); analog layers converted from such a model keep the format for their effective
+    weights. Only for models whose code accepts NHWC activations (every zoo model does: they are trained that
+    way); models without Conv2d are returned unchanged.
+    """
+    if any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return model
