@@ -168,3 +168,26 @@ def test_result_json_is_strict_json(tmp_path: Path) -> None:
     write_json(path, {"snr_db": float("inf"), "x": [1.0, float("-inf"), float("nan")], "t": (2,)})
     strict = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"non-standard constant {c}"))
     assert strict == {"snr_db": "inf", "x": [1.0, "-inf", "nan"], "t": [2]}
+
+
+def test_mitigate_is_reproducible_per_chip_seed(toy_checkpoint: Path, tmp_path: Path) -> None:  # noqa: F811
+    """bn_adapt draws augmented batches: chip seed s gives the same numbers in every run and every chip range."""
+    base = ["mitigate", "--checkpoint", str(toy_checkpoint), "--hw", "fefet", "--set", "read_noise.sigma=0.3"]
+    base += ["--method", "bn_adapt", "--option", "bn_adapt.num_batches=2", "--test-samples", "150"]
+    outs = [tmp_path / f"{i}.json" for i in range(3)]
+    for out, chips, seed in zip(outs, ("2", "2", "1"), ("0", "0", "1"), strict=True):
+        result = runner.invoke(app, [*base, "--chips", chips, "--seed", seed, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+    a, b, c = (json.loads(o.read_text())["results"][0]["accuracies"] for o in outs)
+    assert a == b and a[1] == c[0]
+    assert json.loads(outs[0].read_text())["settings"]["seed"] == 0
+
+
+def test_mitigate_checks_options_and_bn_before_running(toy_checkpoint: Path) -> None:  # noqa: F811
+    base = ["mitigate", "--checkpoint", str(toy_checkpoint), "--hw", "fefet", "--chips", "1"]
+    result = runner.invoke(app, [*base, "--method", "bn_adapt", "--option", "bn_adpt.num_batches=2"])
+    assert result.exit_code == 2 and "bn_adpt" in result.output
+    result = runner.invoke(
+        app, ["mitigate", "--pretrained", "lenet5-fmnist", "--dataset", "fashion-mnist-mini", "--hw", "rram"]
+    )
+    assert isinstance(result.exception, ValueError) and "no BatchNorm layer" in str(result.exception)

@@ -178,3 +178,19 @@ def test_parquet_export(tmp_path: Path) -> None:
     assert table.column("accuracy").to_pylist() == pytest.approx(accs)
     with pytest.raises(ValueError, match="needs an output file"):
         write_table(columns, records, "parquet")
+
+
+def test_store_in_a_read_only_folder_opens_for_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    spec = parse_spec(SPEC)
+    trials = resolve_trials(spec, fingerprint=False)
+    with Store(tmp_path / "r.sqlite") as db:
+        db.register_sweep(spec, trials)
+        db.add_result(trials[0].hash, _outcome(90.0))
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if mode == os.W_OK else real_access(p, mode))
+    (tmp_path / "r.sqlite-shm").unlink(missing_ok=True)
+    with Store(tmp_path / "r.sqlite", readonly=True) as db:
+        assert [r.metrics["accuracy"] for r in db.rows("s")] == [90.0]
+    assert not (tmp_path / "r.sqlite-shm").exists()  # nothing written next to an archived store

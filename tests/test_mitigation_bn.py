@@ -219,9 +219,16 @@ def test_online_bn_uses_batch_statistics_and_keeps_running_stats(digits: dict) -
     with torch.no_grad(), online_bn(chip):
         online_acc = 100.0 * sum(int((chip(xb).argmax(1) == yb).sum()) for xb, yb in digits["test"]) / 397
     assert online_acc > digits["clean"] - 3.0
+    # an evaluation loop that calls model.eval() inside the block still normalises online
+    from xbarlab.evaluation import accuracy
+
+    with online_bn(chip):
+        assert accuracy(chip, digits["test"]) == pytest.approx(online_acc)
+    assert accuracy(chip, digits["test"]) < online_acc - 10.0
     with pytest.raises(RuntimeError, match="inside"), online_bn(chip):
         raise RuntimeError("inside")
     assert not any(m.training for m in chip.modules()) and chip[1].track_running_stats
+    assert torch.equal(chip[1].running_mean, snap["1"].running_mean)
 
 
 def test_finetune_bn_changes_only_gamma_beta(digits: dict) -> None:

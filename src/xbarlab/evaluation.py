@@ -20,6 +20,7 @@ from xbarlab.chip import MAX_SEED, calibrate, drift, needs_calibration, program
 from xbarlab.conversion import convert
 from xbarlab.hardware import HardwareConfig
 from xbarlab.layers import AnalogLayer
+from xbarlab.seeding import derive_seed
 from xbarlab.stats import Summary, summarize
 
 
@@ -147,17 +148,21 @@ def evaluate_chips(
     with progress_ctx as bar:
         for k in range(chips):
             chip = copy.deepcopy(base)
-            program(chip, seed + k)
-            if t_seconds is not None:
-                drift(chip, t_seconds)
-            if needs_calibration(chip):
-                if calib_loader is None:
-                    raise ValueError("calib_loader: required, the hardware has DAC/ADC converters to calibrate")
-                batches = calib_loader(seed + k) if callable(calib_loader) else calib_loader
-                calibrate(chip, batches, num_batches=calib_batches, device=device)
-            info, context = _unpack_outcome(mitigation(chip) if mitigation is not None else None)
-            with context:
-                acc = accuracy(chip, test_loader, device=device, max_batches=max_batches)
+            # the global torch RNG (data augmentation of mitigations) seeded per chip as in a sweep trial, so
+            # chip seed s gives the same result here, in `xbarlab mitigate` and in a sweep; restored afterwards
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(derive_seed(seed + k, "trial"))
+                program(chip, seed + k)
+                if t_seconds is not None:
+                    drift(chip, t_seconds)
+                if needs_calibration(chip):
+                    if calib_loader is None:
+                        raise ValueError("calib_loader: required, the hardware has DAC/ADC converters to calibrate")
+                    batches = calib_loader(seed + k) if callable(calib_loader) else calib_loader
+                    calibrate(chip, batches, num_batches=calib_batches, device=device)
+                info, context = _unpack_outcome(mitigation(chip) if mitigation is not None else None)
+                with context:
+                    acc = accuracy(chip, test_loader, device=device, max_batches=max_batches)
             results.append(ChipResult(k, seed + k, acc, dict(info)))
             bar.advance(acc)
     return MonteCarloResult(

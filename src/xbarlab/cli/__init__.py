@@ -31,11 +31,24 @@ _register_all()
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that report bad input (config, model, data, files): shown as one line, not a traceback."""
+    import sqlite3
+
     import yaml
 
+    from xbarlab.experiments.store import StoreError
     from xbarlab.layers import NotProgrammedError
 
-    return (ValueError, TypeError, OSError, KeyError, yaml.YAMLError, NotProgrammedError)
+    return (
+        ValueError,
+        TypeError,
+        OSError,
+        KeyError,
+        OverflowError,
+        yaml.YAMLError,
+        NotProgrammedError,
+        StoreError,
+        sqlite3.DatabaseError,
+    )
 
 
 def main() -> None:

@@ -146,6 +146,7 @@ def evaluate(
     batch_size: int = typer.Option(256, min=1),
     max_test: int = typer.Option(None, min=1, help="Use only the first N test samples."),
     calib_batches: int = typer.Option(4, min=1, help="Batches of training data for DAC/ADC calibration."),
+    calib_batch_size: int = typer.Option(128, min=1, help="Images per calibration batch (128, as in sweeps)."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     out: Path = typer.Option(None, help="Write the results as JSON here."),
 ) -> None:
@@ -174,7 +175,7 @@ def evaluate(
         test = Subset(test, range(min(max_test, len(test))))  # type: ignore[assignment]
     train = get_dataset(ds_name, "train", data_dir=data_dir, augment=False)
     test_loader = make_loader(test, batch_size)
-    calib_loader = seeded_calibration(train, batch_size)  # chip seed s: the same images in every run
+    calib_loader = seeded_calibration(train, calib_batch_size)  # chip seed s: the same images in every run
     model = channels_last(model).to(dev)  # zoo models: NHWC convolutions, 25–35 % faster on CPU
     clean = accuracy(model, test_loader, device=dev)
     result = evaluate_chips(
@@ -199,6 +200,18 @@ def evaluate(
         payload = {
             "clean_accuracy": clean,
             "dataset": ds_name,
+            "settings": {
+                "hardware": hardware,
+                "overrides": list(overrides),
+                "chips": chips,
+                "seed": seed,
+                "time_s": t_seconds,
+                "test_samples": len(test),
+                "batch_size": batch_size,
+                "calib_batches": calib_batches,
+                "calib_batch_size": calib_batch_size,
+                "device": device,
+            },
             "model": meta,
             **result.to_dict(),
             "hardware_config": hw.to_dict(),

@@ -64,7 +64,7 @@ def mitigate(
 
     from xbarlab.data import make_loader
     from xbarlab.evaluation import accuracy, evaluate_chips, seeded_calibration
-    from xbarlab.experiments.registry import check_options, get_mitigation
+    from xbarlab.experiments.registry import check_options, get_mitigation, require_bn
     from xbarlab.experiments.trial import TrialContext
 
     dev = _check_device(device)
@@ -76,14 +76,26 @@ def mitigate(
     if overrides:
         hw = hw.override(_parse_overrides(overrides))
     parsed = _parse_overrides(options)
+    for key in parsed:  # every --option must name a selected method (a typo would otherwise be ignored)
+        if key.partition(".")[0] not in methods:
+            raise typer.BadParameter(
+                f"--option {key}: allowed: method.option for a selected method ({', '.join(methods)})"
+            )
+    method_options = {}
+    for method in methods:  # all checked before the first chip runs
+        get_mitigation(method)
+        prefix = f"{method}."
+        opts = {k[len(prefix) :]: v for k, v in parsed.items() if k.startswith(prefix)}
+        method_options[method] = check_options(method, opts)
+        if method.startswith("bn_"):
+            require_bn(model, method)
     test_loader = make_loader(test, batch_size)
     calib_loader = seeded_calibration(train.with_augmentation(None), 128)  # per chip seed, same for every method
     clean = accuracy(model.to(dev), test_loader, device=dev)
     rows: list[dict[str, Any]] = []
     for method in methods:
         definition = get_mitigation(method)
-        prefix = f"{method}."
-        opts = check_options(method, {k[len(prefix) :]: v for k, v in parsed.items() if k.startswith(prefix)})
+        opts = method_options[method]
         seeds = iter(range(seed, seed + chips))
 
         def apply(chip: Any, definition: Any = definition, opts: dict[str, Any] = opts, seeds: Any = seeds) -> Any:
@@ -117,6 +129,17 @@ def mitigate(
             {
                 "clean_accuracy": clean,
                 "dataset": ds_name,
+                "settings": {
+                    "hardware": hardware,
+                    "overrides": list(overrides),
+                    "chips": chips,
+                    "seed": seed,
+                    "time_s": t_seconds,
+                    "batch_size": batch_size,
+                    "calib_batches": 4,
+                    "calib_batch_size": 128,
+                    "device": device,
+                },
                 "model": meta,
                 "hardware_config": hw.to_dict(),
                 "test_samples": len(test),

@@ -199,9 +199,21 @@ def _none(chip: nn.Module, ctx: TrialContext, options: Mapping[str, Any]) -> Mit
     return MitigationOutcome()
 
 
+def require_bn(chip: nn.Module, method: str) -> None:
+    """A BN method on a model without BatchNorm would report the unmitigated accuracy as its result: refuse."""
+    from xbarlab.mitigation.bn import bn_modules
+
+    if not bn_modules(chip):
+        raise ValueError(
+            f"mitigation {method!r}: the model has no BatchNorm layer, so there is nothing to adapt; allowed: "
+            "models with BN (e.g. resnet20, vgg-small), or another mitigation"
+        )
+
+
 def _bn_adapt(chip: nn.Module, ctx: TrialContext, options: Mapping[str, Any]) -> MitigationOutcome:
     from xbarlab.mitigation.bn import adapt_bn
 
+    require_bn(chip, "bn_adapt")
     loader = ctx.train_loader(int(options["batch_size"]), augment=bool(options["augment"]), purpose="bn_adapt")
     res = adapt_bn(
         chip, loader, num_batches=int(options["num_batches"]), momentum=options["momentum"], device=ctx.device
@@ -212,12 +224,14 @@ def _bn_adapt(chip: nn.Module, ctx: TrialContext, options: Mapping[str, Any]) ->
 def _bn_online(chip: nn.Module, ctx: TrialContext, options: Mapping[str, Any]) -> MitigationOutcome:
     from xbarlab.mitigation.bn import online_bn
 
+    require_bn(chip, "bn_online")
     return MitigationOutcome({}, online_bn(chip))
 
 
 def _bn_finetune(chip: nn.Module, ctx: TrialContext, options: Mapping[str, Any]) -> MitigationOutcome:
     from xbarlab.mitigation.bn import finetune_bn
 
+    require_bn(chip, "bn_finetune")
     bs = int(options["batch_size"])
     augment = bool(options["augment"])
     loader = ctx.train_loader(bs, augment=augment, purpose="bn_finetune")

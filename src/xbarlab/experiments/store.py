@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -143,6 +144,10 @@ class Store:
         if not readonly:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         uri = f"file:{self.path}?mode={'rw' if readonly else 'rwc'}"
+        if readonly and not os.access(self.path.parent, os.W_OK):
+            # an archived store in a read-only folder: WAL mode cannot create its -shm file there, so open the
+            # file as immutable (a cleanly closed store has no pending WAL content)
+            uri = f"file:{self.path}?mode=ro&immutable=1"
         try:
             self._db = sqlite3.connect(
                 uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False

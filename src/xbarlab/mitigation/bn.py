@@ -346,7 +346,10 @@ def online_bn(model: nn.Module) -> Iterator[nn.Module]:
     """Context manager: every BN normalises with the current batch's own statistics (P2 reading B).
 
     Inside the block every module is in eval mode except the BN modules, which are in train mode with
-    ``track_running_stats=False``. With that combination PyTorch passes no running buffers to
+    ``track_running_stats=False`` and their running mean/variance buffers detached (set to ``None``, restored on
+    exit). With that combination PyTorch normalises with the batch statistics *whatever the training flag*
+    (an evaluation loop that calls ``model.eval()`` inside the block, such as
+    :func:`xbarlab.evaluation.accuracy`, still gets online BN) and passes no running buffers to
     ``F.batch_norm``, so the running mean/variance and ``num_batches_tracked`` are guaranteed to stay
     unchanged (a train-mode BN with ``momentum=0.0`` would still increment ``num_batches_tracked`` and turns
     NaN batch statistics into NaN running statistics, because 0·NaN = NaN). The result depends on the test
@@ -358,11 +361,20 @@ def online_bn(model: nn.Module) -> Iterator[nn.Module]:
         with torch.no_grad(), online_bn(chip):
             logits = chip(x)
     """
+    bns = [bn for _, bn in bn_modules(model)]
+    saved = [(bn.running_mean, bn.running_var) for bn in bns]
     with _preserve_modes(model):
         _bn_only_train_mode(model)
-        for _, bn in bn_modules(model):
-            bn.track_running_stats = False
-        yield model
+        try:
+            for bn in bns:
+                bn.track_running_stats = False
+                bn.running_mean = None
+                bn.running_var = None
+            yield model
+        finally:
+            for bn, (mean, var) in zip(bns, saved, strict=True):
+                bn.running_mean = mean
+                bn.running_var = var
 
 
 # ----------------------------------------------------------------------------------------------------
