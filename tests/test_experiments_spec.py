@@ -122,6 +122,26 @@ def test_other_errors() -> None:
     assert err.key == "base.mitigation_options.bn_adapt" and err.line == 7 and "num_batchez" in str(err)
 
 
+def test_option_ranges_and_names_are_checked_before_any_trial() -> None:
+    def with_options(text: str) -> str:
+        return VALID.replace(
+            "  hardware: {preset: fefet}\n", f"  hardware: {{preset: fefet}}\n  mitigation_options:\n{text}"
+        )
+
+    err = _error(with_options("    bn_finetune: {lr: -1}\n"))
+    assert err.key == "base.mitigation_options.bn_finetune" and "'lr'" in str(err) and "allowed: > 0" in str(err)
+    err = _error(with_options("    bn_adapt: {num_batches: 0}\n"))
+    assert "allowed: >= 1" in str(err)
+    err = _error(with_options("    bn_adapt: {momentum: 5.0}\n"))
+    assert "allowed: > 0 and <= 1" in str(err)
+    err = _error(with_options("    drift_comp_global: {readout: bogus}\n"))
+    assert "allowed: one of forward, weights, conductance" in str(err)
+    err = _error(VALID.replace("{dataset: digits}", "{dataset: nosuch}"))
+    assert err.key == "base.data.dataset" and "fashion-mnist" in str(err)
+    err = _error(VALID.replace("{checkpoint: /nonexistent/ckpt}", "{pretrained: nosuch}"))
+    assert err.key == "base.model.pretrained" and "resnet20-fmnist" in str(err)
+
+
 def test_yaml_12_floats_and_mapping_values() -> None:
     spec = parse_spec(VALID.replace("hardware.read_noise.sigma: [0.05, 0.1]", "drift_s: [1, 1e10, 1.5e-1]"))
     assert spec.grid[0].values == (1, 1e10, 0.15)

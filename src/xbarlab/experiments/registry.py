@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MitigationDef",
     "MitigationOutcome",
+    "OptionLimit",
     "TrialKind",
     "check_options",
     "get_mitigation",
@@ -72,6 +73,38 @@ class MitigationDef:
     description: str
     apply: MitigationFn
     options: Mapping[str, Any] = field(default_factory=dict)
+    limits: Mapping[str, OptionLimit] = field(default_factory=dict)
+    """Allowed values per option, checked with the types when a sweep is planned (before any trial runs)."""
+
+
+@dataclass(frozen=True)
+class OptionLimit:
+    """The allowed values of one mitigation option: a numeric interval and/or a set of choices.
+
+    ``lo``/``hi`` bound numbers (open with ``lo_open``/``hi_open``); ``choices`` lists allowed strings; ``None``
+    values pass when the option's default is ``None``.
+    """
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    choices: tuple[str, ...] = ()
+
+    def check(self, value: Any) -> str | None:
+        """What is allowed, when ``value`` is not; ``None`` when it is."""
+        if value is None:
+            return None
+        if self.choices:
+            return None if value in self.choices else "one of " + ", ".join(self.choices)
+        lo = "" if self.lo is None else f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        hi = "" if self.hi is None else f"{'<' if self.hi_open else '<='} {self.hi:g}"
+        allowed = " and ".join(x for x in (lo, hi) if x)
+        if self.lo is not None and (value < self.lo or (self.lo_open and value == self.lo)):
+            return allowed
+        if self.hi is not None and (value > self.hi or (self.hi_open and value == self.hi)):
+            return allowed
+        return None
 
 
 TrialKind = Callable[[Mapping[str, Any]], dict[str, Any]]
@@ -188,6 +221,10 @@ def check_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
                 f"option {key!r} of mitigation {name!r}: invalid value {value!r}; allowed: {_type_name(default)}"
             )
         merged[key] = float(value) if isinstance(default, float) else value
+        limit = definition.limits.get(key)
+        problem = limit.check(value) if limit is not None else None
+        if problem is not None:
+            raise ValueError(f"option {key!r} of mitigation {name!r}: invalid value {value!r}; allowed: {problem}")
     return merged
 
 
@@ -271,6 +308,11 @@ register_mitigation(
         "on the chip from training batches (xbarlab.mitigation.adapt_bn).",
         _bn_adapt,
         {"num_batches": 20, "batch_size": 128, "augment": True, "momentum": None},
+        {
+            "num_batches": OptionLimit(lo=1),
+            "batch_size": OptionLimit(lo=1),
+            "momentum": OptionLimit(lo=0.0, hi=1.0, lo_open=True),
+        },
     )
 )
 register_mitigation(
@@ -298,6 +340,16 @@ register_mitigation(
             "augment": True,
             "start_from_adapted": True,
             "adapt_batches": 20,
+        },
+        {
+            "epochs": OptionLimit(lo=1),
+            "lr": OptionLimit(lo=0.0, lo_open=True),
+            "lr_step_epochs": OptionLimit(lo=1),
+            "lr_gamma": OptionLimit(lo=0.0, hi=1.0, lo_open=True),
+            "momentum": OptionLimit(lo=0.0, hi=1.0, hi_open=True),
+            "batch_size": OptionLimit(lo=1),
+            "max_samples": OptionLimit(lo=1),
+            "adapt_batches": OptionLimit(lo=1),
         },
     )
 )

@@ -499,6 +499,23 @@ def _validate_settings(
             ("base", "model"),
             f"{'both' if given else 'neither'} 'pretrained' and 'checkpoint' given; allowed: exactly one of them",
         )
+    if check_model and model.get("pretrained"):
+        from xbarlab.checkpoint import list_pretrained
+
+        if model["pretrained"] not in list_pretrained():
+            raise fail(
+                ("base", "model", "pretrained"),
+                f"invalid value {model['pretrained']!r}; allowed: one of {', '.join(list_pretrained())}",
+            )
+    dataset = settings["data"].get("dataset")
+    if dataset is not None:
+        from xbarlab.data.registry import dataset_info, list_datasets
+
+        try:
+            dataset_info(str(dataset))
+        except KeyError:
+            names = ", ".join(d.name for d in list_datasets())
+            raise fail(("base", "data", "dataset"), f"invalid value {dataset!r}; allowed: one of {names}") from None
     name = settings["mitigation"]
     if name not in list_mitigations():
         raise fail(("base", "mitigation"), f"invalid value {name!r}; allowed: one of {', '.join(list_mitigations())}")

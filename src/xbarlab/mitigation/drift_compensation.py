@@ -328,7 +328,7 @@ def _sweep_mitigation(kind: str) -> Callable[[nn.Module, Any, Mapping[str, Any]]
 
 def register_sweep_mitigations() -> None:
     """Register ``drift_comp_global`` and ``drift_comp_column`` in the sweep mitigation registry (idempotent)."""
-    from xbarlab.experiments.registry import MitigationDef, register_mitigation
+    from xbarlab.experiments.registry import MitigationDef, OptionLimit, register_mitigation
 
     for name, kind, text in (
         ("drift_comp_global", "global", "one factor per layer (GDC; aihwkit GlobalDriftCompensation)"),
@@ -341,6 +341,7 @@ def register_sweep_mitigations() -> None:
                 "(xbarlab.mitigation.drift_compensation; readout: forward, weights or conductance).",
                 _sweep_mitigation(kind),
                 {"readout": "forward"},
+                {"readout": OptionLimit(choices=READOUTS)},
             ),
             replace=True,
         )
