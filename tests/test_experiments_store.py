@@ -194,3 +194,36 @@ def test_store_in_a_read_only_folder_opens_for_reading(tmp_path: Path, monkeypat
     with Store(tmp_path / "r.sqlite", readonly=True) as db:
         assert [r.metrics["accuracy"] for r in db.rows("s")] == [90.0]
     assert not (tmp_path / "r.sqlite-shm").exists()  # nothing written next to an archived store
+
+
+def test_foreign_sqlite_files_are_refused(tmp_path: Path) -> None:
+    import sqlite3
+
+    other = tmp_path / "other.sqlite"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE inventory (item TEXT)")
+    with pytest.raises(StoreError, match=r"an SQLite database of something else .*inventory"):
+        Store(other)
+    with sqlite3.connect(other) as db:  # untouched: no xbarlab tables were added
+        assert [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")] == ["inventory"]
+
+
+def test_cli_refuses_bad_store_files_sweep_names_and_executor_options(tmp_path: Path) -> None:
+    from experiments_util import cli
+
+    spec = parse_spec(SPEC)
+    with Store(tmp_path / "r.sqlite") as db:
+        db.register_sweep(spec, resolve_trials(spec, fingerprint=False))
+    (tmp_path / "junk.sqlite").write_text("junk\n")
+    result = cli(["results", "junk.sqlite"], tmp_path)
+    assert result.returncode == 2 and "not an SQLite results store" in result.stderr
+    result = cli(["results", "r.sqlite", "--sweep", "nosuch"], tmp_path)
+    assert result.returncode == 2 and "--sweep: invalid value 'nosuch'; allowed: one of s" in result.stderr
+    (tmp_path / "s.yaml").write_text(SPEC)
+    for args, text in (
+        (["--executor", "dask"], "allowed: local, process, ray"),
+        (["--threads", "0"], "--threads"),
+        (["--workers", "0"], "--workers"),
+    ):
+        result = cli(["sweep", "s.yaml", *args], tmp_path)
+        assert result.returncode == 2 and text in result.stderr, result.stderr

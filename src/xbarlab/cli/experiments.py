@@ -29,6 +29,9 @@ def _resolve_source(source: str, store: str | None) -> tuple[Path, str | None, A
     path = Path(source)
     if _is_store(path):
         return path, None, None
+    if path.suffix in (".sqlite", ".sqlite3", ".db") and path.exists():
+        _err(f"error: {path}: not an SQLite results store (the file does not start with the SQLite header)")
+        raise typer.Exit(2)
     try:
         spec = load_spec(source)
     except SweepSpecError as exc:
@@ -99,8 +102,8 @@ def register(app: typer.Typer) -> None:
     def sweep_cmd(
         file: str = typer.Argument(..., help="Sweep YAML file, or a built-in sweep name (docs/experiments.md)."),
         executor: str = typer.Option("local", "--executor", "-e", help="local | process | ray"),
-        workers: int = typer.Option(None, "--workers", "-w", help="Worker processes / Ray tasks in flight."),
-        threads: int = typer.Option(None, "--threads", help="Torch threads per worker (default cores/workers)."),
+        workers: int = typer.Option(None, "--workers", "-w", min=1, help="Worker processes / Ray tasks in flight."),
+        threads: int = typer.Option(None, "--threads", min=1, help="Torch threads per worker (default cores/workers)."),
         address: str = typer.Option(None, "--address", help="Ray cluster address ('auto' or ray://host:port)."),
         store: str = typer.Option(None, "--store", "-s", help="Results store (default: from the file)."),
         limit: int = typer.Option(None, "--limit", help="Run at most N trials now."),
@@ -115,6 +118,9 @@ def register(app: typer.Typer) -> None:
         from xbarlab.experiments.spec import SweepSpecError, load_spec, parse_value, resolve_trials
         from xbarlab.experiments.sweep import run_sweep
 
+        if executor not in ("local", "process", "ray"):
+            _err(f"error: --executor: invalid value {executor!r}; allowed: local, process, ray")
+            raise typer.Exit(2)
         overrides = {}
         for item in set_ or []:
             key, sep, value = item.partition("=")
@@ -177,6 +183,10 @@ def register(app: typer.Typer) -> None:
         store_path, name, _ = _resolve_source(source, store)
         try:
             with Store(store_path, readonly=True) as db:
+                names = [str(sw["name"]) for sw in db.sweeps()]
+                if sweep is not None and sweep not in names:
+                    allowed = ", ".join(names) or "(none)"
+                    raise StoreError(f"--sweep: invalid value {sweep!r}; allowed: one of {allowed}")
                 columns, records = tidy(db.rows(sweep or name))
         except StoreError as exc:
             _err(f"error: {exc}")

@@ -153,6 +153,13 @@ class Store:
                 uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
             )
             self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if tables and "meta" not in tables:
+                self._db.close()
+                raise StoreError(
+                    f"store {self.path}: an SQLite database of something else (tables "
+                    f"{', '.join(sorted(tables)[:5])}); allowed: a new file or an xbarlab results store"
+                )
             if not readonly:
                 self._retry(lambda: self._db.execute("PRAGMA journal_mode = WAL"))
                 self._db.execute("PRAGMA synchronous = NORMAL")
