@@ -96,21 +96,24 @@ def test_distortion_writes_table_and_scatter(toy_checkpoint: Path, tmp_path: Pat
         "--hw",
         "fefet",
         "--calib-images",
-        "64",
+        "128",
         "--out",
         str(tmp_path),
     ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     table = (tmp_path / "distortion.md").read_text()
-    assert table.count("\n") >= 3 and "e-0" in table
+    assert table.count("\n") >= 3 and "e-0" in table and "chip seed 0" in table
     assert (tmp_path / "weight_scatter.png").stat().st_size > 1000
 
 
 def test_cost_reports_savings() -> None:
-    result = runner.invoke(app, ["cost", "--model", "lenet5", "--input-shape", "1,28,28"])
+    result = runner.invoke(app, ["cost", "--model", "resnet20", "--input-shape", "1,32,32"])
     assert result.exit_code == 0, result.output
     assert "saving" in result.output.lower()
+    result = runner.invoke(app, ["cost", "--model", "lenet5", "--input-shape", "1,28,28"])  # no BN to fine-tune
+    assert isinstance(result.exception, ValueError) and "no affine BatchNorm" in str(result.exception)
+    assert runner.invoke(app, ["cost", "--model", "resnet20", "--input-shape", "1,32"]).exit_code == 2
 
 
 def test_evaluate_chip_seed_gives_the_same_accuracy_whatever_the_run(

@@ -71,6 +71,13 @@ def _prepare_out(out: Path | None) -> None:
         raise typer.BadParameter(f"--out {out}: is a folder; give a file path")
 
 
+def _spread(n: int, std: float, low: float, high: float) -> tuple[str, str]:
+    """Table cells for the std and the 95 % CI: undefined ("–") for a single chip."""
+    if n < 2:
+        return "–", "– (1 chip)"
+    return f"{std:.2f}", f"[{low:.2f}, {high:.2f}]"
+
+
 def _parse_floats(text: str, name: str) -> tuple[float, ...]:
     """``"0.1,0.2"`` → ``(0.1, 0.2)``; a ``typer.BadParameter`` naming the option for bad or empty input."""
     try:
@@ -194,7 +201,7 @@ def evaluate(
     for col in ("setting", "accuracy (%)", "std", "95% CI"):
         table.add_column(col)
     table.add_row("digital (clean)", f"{clean:.2f}", "", "")
-    table.add_row(hw.name, f"{s.mean:.2f}", f"{s.std:.2f}", f"[{s.ci95_low:.2f}, {s.ci95_high:.2f}]")
+    table.add_row(hw.name, f"{s.mean:.2f}", *_spread(s.n, s.std, s.ci95_low, s.ci95_high))
     console.print(table)
     if out:
         payload = {

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from xbarlab.cli.core import _check_device, _load_hardware, _parse_overrides, _prepare_out
+from xbarlab.cli.core import _check_device, _load_hardware, _parse_overrides, _prepare_out, _spread
 from xbarlab.models import channels_last
 
 console = Console()
@@ -120,7 +120,7 @@ def mitigate(
     for r in rows:
         per_chip = " ".join(f"{a:.1f}" for a in r["accuracies"])
         table.add_row(
-            r["method"], f"{r['mean']:.2f}", f"{r['std']:.2f}", f"[{r['ci95_low']:.2f}, {r['ci95_high']:.2f}]", per_chip
+            r["method"], f"{r['mean']:.2f}", *_spread(r["n"], r["std"], r["ci95_low"], r["ci95_high"]), per_chip
         )
     console.print(table)
     if out:
@@ -158,15 +158,21 @@ def distortion(
     seed: int = typer.Option(0, min=0),
     t_seconds: float = typer.Option(None, "--time"),
     overrides: list[str] = typer.Option([], "--set"),
-    calib_images: int = typer.Option(512, min=1, help="Images for the per-layer MAC error (SNR)."),
+    calib_images: int = typer.Option(
+        512, min=128, help="Images for the per-layer MAC error (SNR), in batches of 128 (a multiple of 128)."
+    ),
     out: Path = typer.Option(Path("reports/distortion"), help="Folder for the table and the scatter plot."),
 ) -> None:
     """Per-layer distortion of one chip: PC2 of (W_ideal, W_NI), MAC SNR in dB, and the weight scatter plot."""
     from xbarlab.chip import calibrate, drift, needs_calibration, program
     from xbarlab.conversion import convert
-    from xbarlab.data import make_loader
+    from xbarlab.evaluation import seeded_calibration
     from xbarlab.metrics import layer_distortion, plot_weight_scatter
 
+    if calib_images % 128:
+        raise typer.BadParameter(f"--calib-images {calib_images}: allowed: a multiple of 128 (batches of 128)")
+    if out.exists() and not out.is_dir():
+        raise typer.BadParameter(f"--out {out}: is a file; allowed: a folder (created when missing)")
     model, meta, _, train, _ = _model_and_data(pretrained, checkpoint, dataset, data_dir)
     hw = _load_hardware(hardware)
     if overrides:
@@ -174,15 +180,18 @@ def distortion(
     chip = program(convert(model, hw), seed)
     if t_seconds is not None:
         drift(chip, t_seconds)
-    loader = make_loader(train.with_augmentation(None), 128, shuffle=True, seed=seed)
+    loader = seeded_calibration(train.with_augmentation(None), 128)(seed)  # the chip's images, as in evaluate
     if needs_calibration(chip):
         calibrate(chip, loader)
-    batches = [x for i, (x, _) in enumerate(loader) if i < max(1, calib_images // 128)]
+    batches = [x for i, (x, _) in enumerate(loader) if i < calib_images // 128]
     records = layer_distortion(chip, batches)
     table = Table(title=f"per-layer distortion: {meta.get('model', 'model')}, {hw.name}, chip seed {seed}")
     for col in ("layer", "weights", "PC2", "MAC SNR (dB)"):
         table.add_column(col)
-    lines = ["| layer | weights | PC2 | MAC SNR (dB) |", "|---|---|---|---|"]
+    source = pretrained or checkpoint
+    settings = f"model {source}, hardware {hardware} {' '.join(overrides)}, chip seed {seed}, time {t_seconds} s, "
+    lines = [f"Settings: {settings}{len(batches) * 128} calibration images.", ""]
+    lines += ["| layer | weights | PC2 | MAC SNR (dB) |", "|---|---|---|---|"]
     for r in records:
         snr = r.snr_db
         snr_txt = "" if snr is None else f"{snr:.2f}"
@@ -205,7 +214,12 @@ def cost(
     from xbarlab.mitigation.cost import training_cost
     from xbarlab.models import build_model
 
-    shape = tuple(int(v) for v in input_shape.split(","))
+    try:
+        shape = tuple(int(v) for v in input_shape.split(","))
+    except ValueError as exc:
+        raise typer.BadParameter(f"--input-shape {input_shape!r}: allowed: C,H,W as three integers") from exc
+    if len(shape) != 3:
+        raise typer.BadParameter(f"--input-shape {input_shape!r}: allowed: C,H,W as three integers")
     net = build_model(model_name, in_channels=shape[0], num_classes=num_classes)
     report = training_cost(net, shape)
     console.print(report.to_markdown(per_layer=per_layer))
