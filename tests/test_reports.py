@@ -196,3 +196,26 @@ def test_report_cli(tmp_path: Path) -> None:
 def test_pareto_front() -> None:
     pts = [(1.0, 50.0), (0.5, 40.0), (0.25, 45.0), (1.0, 60.0), (0.0625, 10.0), (0.5, 61.0)]
     assert pareto_front(pts) == [4, 2, 5]
+
+
+def test_partial_sweep_is_flagged_and_single_chip_spread_is_undefined(tmp_path: Path) -> None:
+    path = tmp_path / "p.sqlite"
+    with Store(path) as db:
+        spec = parse_spec(SIGMA_SWEEP)
+        trials = resolve_trials(spec, fingerprint=False)
+        db.register_sweep(spec, trials)
+        first = trials[0]  # one chip of the first grid point only
+        db.add_result(
+            first.hash,
+            {
+                "metrics": _sigma_metrics(first),
+                "timings": {"total_s": 1.0},
+                "env": {},
+                "finished_at": "t",
+                "error": None,
+            },
+        )
+    text = render_report(path, tmp_path / "report").markdown.read_text()
+    assert f"**Incomplete sweep**: 1 of {len(trials)} planned trials have results" in text
+    assert "fixed so far: `hardware.read_noise.sigma`" in text
+    assert "| 1 | " in text and "| – | – |" in text

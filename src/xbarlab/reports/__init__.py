@@ -107,7 +107,9 @@ def _summary_table(data: SweepData, extra: Sequence[str]) -> Block:
     for g in _sorted_groups(data):
         s = g.summary("accuracy")
         row = [format_value(v) for v in g.key] + [g.mitigation, str(g.n)]
-        if s is not None:
+        if s is not None and s.n < 2:  # one chip: no spread to estimate
+            row += [_f(s.mean, "accuracy"), "–", "–"]
+        elif s is not None:
             row += [
                 _f(s.mean, "accuracy"),
                 _f(s.std, "accuracy"),
@@ -142,12 +144,21 @@ def _sweep_blocks(data: SweepData, plots_dir: Path, info: Mapping[str, Any]) -> 
     if desc:
         blocks.append(Block("p", str(desc)))
     facts = [f"{len(data.rows)} trial result(s); mitigations: {', '.join(data.mitigations)}"]
+    incomplete = info.get("planned") is not None and int(info["done"]) < int(info["planned"])
     if info.get("planned") is not None:
         facts.append(f"planned trials: {info['planned']}, with results: {info['done']}")
+    if incomplete:
+        blocks.append(
+            Block(
+                "p",
+                f"**Incomplete sweep**: {info['done']} of {info['planned']} planned trials have results (resume it "
+                "with `xbarlab sweep`); values listed as fixed below may only be the ones reached so far.",
+            )
+        )
     if data.dims:
         facts.append("swept: " + ", ".join(f"`{d}` ({len(data.dim_values(d))} values)" for d in data.dims))
     for k, v in data.constants.items():
-        facts.append(f"fixed: `{k}` = {format_value(v)}")
+        facts.append(f"fixed{' so far' if incomplete else ''}: `{k}` = {format_value(v)}")
     clean = Group((), "").summary("x")
     for g in data.groups:
         clean = g.summary("clean_accuracy") or clean
