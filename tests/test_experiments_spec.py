@@ -140,6 +140,8 @@ def test_option_ranges_and_names_are_checked_before_any_trial() -> None:
     assert err.key == "base.data.dataset" and "fashion-mnist" in str(err)
     err = _error(VALID.replace("{checkpoint: /nonexistent/ckpt}", "{pretrained: nosuch}"))
     assert err.key == "base.model.pretrained" and "resnet20-fmnist" in str(err)
+    err = _error(VALID.replace("chips: 3", "chips: 30000"))  # 4 points × 30,000 chips
+    assert err.key == "chips" and "= 120,000 trials; allowed: at most 100,000" in str(err)
 
 
 def test_yaml_12_floats_and_mapping_values() -> None:

@@ -241,7 +241,7 @@ def test_cli_train_robustness_options(tmp_path: Path) -> None:
     bad = [
         ([*base, "--out", str(tmp_path / "b1"), "--lipschitz", "frobenius"], "kind"),
         ([*base, "--out", str(tmp_path / "b2"), "--noise-inject", "-1"], "eta"),
-        ([*base, "--out", str(tmp_path / "b3"), "--clip-alpha", "3"], "--noise-inject"),
+        ([*base, "--out", str(tmp_path / "b3"), "--clip-alpha", "2"], "--noise-inject"),
         ([*base, "--out", str(tmp_path / "b4"), "--lipschitz-beta", "0.1"], "lipschitz"),
         ([*base, "--out", str(tmp_path / "b5"), "--init-from", str(tmp_path / "missing")], "missing"),
     ]

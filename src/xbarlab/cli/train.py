@@ -234,8 +234,11 @@ def register(app: typer.Typer) -> None:
         noise_inject: float | None = typer.Option(
             None, "--noise-inject", help="Noise-injection training: weight noise σ = ETA·max|W| (e.g. 0.038)."
         ),
-        clip_alpha: float = typer.Option(
-            2.0, "--clip-alpha", help="With --noise-inject: clip weights to ±A·std(W) after each step (0: off)."
+        clip_alpha: float | None = typer.Option(
+            None,
+            "--clip-alpha",
+            min=0.0,
+            help="With --noise-inject: clip weights to ±A·std(W) after each step (default 2; 0: off).",
         ),
     ) -> None:
         """Train a zoo model; checkpoints every epoch to --out (resumable), final model.{safetensors,json}."""
@@ -245,7 +248,7 @@ def register(app: typer.Typer) -> None:
 
         _check_device(device)
 
-        if noise_inject is None and clip_alpha != 2.0:
+        if noise_inject is None and clip_alpha is not None:
             typer.echo("error: --clip-alpha only applies with --noise-inject ETA", err=True)
             raise typer.Exit(code=2)
         try:
@@ -272,7 +275,7 @@ def register(app: typer.Typer) -> None:
                 lipschitz=lipschitz,
                 lipschitz_beta=lipschitz_beta,
                 noise_inject=noise_inject,
-                clip_alpha=None if clip_alpha == 0 else clip_alpha,
+                clip_alpha=2.0 if clip_alpha is None else (None if clip_alpha == 0 else clip_alpha),
             )
         except (DatasetError, CheckpointError, KeyError, ValueError, TypeError) as exc:
             msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)

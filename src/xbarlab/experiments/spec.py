@@ -86,6 +86,10 @@ class SweepSpecError(ValueError):
 # YAML with line numbers
 
 
+MAX_TRIALS = 100_000
+"""Largest sweep planned at once: the plan (one row per trial) is built in memory and stored in one transaction;
+five million trials took minutes and 2 GB just to plan."""
+
 Path_ = tuple[str, ...]
 
 
@@ -717,6 +721,13 @@ def parse_spec(text: str, source: str | None = None, overrides: Mapping[str, Any
         raise ctx.error(("kind",), f"invalid value {top['kind']!r}; allowed: one of {', '.join(list_trial_kinds())}")
     base = _check_base(ctx, top["base"])
     grid = _check_grid(ctx, top["grid"])
+    points = math.prod(len(a.values) for a in grid)
+    if points * int(top["chips"]) > MAX_TRIALS:
+        raise ctx.error(
+            ("chips",),
+            f"{points:,} grid points × {top['chips']:,} chips = {points * int(top['chips']):,} trials; allowed: at "
+            f"most {MAX_TRIALS:,} trials per sweep (split the grid into several sweeps sharing one store)",
+        )
     _validate_settings(ctx, base, check_model=not any(a.path.startswith("model.") for a in grid))
     report_raw = _check_mapping(ctx, ("report",), top["report"], _REPORT_FIELDS)
     pareto = None
