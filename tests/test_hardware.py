@@ -370,3 +370,20 @@ def test_offset_mapping_needs_two_columns(quantize: bool) -> None:
             {"crossbar": {"cols": 1}, "layers": [{"pattern": "fc", "settings": {"weights": {"mapping": "offset"}}}]}
         )
     assert info.value.path == "layers[0].settings.crossbar.cols"
+
+
+@pytest.mark.parametrize(
+    ("section", "kind", "field", "value"),
+    [
+        ("drift", "power_law", "scale", 2.0),
+        ("drift", "pcm_nandakumar", "nu_mean", 0.1),
+        ("drift", "pcm_nandakumar", "nu_std", 0.01),
+        ("read_noise", "pcm_1f", "offset_us", 0.1),
+    ],
+)
+def test_fields_the_kind_does_not_use_are_errors(section: str, kind: str, field: str, value: float) -> None:
+    with pytest.raises(ConfigError, match=rf"{section}\.{field}: {value} has no effect with {section}\.kind '{kind}'"):
+        HardwareConfig.from_dict({section: {"kind": kind, field: value}})
+    # inherited values, complete sections (to_dict) and restated defaults stay valid
+    hw = HardwareConfig.from_dict({section: {"kind": kind}})
+    assert HardwareConfig.from_dict(hw.to_dict()) == hw

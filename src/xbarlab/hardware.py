@@ -626,6 +626,29 @@ def _is_off(value: Any, off: Any) -> bool:
     return value is off if off is None or isinstance(off, bool) else bool(value == off)
 
 
+UNUSED_BY_KIND: dict[str, dict[str, tuple[str, ...]]] = {
+    "drift": {"power_law": ("scale",), "pcm_nandakumar": ("nu_mean", "nu_std")},
+    "read_noise": {"pcm_1f": ("offset_us",)},
+}
+"""Fields a section's ``kind`` does not use (``scale`` multiplies the PCM drift exponents only; the power law
+draws ν from ``nu_mean``/``nu_std``; the 1/f read noise has no offset): setting them is an error too."""
+
+
+def _check_unused_by_kind(section: str, user: Mapping[str, Any], result: Any, path: str) -> None:
+    kind = getattr(result, "kind", None)
+    for name in UNUSED_BY_KIND.get(section, {}).get(str(kind), ()):
+        default = next(f.default for f in fields(result) if f.name == name)
+        if name in user and getattr(result, name) != default:
+            unused = UNUSED_BY_KIND[section]
+            users = [k for k in type(result).KINDS if k != "none" and name not in unused.get(k, ())]
+            raise ConfigError(
+                f"{path}.{name}",
+                user[name],
+                f"remove {path}.{name}, or use it with {section}.kind " + " / ".join(repr(k) for k in users),
+                problem=f"{user[name]!r} has no effect with {section}.kind {kind!r}",
+            )
+
+
 def _check_switched_off(section: str, user: Any, result: Any, path: str) -> None:
     """Reject fields of a user's section mapping that have no effect because the section is switched off.
 
@@ -636,11 +659,12 @@ def _check_switched_off(section: str, user: Any, result: Any, path: str) -> None
     """
     if section not in SWITCHES or not isinstance(user, Mapping):
         return
-    switch, off, on_values = SWITCHES[section]
-    if not _is_off(getattr(result, switch), off):
-        return
     section_fields = fields(result)
     if set(user) >= {f.name for f in section_fields}:
+        return
+    _check_unused_by_kind(section, user, result, path)
+    switch, off, on_values = SWITCHES[section]
+    if not _is_off(getattr(result, switch), off):
         return
     off_text = "null" if off is None else "false" if off is False else repr(off)
     for f in section_fields:
