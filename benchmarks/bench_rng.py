@@ -15,19 +15,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
-import time
 from collections.abc import Callable
 
 
 def _ns_per_element(fn: Callable[[], object], n: int, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) / n * 1e9
+    from xbarlab.bench import _median_time
+
+    return _median_time(fn, repeats) / n * 1e9
 
 
 def main() -> None:

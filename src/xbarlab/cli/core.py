@@ -71,6 +71,11 @@ def _prepare_out(out: Path | None) -> None:
         raise typer.BadParameter(f"--out {out}: is a folder; give a file path")
 
 
+def _run_settings(hardware: str, overrides: list[str], **settings: Any) -> dict[str, Any]:
+    """What a result file records about the command that produced it (hardware as given, --set overrides, …)."""
+    return {"hardware": hardware, "overrides": list(overrides), **settings}
+
+
 def _spread(n: int, std: float, low: float, high: float) -> tuple[str, str]:
     """Table cells for the std and the 95 % CI: undefined ("–") for a single chip."""
     if n < 2:
@@ -207,18 +212,18 @@ def evaluate(
         payload = {
             "clean_accuracy": clean,
             "dataset": ds_name,
-            "settings": {
-                "hardware": hardware,
-                "overrides": list(overrides),
-                "chips": chips,
-                "seed": seed,
-                "time_s": t_seconds,
-                "test_samples": len(test),
-                "batch_size": batch_size,
-                "calib_batches": calib_batches,
-                "calib_batch_size": calib_batch_size,
-                "device": device,
-            },
+            "settings": _run_settings(
+                hardware,
+                overrides,
+                chips=chips,
+                seed=seed,
+                time_s=t_seconds,
+                test_samples=len(test),
+                batch_size=batch_size,
+                calib_batches=calib_batches,
+                calib_batch_size=calib_batch_size,
+                device=device,
+            ),
             "model": meta,
             **result.to_dict(),
             "hardware_config": hw.to_dict(),

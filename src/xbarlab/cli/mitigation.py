@@ -9,7 +9,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from xbarlab.cli.core import _check_device, _load_hardware, _parse_overrides, _prepare_out, _spread
+from xbarlab.cli.core import (
+    _check_device,
+    _load_hardware,
+    _parse_overrides,
+    _prepare_out,
+    _run_settings,
+    _spread,
+)
 from xbarlab.models import channels_last
 
 console = Console()
@@ -129,17 +136,17 @@ def mitigate(
             {
                 "clean_accuracy": clean,
                 "dataset": ds_name,
-                "settings": {
-                    "hardware": hardware,
-                    "overrides": list(overrides),
-                    "chips": chips,
-                    "seed": seed,
-                    "time_s": t_seconds,
-                    "batch_size": batch_size,
-                    "calib_batches": 4,
-                    "calib_batch_size": 128,
-                    "device": device,
-                },
+                "settings": _run_settings(
+                    hardware,
+                    overrides,
+                    chips=chips,
+                    seed=seed,
+                    time_s=t_seconds,
+                    batch_size=batch_size,
+                    calib_batches=4,
+                    calib_batch_size=128,
+                    device=device,
+                ),
                 "model": meta,
                 "hardware_config": hw.to_dict(),
                 "test_samples": len(test),
