@@ -162,6 +162,10 @@ def test_set_overrides() -> None:
     with pytest.raises(SweepSpecError) as info:
         parse_spec(VALID, overrides={"chips": 0})
     assert info.value.key == "chips" and info.value.line is None and "--set" in str(info.value)
+    with pytest.raises(SweepSpecError) as info:  # a hardware value from --set is not blamed on the file's line
+        parse_spec(VALID, overrides={"base.hardware.read_noise.sigma": -1.0})
+    assert info.value.key == "base.hardware.read_noise.sigma" and info.value.line is None
+    assert str(info.value).endswith("(set with --set)")
 
 
 def test_identity_uses_fingerprint_not_location(toy_checkpoint: Path, tmp_path: Path) -> None:

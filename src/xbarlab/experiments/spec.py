@@ -544,6 +544,14 @@ def _validate_settings(
                 ("base", "hardware", *exc.path.split(".")),
                 f"invalid value {exc.value!r}; allowed: {exc.allowed}",
             ) from exc
+        full = ("base", "hardware", *exc.path.split("."))
+        if any(full[: len(o)] == o for o in ctx.overridden):  # the bad value came from --set, not from the file
+            raise SweepSpecError(
+                f"invalid value {exc.value!r}; allowed: {exc.allowed} (set with --set)",
+                key="base.hardware." + exc.path,
+                line=None,
+                source=ctx.source,
+            ) from exc
         line_path = _hardware_error_line(ctx, ("base", "hardware"), exc)
         raise SweepSpecError(
             f"invalid value {exc.value!r}; allowed: {exc.allowed}",
