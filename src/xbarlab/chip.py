@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from xbarlab.hardware import HardwareConfig
-from xbarlab.jsonio import json_safe
+from xbarlab.jsonio import write_json
 from xbarlab.layers import CHIP_BUFFERS, CONVERTER_BUFFERS, DERIVED_BUFFERS, AnalogLayer, analog_layers
 
 CHIP_FORMAT = "xbarlab-chip/1"
@@ -35,7 +35,7 @@ MAX_SEED = 2**63 - 1
 """Chip seeds are stored as int64."""
 
 
-def _check_seed(seed: object) -> int:
+def check_seed(seed: object) -> int:
     """The seed as an int (Python or NumPy integer) in [0, 2**63 - 1], or a ValueError naming the allowed range."""
     try:
         value = operator.index(seed)  # type: ignore[arg-type]
@@ -48,7 +48,7 @@ def _check_seed(seed: object) -> int:
 
 def program(model: nn.Module, seed: int) -> nn.Module:
     """Sample one chip instance into the analog layers of ``model`` (in place); returns ``model``."""
-    value = _check_seed(seed)
+    value = check_seed(seed)
     for layer in _layers(model):
         layer.program(value)
     return model
@@ -170,9 +170,7 @@ def save_chip(model: nn.Module, path: str | Path, *, extra: dict[str, Any] | Non
     tmp_t = tensors_path.with_name(tensors_path.name + ".tmp")
     save_file(state, str(tmp_t))
     tmp_t.replace(tensors_path)
-    tmp_j = json_path.with_name(json_path.name + ".tmp")
-    tmp_j.write_text(json.dumps(json_safe(meta), indent=2, allow_nan=False))
-    tmp_j.replace(json_path)
+    write_json(json_path, meta)
     return base
 
 

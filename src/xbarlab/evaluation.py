@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from xbarlab.chip import MAX_SEED, calibrate, drift, needs_calibration, program
+from xbarlab.chip import MAX_SEED, calibrate, check_seed, drift, needs_calibration, program
 from xbarlab.conversion import convert
 from xbarlab.hardware import HardwareConfig
 from xbarlab.layers import AnalogLayer
@@ -131,7 +131,7 @@ def evaluate_chips(
     """
     if chips < 1:
         raise ValueError(f"chips: invalid value {chips}; allowed: >= 1")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED - (chips - 1):
+    if check_seed(seed) > MAX_SEED - (chips - 1):
         raise ValueError(f"seed: invalid value {seed!r}; allowed: an integer in [0, 2**63 - {chips}] for {chips} chips")
     if hw is not None:
         base = convert(model, hw)
@@ -174,7 +174,6 @@ def seeded_calibration(dataset: Any, batch_size: int) -> Callable[[int], Iterabl
     """Calibration batches of a chip as a function of its seed: ``dataset`` shuffled with a seed derived from
     (chip seed, "calibration") — the same choice as a sweep trial (:mod:`xbarlab.experiments.trial`)."""
     from xbarlab.data import make_loader
-    from xbarlab.seeding import derive_seed
 
     def batches(chip_seed: int) -> Iterable[Any]:
         return make_loader(dataset, batch_size, shuffle=True, seed=derive_seed(chip_seed, "calibration"))

@@ -90,11 +90,10 @@ def mitigate(
             )
     method_options = {}
     for method in methods:  # all checked before the first chip runs
-        get_mitigation(method)
         prefix = f"{method}."
         opts = {k[len(prefix) :]: v for k, v in parsed.items() if k.startswith(prefix)}
         method_options[method] = check_options(method, opts)
-        if method.startswith("bn_"):
+        if get_mitigation(method).requires_bn:
             require_bn(model, method)
     test_loader = make_loader(test, batch_size)
     calib_loader = seeded_calibration(train.with_augmentation(None), 128)  # per chip seed, same for every method

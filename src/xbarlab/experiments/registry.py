@@ -75,6 +75,8 @@ class MitigationDef:
     options: Mapping[str, Any] = field(default_factory=dict)
     limits: Mapping[str, OptionLimit] = field(default_factory=dict)
     """Allowed values per option, checked with the types when a sweep is planned (before any trial runs)."""
+    requires_bn: bool = False
+    """The method acts on BatchNorm layers: a model without BN is refused (:func:`require_bn`)."""
 
 
 @dataclass(frozen=True)
@@ -313,6 +315,7 @@ register_mitigation(
             "batch_size": OptionLimit(lo=1),
             "momentum": OptionLimit(lo=0.0, hi=1.0, lo_open=True),
         },
+        requires_bn=True,
     )
 )
 register_mitigation(
@@ -321,6 +324,7 @@ register_mitigation(
         "Online test-batch BN statistics (P2 reading B; xbarlab.mitigation.online_bn); depends on the test "
         "batch size (data.batch_size).",
         _bn_online,
+        requires_bn=True,
     )
 )
 register_mitigation(
@@ -351,6 +355,7 @@ register_mitigation(
             "max_samples": OptionLimit(lo=1),
             "adapt_batches": OptionLimit(lo=1),
         },
+        requires_bn=True,
     )
 )
 

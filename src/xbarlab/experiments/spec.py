@@ -545,18 +545,11 @@ def _validate_settings(
                 f"invalid value {exc.value!r}; allowed: {exc.allowed}",
             ) from exc
         full = ("base", "hardware", *exc.path.split("."))
-        if any(full[: len(o)] == o for o in ctx.overridden):  # the bad value came from --set, not from the file
-            raise SweepSpecError(
-                f"invalid value {exc.value!r}; allowed: {exc.allowed} (set with --set)",
-                key="base.hardware." + exc.path,
-                line=None,
-                source=ctx.source,
-            ) from exc
-        line_path = _hardware_error_line(ctx, ("base", "hardware"), exc)
+        from_set = any(full[: len(o)] == o for o in ctx.overridden)  # the value came from --set, not the file
         raise SweepSpecError(
-            f"invalid value {exc.value!r}; allowed: {exc.allowed}",
+            f"invalid value {exc.value!r}; allowed: {exc.allowed}" + (" (set with --set)" if from_set else ""),
             key="base.hardware." + exc.path,
-            line=ctx.line(line_path),
+            line=None if from_set else ctx.line(_hardware_error_line(ctx, ("base", "hardware"), exc)),
             source=ctx.source,
         ) from exc
     if hw_cache is not None:

@@ -713,7 +713,7 @@ def training_cost(
     shape = tuple(int(s) for s in input_shape)
     if not shape or any(s < 1 for s in shape):
         raise ValueError(f"training_cost: input_shape must be a non-empty sequence of positive ints, got {shape}")
-    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine for m in model.modules()):
+    if not any(isinstance(m, _BatchNorm) and m.affine for m in model.modules()):
         raise ValueError(
             "training_cost: the model has no affine BatchNorm layer, so BN fine-tuning has nothing to train; "
             "allowed: a model with BN (e.g. resnet20, vgg16-bn, vgg-small)"
