@@ -33,7 +33,9 @@ def test_p1_table1_values() -> None:
     assert (fefet.read_noise.sigma, rram.read_noise.sigma) == (0.05, 0.1)
     assert (pcm1.read_noise.sigma, pcm1.read_noise.offset_us) == (0.03, 0.13)
     for hw in (fefet, pcm1, pcm2, rram):
-        assert (hw.weights.bits, hw.weights.bits_per_cell, hw.dac.bits) == (8, 4, 8)
+        # one device pair per weight holds all 8 bits (noise once per weight, P1's PC2 reading): bits_per_cell = 8
+        assert (hw.weights.bits, hw.weights.bits_per_cell, hw.dac.bits) == (8, 8, 8)
+        assert hw.weights.noise_granularity == "weight" and hw.num_slices == 1
         assert (hw.crossbar.rows, hw.crossbar.cols) == (64, 64)
         assert "@classifier" in hw.keep_digital
     nanda = load_preset("pcm-nandakumar")
@@ -387,3 +389,32 @@ def test_fields_the_kind_does_not_use_are_errors(section: str, kind: str, field:
     # inherited values, complete sections (to_dict) and restated defaults stay valid
     hw = HardwareConfig.from_dict({section: {"kind": kind}})
     assert HardwareConfig.from_dict(hw.to_dict()) == hw
+
+
+@pytest.mark.parametrize("name", ["fefet", "pcm-i", "pcm-ii", "rram"])
+@pytest.mark.parametrize("per_cell", [1, 2, 4])
+def test_bits_per_cell_without_slicing_is_refused_not_ignored(name: str, per_cell: int) -> None:
+    # P1 presets store a weight on one device pair (noise once per weight): a bits_per_cell other than bits would do
+    # nothing (before, `--set weights.bits_per_cell=1` silently returned the same accuracy)
+    with pytest.raises(ConfigError) as info:
+        load_preset(name).override({"weights.bits_per_cell": per_cell})
+    assert info.value.path == "weights.bits_per_cell"
+    assert "no effect with noise_granularity 'weight'" in str(info.value)
+    assert "noise_granularity 'slice'" in str(info.value)
+
+
+def test_real_slicing_is_an_explicit_choice_and_changes_the_chip() -> None:
+    import torch
+    from torch import nn
+
+    import xbarlab
+
+    sliced = load_preset("fefet").override({"weights.noise_granularity": "slice", "weights.bits_per_cell": 4})
+    assert sliced.num_slices == 2 and load_preset("fefet").num_slices == 1
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 8), nn.ReLU(), nn.Linear(8, 2))  # the last Linear stays digital
+    per_weight = xbarlab.program(xbarlab.convert(model, load_preset("fefet")), 0)[0]
+    per_slice = xbarlab.program(xbarlab.convert(model, sliced), 0)[0]
+    assert per_slice.layout.num_slices == 2 and per_weight.layout.num_slices == 1
+    assert per_slice.g_prog.shape[1] == 2 and per_weight.g_prog.shape[1] == 1
+    assert not torch.equal(per_weight.effective_weight(), per_slice.effective_weight())

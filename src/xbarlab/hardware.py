@@ -116,7 +116,8 @@ class WeightConfig:
     (offset-binary weights, one reference column per tile subtracted per slice). ``quantize``: when false, weights
     keep full precision on one analog device pair (no slicing). ``noise_granularity``: ``slice`` (every physical
     device is perturbed independently) or ``weight`` (P1's reading: one device pair holds the full ``bits``-bit
-    magnitude, papers.md §1.10).
+    magnitude, papers.md §1.10). With ``weight`` there is one cell per weight, so ``bits_per_cell`` must equal
+    ``bits``: any other value would be a field that does nothing, and is refused (docs/hardware.md, "Bit slices").
     """
 
     bits: int = 8
@@ -127,6 +128,17 @@ class WeightConfig:
 
     def validate(self, path: str) -> None:
         _integer(f"{path}.bits", self.bits, lo=1, hi=16)
+        _choice(f"{path}.noise_granularity", self.noise_granularity, ("slice", "weight"))
+        if self.quantize is True and self.noise_granularity == "weight" and self.bits_per_cell != self.bits:
+            slices = -(-self.bits // self.bits_per_cell) if isinstance(self.bits_per_cell, int) else "?"
+            raise ConfigError(
+                f"{path}.bits_per_cell",
+                self.bits_per_cell,
+                f"{self.bits} (= {path}.bits) with {path}.noise_granularity 'weight', or noise_granularity "
+                f"'slice' to store the weight in {slices} cells of {self.bits_per_cell} bits",
+                problem=f"{self.bits_per_cell!r} has no effect with noise_granularity 'weight' (one device pair "
+                f"holds all {self.bits} bits of a weight)",
+            )
         _integer(f"{path}.bits_per_cell", self.bits_per_cell, lo=1, hi=max(1, self.bits))
         _choice(f"{path}.mapping", self.mapping, ("differential", "offset"))
         _bool(f"{path}.quantize", self.quantize)

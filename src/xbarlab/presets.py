@@ -1,9 +1,11 @@
 """Named hardware presets.
 
-P1 (Bhattacharjee et al., GLSVLSI 2023), Table 1: FeFET, PCM-i, PCM-ii and RRAM with 4-bit cells, 8-bit weights
-as two 4-bit slices, 8-bit inputs, 64×64 crossbars, the classifier kept digital. Read noise follows papers.md
-§1.10: σ relative to the programmed conductance for FeFET and RRAM, σ(G) = 0.03·G + 0.13 µS for PCM, applied once
-per weight (``noise_granularity: weight``), the choice that reproduces P1's PC2 values (papers.md §1.11).
+P1 (Bhattacharjee et al., GLSVLSI 2023), Table 1: FeFET, PCM-i, PCM-ii and RRAM, 8-bit weights, 8-bit inputs,
+64×64 crossbars, the classifier kept digital. Read noise follows papers.md §1.10: σ relative to the programmed
+conductance for FeFET and RRAM, σ(G) = 0.03·G + 0.13 µS for PCM, applied once per weight: one differential device
+pair holds the whole 8-bit weight (``noise_granularity: weight``, ``bits_per_cell: 8``), the choice that reproduces
+P1's PC2 values (papers.md §1.11). P1 describes 4-bit cells (two slices per weight); that is simulated with
+``weights.noise_granularity: slice, weights.bits_per_cell: 4`` (as ``rram-ir`` does), which perturbs each slice.
 Drift uses Table 1's ν with t0 = 1 s; a chip is read at t0 until :func:`xbarlab.drift` moves it.
 
 ``pcm-nandakumar`` is aihwkit's PCM statistical model (Nandakumar et al.; peers.md §3.1): g_max 25 µS,
@@ -32,7 +34,7 @@ def _p1_device(name: str, r_on_ohm: float, on_off: float, nu: float, read_noise:
         "crossbar": {"rows": 64, "cols": 64},
         "weights": {
             "bits": 8,
-            "bits_per_cell": 4,
+            "bits_per_cell": 8,
             "mapping": "differential",
             "quantize": True,
             "noise_granularity": "weight",
