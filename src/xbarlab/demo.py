@@ -241,8 +241,8 @@ def run_demo(
         f"{'all 2,000' if s.test_samples is None else f'the first {s.test_samples:,} of the 2,000'} test images; "
         "the 1,000 training images "
         f"serve converter calibration ({s.calib_batches} batch(es) of 128), BN adaptation and BN fine-tuning.",
-        f"Hardware: presets {', '.join(PRESETS)} (P1 Table 1: 64×64 crossbars, 8-bit weights on 4-bit cells, "
-        "8-bit inputs, read noise per device, classifier digital), "
+        f"Hardware: presets {', '.join(PRESETS)} (P1 Table 1: 64×64 crossbars, 8-bit weights on one device pair "
+        "each, 8-bit inputs, read noise once per weight, classifier digital), "
         + (
             f"read {s.drift_s:,.0f} s ({s.drift_s / 86400:g} day) after programming: conductance drift "
             "G0·(t/1 s)^−ν with ν = 0.1 (FeFET) and 0.04 (RRAM, PCM-i), read noise drawn at programming."

@@ -120,7 +120,12 @@ def presets(
             noise = f"{rn.kind} ({rn.sigma})"
         dr = hw.drift
         drift_txt = "–" if dr.kind == "none" else (f"ν {dr.nu_mean}" if dr.kind == "power_law" else "ν(g)")
-        weights = "float" if not w.quantize else f"{w.bits}b on {w.bits_per_cell}b cells, {w.mapping[:4]}."
+        if not w.quantize:
+            weights = "float"
+        elif w.noise_granularity == "weight":
+            weights = f"{w.bits}b on one cell, noise per weight, {w.mapping[:4]}."
+        else:
+            weights = f"{w.bits}b as {hw.num_slices}×{w.bits_per_cell}b cells, {w.mapping[:4]}."
         adc = f"{hw.dac.bits or '–'} / {hw.adc.bits or '–'} b"
         other = [f"{hw.crossbar.rows}×{hw.crossbar.cols}"]
         if hw.programming.kind != "none":
