@@ -18,7 +18,7 @@ from typing import Any, ClassVar, TypeVar, get_args, get_origin, get_type_hints
 
 import yaml
 
-from xbarlab.yamlio import load_yaml
+from xbarlab import yamlio
 
 
 class ConfigError(ValueError):
@@ -496,10 +496,15 @@ class HardwareConfig:
 
     @classmethod
     def from_yaml(cls, source: str | Path) -> HardwareConfig:
-        """Read a YAML file path or YAML text; ``1e-1`` and ``50e3`` are numbers (YAML 1.2)."""
-        text = Path(source).read_text() if isinstance(source, Path) or _looks_like_path(source) else source
-        data = load_yaml(text)
-        return cls.from_dict(data or {})
+        """Read a YAML file path or YAML text; ``1e-1`` and ``50e3`` are numbers (YAML 1.2).
+
+        Parsed by :mod:`xbarlab.yamlio` like every YAML of xbarlab: an empty document and a key given twice are
+        refused with ``file:line`` (an empty file is not the default hardware).
+        """
+        what = "a mapping of hardware sections"
+        if isinstance(source, Path) or _looks_like_path(source):
+            return cls.from_dict(yamlio.load_file(source, what=what))
+        return cls.from_dict(yamlio.load_document(source, "<hardware yaml>", what=what))
 
     # ---------------------------------------------------------------------------------------------- overrides
     def override(self, changes: Mapping[str, Any]) -> HardwareConfig:

@@ -51,18 +51,72 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     )
 
 
-def main() -> None:
-    """Entry point of the ``xbarlab`` console script.
+def _option_name(exc: BaseException) -> str:
+    """The option or argument a Click usage error is about (``--chips``, ``FILE``), or the command's path."""
+    param = getattr(exc, "param", None)
+    if param is not None and getattr(param, "param_type_name", "") == "option":
+        long = [o for o in param.opts if o.startswith("--")]
+        return str((long or param.opts)[0])
+    if param is not None:
+        return str(getattr(param, "metavar", None) or str(param.name).upper())
+    option_name = getattr(exc, "option_name", None)  # NoSuchOption
+    if option_name:
+        return str(option_name)
+    ctx = getattr(exc, "ctx", None)
+    return str(ctx.command_path) if ctx is not None else "xbarlab"
 
-    Errors caused by the input (invalid configuration values, missing files, unknown names, …) end the command
-    with ``error: <message>`` and exit status 2; ``XBARLAB_DEBUG=1`` shows the full traceback instead.
+
+def _usage_line(exc: BaseException) -> str:
+    """One ``<option>: <message>`` line for a Click/Typer usage error (instead of a multi-line box)."""
+    from typer._click import exceptions as click
+
+    name = _option_name(exc)
+    message = str(getattr(exc, "message", exc)).strip()
+    if isinstance(exc, click.MissingParameter):
+        message = "missing; required"
+    elif isinstance(exc, click.NoSuchOption):
+        message = "no such option"
+        if exc.possibilities:
+            message += f"; did you mean {', '.join(sorted(exc.possibilities))}?"
+    message = " ".join(message.split())
+    if message.startswith(f"{name}:") or message.startswith(f"{name} "):
+        return message  # the message already names its option
+    return f"{name}: {message}"
+
+
+def _fail(line: str) -> None:
+    print(f"error: {line}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``xbarlab`` console script (``argv``: the arguments, default ``sys.argv[1:]``).
+
+    Every bad input ends the command with ONE line ``error: <option or field>: <message>`` on stderr and exit
+    status 2: Click/Typer usage errors (bad option value, missing argument, unknown option) as well as errors
+    caused by the input (invalid configuration values, missing files, unknown names, …); ``XBARLAB_DEBUG=1``
+    shows the full traceback of the latter instead. ``--help`` prints the help and exits 0.
     """
+    from typer._click import exceptions as click  # Typer >= 0.26 ships its own copy of Click
+
     try:
-        app()
+        code = app(args=argv, standalone_mode=False)
+    except click.NoArgsIsHelpError as exc:
+        exc.show()  # `xbarlab` / `xbarlab p2` without a command: the help, as before
+        raise SystemExit(exc.exit_code) from None
+    except click.UsageError as exc:
+        _fail(_usage_line(exc))
+    except click.ClickException as exc:
+        _fail(" ".join(exc.format_message().split()))
+    except typer.Abort:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
     except _user_errors() as exc:
         if os.environ.get("XBARLAB_DEBUG"):
             raise
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {' '.join(str(message).splitlines())}", file=sys.stderr)
         print("(set XBARLAB_DEBUG=1 for the traceback)", file=sys.stderr)
         raise SystemExit(2) from None
+    if isinstance(code, int) and code != 0:
+        raise SystemExit(code)

@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from xbarlab.cli import options as opt
+
 console = Console()
 
 
@@ -20,8 +22,15 @@ def _load_hardware(spec: str) -> Any:
         return load_preset(spec)
     path = Path(spec)
     if path.is_file():
-        return HardwareConfig.from_yaml(path)
-    raise typer.BadParameter(f"'{spec}' is neither a preset ({', '.join(list_presets())}) nor a YAML file")
+        from xbarlab.hardware import ConfigError
+
+        try:
+            return HardwareConfig.from_yaml(path)
+        except ConfigError as exc:  # a field of the file: name the file too
+            raise ValueError(f"--hw {path}: {exc}") from exc
+    raise typer.BadParameter(
+        f"--hw: invalid value {spec!r}; allowed: a preset ({', '.join(list_presets())}) or an existing YAML file"
+    )
 
 
 def _parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -156,14 +165,20 @@ def evaluate(
     pretrained: str = typer.Option(None, help="Name of a shipped pretrained model (see docs/training.md)."),
     dataset: str = typer.Option(None, help="Data set (default: the checkpoint's)."),
     data_dir: str = typer.Option(None, help="Folder with the data set files."),
-    chips: int = typer.Option(5, min=1, help="Number of chip instances."),
-    seed: int = typer.Option(0, min=0, help="Chip k is programmed with seed + k."),
-    t_seconds: float = typer.Option(None, "--time", help="Read the chips at this time since programming (s)."),
+    chips: int = typer.Option(5, callback=opt.positive_int, help="Number of chip instances."),
+    seed: int = typer.Option(0, callback=opt.seed, help="Chip k is programmed with seed + k."),
+    t_seconds: float = typer.Option(
+        None, "--time", callback=opt.non_negative, help="Read the chips at this time since programming (s)."
+    ),
     overrides: list[str] = typer.Option([], "--set", help="Hardware override dotted.key=value (repeatable)."),
-    batch_size: int = typer.Option(256, min=1),
-    max_test: int = typer.Option(None, min=1, help="Use only the first N test samples."),
-    calib_batches: int = typer.Option(4, min=1, help="Batches of training data for DAC/ADC calibration."),
-    calib_batch_size: int = typer.Option(128, min=1, help="Images per calibration batch (128, as in sweeps)."),
+    batch_size: int = typer.Option(256, callback=opt.positive_int),
+    max_test: int = typer.Option(None, callback=opt.positive_int, help="Use only the first N test samples."),
+    calib_batches: int = typer.Option(
+        4, callback=opt.positive_int, help="Batches of training data for DAC/ADC calibration."
+    ),
+    calib_batch_size: int = typer.Option(
+        128, callback=opt.positive_int, help="Images per calibration batch (128, as in sweeps)."
+    ),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     out: Path = typer.Option(None, help="Write the results as JSON here."),
 ) -> None:
@@ -177,7 +192,7 @@ def evaluate(
     from xbarlab.models import channels_last
 
     if (checkpoint is None) == (pretrained is None):
-        raise typer.BadParameter("give exactly one of --checkpoint or --pretrained")
+        raise typer.BadParameter("--checkpoint/--pretrained: give exactly one of the two")
     dev = _check_device(device)
     _prepare_out(out)
     model, meta = ckpt.load_pretrained(pretrained) if pretrained else ckpt.load_checkpoint(checkpoint)
@@ -238,8 +253,8 @@ def evaluate(
 
 
 def bench(
-    batch: int = typer.Option(256, min=1),
-    repeats: int = typer.Option(5, min=1),
+    batch: int = typer.Option(256, callback=opt.positive_int),
+    repeats: int = typer.Option(5, callback=opt.positive_int),
     device: str = typer.Option("cpu"),
 ) -> None:
     """Digital vs analog forward of ResNet-20 (CIFAR shape 3×32×32): median time and ratio analog/digital."""

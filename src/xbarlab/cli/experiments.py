@@ -8,6 +8,8 @@ from typing import Any
 
 import typer
 
+from xbarlab.cli import options as opt
+
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
@@ -102,11 +104,15 @@ def register(app: typer.Typer) -> None:
     def sweep_cmd(
         file: str = typer.Argument(..., help="Sweep YAML file, or a built-in sweep name (docs/experiments.md)."),
         executor: str = typer.Option("local", "--executor", "-e", help="local | process | ray"),
-        workers: int = typer.Option(None, "--workers", "-w", min=1, help="Worker processes / Ray tasks in flight."),
-        threads: int = typer.Option(None, "--threads", min=1, help="Torch threads per worker (default cores/workers)."),
+        workers: int = typer.Option(
+            None, "--workers", "-w", callback=opt.positive_int, help="Worker processes / Ray tasks in flight."
+        ),
+        threads: int = typer.Option(
+            None, "--threads", callback=opt.positive_int, help="Torch threads per worker (default cores/workers)."
+        ),
         address: str = typer.Option(None, "--address", help="Ray cluster address ('auto' or ray://host:port)."),
         store: str = typer.Option(None, "--store", "-s", help="Results store (default: from the file)."),
-        limit: int = typer.Option(None, "--limit", help="Run at most N trials now."),
+        limit: int = typer.Option(None, "--limit", callback=opt.positive_int, help="Run at most N trials now."),
         fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first failed trial."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Validate and show the plan, run nothing."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
@@ -225,12 +231,16 @@ def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo_cmd(
         out: str = typer.Option("reports/demo", "--out", "-o", help="Report folder."),
-        chips: int = typer.Option(None, "--chips", help="Chip instances per preset (default 3; quick 2)."),
+        chips: int = typer.Option(
+            None, "--chips", callback=opt.positive_int, help="Chip instances per preset (default 3; quick 2)."
+        ),
         quick: bool = typer.Option(False, "--quick", help="Tiny setting (for tests): few images, 1 epoch."),
         executor: str = typer.Option(
             None, "--executor", "-e", help="local | process (default: process with 2 workers on >= 2 cores)"
         ),
-        workers: int = typer.Option(None, "--workers", "-w", help="Workers of the process executor."),
+        workers: int = typer.Option(
+            None, "--workers", "-w", callback=opt.positive_int, help="Workers of the process executor."
+        ),
     ) -> None:
         """End-to-end demo: ResNet-20 on Fashion-MNIST on rram/fefet/pcm-i chips, BN mitigations, report."""
         from xbarlab.demo import run_demo

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from xbarlab.cli import options as opt
 from xbarlab.cli.core import (
     _check_device,
     _load_hardware,
@@ -33,7 +34,7 @@ def _model_and_data(pretrained: str | None, checkpoint: str | None, dataset: str
     from xbarlab.data import get_dataset
 
     if (checkpoint is None) == (pretrained is None):
-        raise typer.BadParameter("give exactly one of --checkpoint or --pretrained")
+        raise typer.BadParameter("--checkpoint/--pretrained: give exactly one of the two")
     model, meta = ckpt.load_pretrained(pretrained) if pretrained else ckpt.load_checkpoint(str(checkpoint))
     channels_last(model)  # zoo models: NHWC convolutions, 25–35 % faster on CPU
     name = dataset or meta.get("dataset")
@@ -58,12 +59,14 @@ def mitigate(
     checkpoint: str = typer.Option(None, help="Checkpoint path written by `xbarlab train`."),
     dataset: str = typer.Option(None),
     data_dir: str = typer.Option(None),
-    chips: int = typer.Option(3, min=1),
-    seed: int = typer.Option(0, min=0),
-    t_seconds: float = typer.Option(None, "--time", help="Read the chips at this time since programming (s)."),
+    chips: int = typer.Option(3, callback=opt.positive_int),
+    seed: int = typer.Option(0, callback=opt.seed),
+    t_seconds: float = typer.Option(
+        None, "--time", callback=opt.non_negative, help="Read the chips at this time since programming (s)."
+    ),
     overrides: list[str] = typer.Option([], "--set", help="Hardware override dotted.key=value (repeatable)."),
-    test_samples: int = typer.Option(None, min=1, help="Use only the first N test samples."),
-    batch_size: int = typer.Option(500, min=1),
+    test_samples: int = typer.Option(None, callback=opt.positive_int, help="Use only the first N test samples."),
+    batch_size: int = typer.Option(500, callback=opt.positive_int),
     device: str = typer.Option("cpu"),
     out: Path = typer.Option(None, help="Write the results as JSON here."),
 ) -> None:
@@ -161,11 +164,13 @@ def distortion(
     checkpoint: str = typer.Option(None),
     dataset: str = typer.Option(None),
     data_dir: str = typer.Option(None),
-    seed: int = typer.Option(0, min=0),
-    t_seconds: float = typer.Option(None, "--time"),
+    seed: int = typer.Option(0, callback=opt.seed),
+    t_seconds: float = typer.Option(None, "--time", callback=opt.non_negative),
     overrides: list[str] = typer.Option([], "--set"),
     calib_images: int = typer.Option(
-        512, min=128, help="Images for the per-layer MAC error (SNR), in batches of 128 (a multiple of 128)."
+        512,
+        callback=opt.at_least(128),
+        help="Images for the per-layer MAC error (SNR), in batches of 128 (a multiple of 128).",
     ),
     out: Path = typer.Option(Path("reports/distortion"), help="Folder for the table and the scatter plot."),
 ) -> None:
@@ -213,7 +218,7 @@ def distortion(
 def cost(
     model_name: str = typer.Option("vgg16-bn", "--model", help="Model from the registry (xbarlab models)."),
     input_shape: str = typer.Option("3,32,32", help="One input's shape C,H,W."),
-    num_classes: int = typer.Option(10, min=1),
+    num_classes: int = typer.Option(10, callback=opt.positive_int),
     per_layer: bool = typer.Option(False, help="Print the per-layer table."),
 ) -> None:
     """On-chip training cost (P1 §5): memory and energy of BN-only fine-tuning vs full retraining."""

@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 
+from xbarlab.cli import options as opt
 from xbarlab.cli.core import _parse_floats
 
 __all__ = ["register"]
@@ -42,25 +43,36 @@ def register(app: typer.Typer) -> None:
 
     def train_options(task: str) -> Any:
         def command(
-            epochs: int = typer.Option(10 if task == "detector" else 8, help="Epochs."),
-            train_count: int = typer.Option(2500, help="Training canvases (Fashion-MNIST train split)."),
-            test_count: int = typer.Option(500, help="Test canvases (Fashion-MNIST test split)."),
-            batch_size: int = typer.Option(32, help="Batch size."),
-            lr: float = typer.Option(3e-3, help="Adam learning rate (cosine decay per step)."),
-            weight_decay: float = typer.Option(1e-4, help="Weight decay."),
-            width: int = typer.Option(32, help="Channel width."),
-            seed: int = typer.Option(0, help="Training seed."),
-            data_seed: int = typer.Option(0, help="Canvas seed (test canvases use data_seed + 1)."),
+            epochs: int = typer.Option(10 if task == "detector" else 8, callback=opt.positive_int, help="Epochs."),
+            train_count: int = typer.Option(
+                2500, callback=opt.positive_int, help="Training canvases (Fashion-MNIST train split)."
+            ),
+            test_count: int = typer.Option(
+                500, callback=opt.positive_int, help="Test canvases (Fashion-MNIST test split)."
+            ),
+            batch_size: int = typer.Option(32, callback=opt.positive_int, help="Batch size."),
+            lr: float = typer.Option(3e-3, callback=opt.positive, help="Adam learning rate (cosine decay per step)."),
+            weight_decay: float = typer.Option(1e-4, callback=opt.non_negative, help="Weight decay."),
+            width: int = typer.Option(32, callback=opt.positive_int, help="Channel width."),
+            seed: int = typer.Option(0, callback=opt.seed, help="Training seed."),
+            data_seed: int = typer.Option(0, callback=opt.seed, help="Canvas seed (test canvases use data_seed + 1)."),
             dataset: str = typer.Option("fashion-mnist", help="Object source: fashion-mnist, mnist, ..."),
             noise_inject: float = typer.Option(
-                None, "--noise-inject", help="Noise-injection training: η (σ = η·max|W| per layer, Joshi et al.)."
+                None,
+                "--noise-inject",
+                callback=opt.positive,
+                help="Noise-injection training: η (σ = η·max|W| per layer, Joshi et al.).",
             ),
-            clip_alpha: float = typer.Option(None, help="With --noise-inject: clip weights to ±α·std(W) per step."),
+            clip_alpha: float = typer.Option(
+                None, callback=opt.non_negative, help="With --noise-inject: clip weights to ±α·std(W) per step."
+            ),
             init_from: str = typer.Option(None, help="Start from a model: 'shipped' or a path (fine-tuning)."),
             out: Path = typer.Option(None, "--out", "-o", help="Run directory (default runs/<task>_fmnist-canvas)."),
             resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from <out>/state."),
-            stop_after: int = typer.Option(None, help="Run at most N epochs now (rerun to continue)."),
-            threads: int = typer.Option(1, help="Torch threads."),
+            stop_after: int = typer.Option(
+                None, callback=opt.positive_int, help="Run at most N epochs now (rerun to continue)."
+            ),
+            threads: int = typer.Option(1, callback=opt.positive_int, help="Torch threads."),
         ) -> None:
             _train(
                 task,
@@ -95,17 +107,23 @@ def register(app: typer.Typer) -> None:
             "detector,segmenter", help="Comma-separated: detector, segmenter (shipped) or label=path/to/model."
         ),
         etas: str = typer.Option("0.02,0.05,0.1,0.2", help="Noise levels η (σ = η·max|W| per layer)."),
-        chips: int = typer.Option(4, help="Chip instances per noise level."),
-        seed: int = typer.Option(0, help="Chip k uses seed + k."),
-        test_count: int = typer.Option(500, help="Test canvases."),
-        calib_batches: int = typer.Option(20, help="BN-adaptation batches (offline, reading A)."),
-        calib_batch_size: int = typer.Option(64, help="BN-adaptation batch size."),
-        eval_batch_size: int = typer.Option(64, help="Test batch size (also online BN, reading B)."),
-        small_batch_size: int = typer.Option(4, help="Small test batch for online BN (bn_online_small)."),
+        chips: int = typer.Option(4, callback=opt.positive_int, help="Chip instances per noise level."),
+        seed: int = typer.Option(0, callback=opt.seed, help="Chip k uses seed + k."),
+        test_count: int = typer.Option(500, callback=opt.positive_int, help="Test canvases."),
+        calib_batches: int = typer.Option(
+            20, callback=opt.positive_int, help="BN-adaptation batches (offline, reading A)."
+        ),
+        calib_batch_size: int = typer.Option(64, callback=opt.positive_int, help="BN-adaptation batch size."),
+        eval_batch_size: int = typer.Option(
+            64, callback=opt.positive_int, help="Test batch size (also online BN, reading B)."
+        ),
+        small_batch_size: int = typer.Option(
+            4, callback=opt.positive_int, help="Small test batch for online BN (bn_online_small)."
+        ),
         dataset: str = typer.Option("fashion-mnist", help="Object source data set."),
         keep_digital: str = typer.Option("", help="Comma-separated layer-name patterns kept digital (e.g. head)."),
         out: Path = typer.Option(Path("reports/p2_tasks"), "--out", "-o", help="Output folder."),
-        threads: int = typer.Option(1, help="Torch threads."),
+        threads: int = typer.Option(1, callback=opt.positive_int, help="Torch threads."),
     ) -> None:
         """Clean / noisy / BN-adapted (offline, online) metrics over noise levels and chips (resumable)."""
         from xbarlab.tasks.p2_eval import P2Config, p2_experiment
@@ -133,14 +151,14 @@ def register(app: typer.Typer) -> None:
         models: str = typer.Option("segmenter,detector", help="Comma-separated models (as for evaluate)."),
         preset: str = typer.Option("fefet", help="Hardware preset with drift (P1 devices: fefet, pcm-i, ...)."),
         times: str = typer.Option("1,1e2,1e4,1e6,1e8,1e10", help="Read times t in seconds since programming."),
-        chips: int = typer.Option(3, help="Chip instances per time."),
-        seed: int = typer.Option(0, help="Chip k uses seed + k."),
-        test_count: int = typer.Option(500, help="Test canvases."),
+        chips: int = typer.Option(3, callback=opt.positive_int, help="Chip instances per time."),
+        seed: int = typer.Option(0, callback=opt.seed, help="Chip k uses seed + k."),
+        test_count: int = typer.Option(500, callback=opt.positive_int, help="Test canvases."),
         readout: str = typer.Option("forward", help="Drift-compensation read-out: forward, weights, conductance."),
         dataset: str = typer.Option("fashion-mnist", help="Object source data set."),
         keep_digital: str = typer.Option("", help="Comma-separated layer-name patterns kept digital (e.g. head)."),
         out: Path = typer.Option(Path("reports/p2_tasks"), "--out", "-o", help="Output folder."),
-        threads: int = typer.Option(1, help="Torch threads."),
+        threads: int = typer.Option(1, callback=opt.positive_int, help="Torch threads."),
     ) -> None:
         """Drift: none vs global / per-column drift compensation vs BN adaptation / online BN (resumable)."""
         from xbarlab.tasks.p2_eval import DriftConfig, drift_experiment

@@ -9,6 +9,8 @@ from typing import Any
 
 import typer
 
+from xbarlab.cli import options as opt
+
 __all__ = ["register", "run_training"]
 
 
@@ -206,21 +208,27 @@ def register(app: typer.Typer) -> None:
     def train_cmd(
         model: str = typer.Option(..., "--model", "-m", help="Model name (see `xbarlab models`)."),
         dataset: str = typer.Option(..., "--dataset", "-d", help="Data set name (see `xbarlab datasets`)."),
-        epochs: int = typer.Option(20, "--epochs", min=1, help="Total number of epochs."),
-        batch_size: int = typer.Option(128, "--batch-size", min=1),
-        lr: float = typer.Option(0.1, "--lr", help="Peak learning rate (cosine-annealed per iteration)."),
-        weight_decay: float = typer.Option(5e-4, "--weight-decay"),
-        momentum: float = typer.Option(0.9, "--momentum"),
-        label_smoothing: float = typer.Option(0.0, "--label-smoothing"),
-        warmup_epochs: float = typer.Option(0.0, "--warmup-epochs", help="Linear learning-rate warm-up."),
-        seed: int = typer.Option(0, "--seed"),
-        width: float = typer.Option(1.0, "--width", help="Channel width multiplier."),
+        epochs: int = typer.Option(20, "--epochs", callback=opt.positive_int, help="Total number of epochs."),
+        batch_size: int = typer.Option(128, "--batch-size", callback=opt.positive_int),
+        lr: float = typer.Option(
+            0.1, "--lr", callback=opt.positive, help="Peak learning rate (cosine-annealed per iteration)."
+        ),
+        weight_decay: float = typer.Option(5e-4, "--weight-decay", callback=opt.non_negative),
+        momentum: float = typer.Option(0.9, "--momentum", callback=opt.open_fraction),
+        label_smoothing: float = typer.Option(0.0, "--label-smoothing", callback=opt.open_fraction),
+        warmup_epochs: float = typer.Option(
+            0.0, "--warmup-epochs", callback=opt.non_negative, help="Linear learning-rate warm-up."
+        ),
+        seed: int = typer.Option(0, "--seed", callback=opt.seed),
+        width: float = typer.Option(1.0, "--width", callback=opt.positive, help="Channel width multiplier."),
         out: Path | None = typer.Option(None, "--out", help="Run directory (default runs/<model>_<data>_s<seed>)."),
         data_dir: Path | None = typer.Option(None, "--data-dir", help="Folder with the data set files."),
         device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
         resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from <out>/state if present."),
         augment: bool = typer.Option(True, "--augment/--no-augment", help="Train-time augmentation."),
-        threads: int | None = typer.Option(None, "--threads", help="torch CPU threads (default: torch's)."),
+        threads: int | None = typer.Option(
+            None, "--threads", callback=opt.positive_int, help="torch CPU threads (default: torch's)."
+        ),
         channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last", help="NHWC on CPU."),
         init_from: str | None = typer.Option(
             None, "--init-from", help="Start from a shipped model (e.g. resnet20-fmnist) or a checkpoint path."
@@ -229,15 +237,18 @@ def register(app: typer.Typer) -> None:
             None, "--lipschitz", help="Lipschitz regulariser (CorrectNet): parseval_neft, parseval_matrix, spectral."
         ),
         lipschitz_beta: float | None = typer.Option(
-            None, "--lipschitz-beta", help="Weight β of the Lipschitz penalty (default 5e-4)."
+            None, "--lipschitz-beta", callback=opt.positive, help="Weight β of the Lipschitz penalty (default 5e-4)."
         ),
         noise_inject: float | None = typer.Option(
-            None, "--noise-inject", help="Noise-injection training: weight noise σ = ETA·max|W| (e.g. 0.038)."
+            None,
+            "--noise-inject",
+            callback=opt.positive,
+            help="Noise-injection training: weight noise σ = ETA·max|W| (e.g. 0.038).",
         ),
         clip_alpha: float | None = typer.Option(
             None,
             "--clip-alpha",
-            min=0.0,
+            callback=opt.non_negative,
             help="With --noise-inject: clip weights to ±A·std(W) after each step (default 2; 0: off).",
         ),
     ) -> None:
