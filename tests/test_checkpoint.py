@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -17,9 +18,12 @@ from xbarlab.checkpoint import (
     load_checkpoint,
     load_pretrained,
     load_state,
+    pretrained_dir,
+    rehash,
     save_checkpoint,
     save_state,
 )
+from xbarlab.cli import main
 from xbarlab.models import build_model
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "xbarlab"
@@ -78,12 +82,16 @@ def test_missing_and_corrupt_files(tmp_path: Path) -> None:
     data = bytearray(st.read_bytes())
     data[-10] ^= 0xFF
     st.write_bytes(bytes(data))
-    with pytest.raises(CheckpointError, match="does not match the SHA-256"):
+    with pytest.raises(
+        CheckpointError, match=r"c\.safetensors: weights_sha256: [0-9a-f]{64} does not match the SHA-256"
+    ):
         load_checkpoint(tmp_path / "c")
-    meta = json.loads(js.read_text())
-    meta.pop("weights_sha256")
-    js.write_text(json.dumps(meta))
     st.write_bytes(b"\x00" * 20)
+    with pytest.raises(CheckpointError, match="corrupt safetensors file"):  # rehash blesses no unreadable file
+        rehash(tmp_path / "c", force=True)
+    meta = json.loads(js.read_text())
+    meta["weights_sha256"] = hashlib.sha256(b"\x00" * 20).hexdigest()
+    js.write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="corrupt safetensors file"):
         load_checkpoint(tmp_path / "c")
     js.write_text("{ not json")
@@ -162,3 +170,103 @@ def test_pretrained_models() -> None:
         assert (SRC / "assets" / "pretrained" / f"{meta['model']}_fashion-mnist.safetensors").stat().st_size < 5e6
         _, acc = evaluate(model, test.subset(range(0, 2000, 4)))
         assert acc >= 0.85, name
+
+
+def _flip_last_weight_byte(st: Path) -> None:
+    data = bytearray(st.read_bytes())
+    data[-3] ^= 0x40  # one mantissa bit of the last float32 value: a wrong weight, not an unreadable file
+    st.write_bytes(bytes(data))
+
+
+def test_checkpoint_without_hash_is_refused_until_rehashed(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model("lenet5", width=0.5).eval()
+    save_checkpoint(model, tmp_path / "c")
+    _, js = checkpoint_paths(tmp_path / "c")
+    meta = json.loads(js.read_text())
+    recorded = meta.pop("weights_sha256")
+    js.write_text(json.dumps(meta))
+    expected = (
+        f"{js}: no weights_sha256; the weights cannot be verified. If you trust the file, re-hash it with "
+        f"`xbarlab rehash {js}`"
+    )
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(tmp_path / "c")
+    assert str(info.value) == expected
+    assert rehash(tmp_path / "c") == recorded  # the trusted file gets its hash back
+    loaded, meta = load_checkpoint(tmp_path / "c")
+    x = torch.randn(2, 1, 28, 28)
+    assert meta["weights_sha256"] == recorded and torch.equal(loaded(x), model(x))
+    assert rehash(tmp_path / "c.json") == recorded  # idempotent
+
+
+def test_flipped_weight_bytes_without_a_hash_never_load(tmp_path: Path) -> None:
+    save_checkpoint(build_model("lenet5", width=0.5), tmp_path / "c")
+    st, js = checkpoint_paths(tmp_path / "c")
+    _flip_last_weight_byte(st)
+    with pytest.raises(CheckpointError, match=rf"{re.escape(str(st))}: weights_sha256: .* does not match"):
+        load_checkpoint(tmp_path / "c")
+    meta = json.loads(js.read_text())
+    del meta["weights_sha256"]
+    js.write_text(json.dumps(meta))  # used to skip the check and load the wrong weights
+    with pytest.raises(CheckpointError, match=rf"{re.escape(str(js))}: no weights_sha256"):
+        load_checkpoint(tmp_path / "c")
+
+
+def test_rehash_does_not_overwrite_a_differing_hash_without_force(tmp_path: Path) -> None:
+    save_checkpoint(build_model("lenet5", width=0.5), tmp_path / "c")
+    st, js = checkpoint_paths(tmp_path / "c")
+    old = json.loads(js.read_text())["weights_sha256"]
+    _flip_last_weight_byte(st)
+    with pytest.raises(CheckpointError, match=r"weights_sha256: recorded .* \(the weights changed since"):
+        rehash(tmp_path / "c")
+    assert json.loads(js.read_text())["weights_sha256"] == old
+    new = rehash(tmp_path / "c", force=True)
+    assert new != old and new == hashlib.sha256(st.read_bytes()).hexdigest()
+    load_checkpoint(tmp_path / "c")
+
+
+def test_rehash_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    save_state(tmp_path / "s", {"epoch": 2, "w": torch.ones(3)})
+    st, js = checkpoint_paths(tmp_path / "s")
+    meta = json.loads(js.read_text())
+    sha = meta.pop("weights_sha256")
+    js.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=rf"{re.escape(str(js))}: no weights_sha256.*xbarlab rehash"):
+        load_state(tmp_path / "s")
+    main(["rehash", str(tmp_path / "s")])
+    assert capsys.readouterr().out.strip() == f"{js}: weights_sha256 = {sha}"
+    assert load_state(tmp_path / "s")["epoch"] == 2
+    _flip_last_weight_byte(st)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["rehash", str(tmp_path / "s")])
+    err = capsys.readouterr().err.splitlines()
+    assert exit_info.value.code == 2 and err[0].startswith(f"error: {js}: weights_sha256: recorded {sha}")
+    main(["rehash", "--force", str(tmp_path / "s")])
+    assert load_state(tmp_path / "s")["w"].tolist() == [1.0, 1.0, 1.001953125]  # the re-hashed (trusted) bytes
+
+
+def test_missing_checkpoint_keys_are_one_line(tmp_path: Path) -> None:
+    save_checkpoint(build_model("lenet5", width=0.5), tmp_path / "c")
+    _, js = checkpoint_paths(tmp_path / "c")
+    meta = json.loads(js.read_text())
+    for key, pattern in (
+        ("model", r"c\.json: model: None; expected a registry model name"),
+        ("model_kwargs", r"c\.json: model_kwargs: None; expected an object"),
+        ("format_version", r"c\.json: format_version: None; expected 1"),
+        ("format", r"c\.json: 'format' is None, expected 'xbarlab-checkpoint'"),
+    ):
+        js.write_text(json.dumps({k: v for k, v in meta.items() if k != key}))
+        with pytest.raises(CheckpointError, match=pattern) as info:
+            load_checkpoint(tmp_path / "c")
+        assert "\n" not in str(info.value)
+
+
+def test_every_shipped_pair_records_a_matching_hash() -> None:
+    pairs = sorted(pretrained_dir().rglob("*.json"))
+    assert len(pairs) >= 5
+    for js in pairs:
+        meta = json.loads(js.read_text())
+        st = js.with_suffix(".safetensors")
+        recorded = meta.get("weights_sha256") or meta.get("sha256")
+        assert recorded == hashlib.sha256(st.read_bytes()).hexdigest(), js

@@ -5,7 +5,8 @@ A checkpoint ``<path>`` is two files:
 * ``<path>.safetensors``: the model's ``state_dict`` (floating-point tensors stored as float32 by default);
 * ``<path>.json``: metadata: registry model name and keyword arguments (to rebuild the architecture),
   data set, epochs, clean test accuracy, seed, ``xbarlab`` version, training hyper-parameters / command,
-  wall time, and the SHA-256 of the ``.safetensors`` file (checked on load to detect corruption).
+  wall time, and the SHA-256 of the ``.safetensors`` file (``weights_sha256``, checked on load to detect
+  corruption; a JSON without it is refused: re-hash a file you trust with :func:`rehash` / ``xbarlab rehash``).
 
 :func:`save_state` / :func:`load_state` store arbitrary nested training state (optimizer momentum buffers,
 RNG states, counters) the same way: every tensor goes into the safetensors file, everything else into JSON.
@@ -38,6 +39,7 @@ __all__ = [
     "load_pretrained",
     "load_state",
     "pretrained_dir",
+    "rehash",
     "save_checkpoint",
     "save_state",
 ]
@@ -117,28 +119,84 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"metadata value of type {type(obj).__name__} is not JSON-serialisable: {obj!r}")
 
 
+def _read_meta(js_path: Path, kinds: tuple[str, ...]) -> dict[str, Any]:
+    """The parsed JSON of a checkpoint whose ``format`` is one of ``kinds``."""
+    try:
+        meta = json.loads(js_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(" ".join(f"corrupt checkpoint metadata {js_path}: {exc}".split())) from exc
+    if not isinstance(meta, dict) or meta.get("format") not in kinds:
+        got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        expected = " or ".join(repr(k) for k in kinds)
+        raise CheckpointError(f"{js_path}: 'format' is {got!r}, expected {expected}")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{js_path}: format_version: {version!r}; expected {FORMAT_VERSION}")
+    return meta
+
+
+def _recorded_sha(js_path: Path, meta: dict[str, Any]) -> str:
+    """The ``weights_sha256`` of the JSON; a checkpoint without one is refused (its weights cannot be verified)."""
+    sha = meta.get("weights_sha256")
+    if sha is None:
+        raise CheckpointError(
+            f"{js_path}: no weights_sha256; the weights cannot be verified. If you trust the file, re-hash it "
+            f"with `xbarlab rehash {js_path}`"
+        )
+    if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise CheckpointError(f"{js_path}: weights_sha256: {sha!r}; expected 64 lower-case hex digits")
+    return sha
+
+
 def _read_pair(path: str | Path, kind: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Tensors and metadata of a checkpoint of format ``kind``, after checking the weights' SHA-256."""
     st_path, js_path = checkpoint_paths(path)
     for p in (js_path, st_path):
         if not p.is_file():
             raise CheckpointNotFoundError(f"checkpoint file {p} not found (a checkpoint is a .json + .safetensors)")
-    try:
-        meta = json.loads(js_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"corrupt checkpoint metadata {js_path}: {exc}") from exc
-    if not isinstance(meta, dict) or meta.get("format") != kind:
-        got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise CheckpointError(f"{js_path}: 'format' is {got!r}, expected {kind!r}")
-    expected_sha = meta.get("weights_sha256")
-    if expected_sha is not None and _sha256(st_path) != expected_sha:
+    meta = _read_meta(js_path, (kind,))
+    expected_sha = _recorded_sha(js_path, meta)
+    actual = _sha256(st_path)
+    if actual != expected_sha:
         raise CheckpointError(
-            f"{st_path} does not match the SHA-256 recorded in {js_path.name} (file corrupt or replaced)"
+            f"{st_path}: weights_sha256: {actual} does not match the SHA-256 recorded in {js_path.name}; expected "
+            f"{expected_sha} (file corrupt or replaced)"
         )
     try:
         tensors = load_file(str(st_path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"corrupt safetensors file {st_path}: {exc}") from exc
+        raise CheckpointError(" ".join(f"corrupt safetensors file {st_path}: {exc}".split())) from exc
     return tensors, meta
+
+
+def rehash(path: str | Path, *, force: bool = False) -> str:
+    """Record the SHA-256 of ``<path>.safetensors`` as ``weights_sha256`` in ``<path>.json``; returns the hash.
+
+    For a checkpoint or state file you trust that was written without a hash (or by hand). The tensors file must
+    be a readable safetensors file. A recorded hash that differs from the file's is only replaced with
+    ``force=True``: the weights changed since they were hashed.
+    """
+    st_path, js_path = checkpoint_paths(path)
+    for p in (js_path, st_path):
+        if not p.is_file():
+            raise CheckpointNotFoundError(f"checkpoint file {p} not found (a checkpoint is a .json + .safetensors)")
+    meta = _read_meta(js_path, (CHECKPOINT_FORMAT, STATE_FORMAT))
+    try:
+        load_file(str(st_path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(" ".join(f"corrupt safetensors file {st_path}: {exc}".split())) from exc
+    actual = _sha256(st_path)
+    old = meta.pop("weights_sha256", None)
+    if old is not None and old != actual and not force:
+        raise CheckpointError(
+            f"{js_path}: weights_sha256: recorded {old} but {st_path.name} hashes to {actual} (the weights changed "
+            "since they were hashed); expected the same hash, or force=True (`xbarlab rehash --force`) if you trust "
+            "the new weights"
+        )
+    meta["weights_sha256"] = actual
+    text = json.dumps(meta, indent=2, sort_keys=False, default=_json_default) + "\n"
+    _atomic_write(js_path, lambda p: p.write_text(text))
+    return actual
 
 
 # -- model checkpoints -----------------------------------------------------------------------------------
@@ -226,8 +284,11 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
 
     tensors, meta = _read_pair(path, CHECKPOINT_FORMAT)
     name, kwargs = meta.get("model"), meta.get("model_kwargs")
-    if not isinstance(name, str) or not isinstance(kwargs, dict):
-        raise CheckpointError(f"{checkpoint_paths(path)[1]}: needs 'model' (str) and 'model_kwargs' (object)")
+    js_path = checkpoint_paths(path)[1]
+    if not isinstance(name, str):
+        raise CheckpointError(f"{js_path}: model: {name!r}; expected a registry model name (needs 'model' (str))")
+    if not isinstance(kwargs, dict):
+        raise CheckpointError(f"{js_path}: model_kwargs: {kwargs!r}; expected an object of the model's arguments")
     try:
         model = build_model(name, **kwargs)
     except (KeyError, TypeError, ValueError) as exc:
@@ -290,8 +351,11 @@ def load_state(path: str | Path) -> dict[str, Any]:
     """Inverse of :func:`save_state` (tuples come back as tuples, int dict keys as ints)."""
     tensors, meta = _read_pair(path, STATE_FORMAT)
     if "state" not in meta:
-        raise CheckpointError(f"{checkpoint_paths(path)[1]}: no 'state' entry")
-    state = _decode(meta["state"], tensors)
+        raise CheckpointError(f"{checkpoint_paths(path)[1]}: state: missing; expected the saved state (an object)")
+    try:
+        state = _decode(meta["state"], tensors)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{checkpoint_paths(path)[1]}: {exc}") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{checkpoint_paths(path)[1]}: 'state' is not an object")
     return state
