@@ -17,7 +17,7 @@ app = typer.Typer(
 )
 
 # Modules under xbarlab.cli that register commands. Add a module name here to expose its commands.
-COMMAND_MODULES: tuple[str, ...] = ("core", "mitigation", "train", "experiments", "tasks", "correctnet")
+COMMAND_MODULES: tuple[str, ...] = ("core", "mitigation", "train", "experiments", "tasks", "correctnet", "rehash")
 
 
 def _register_all() -> None:
