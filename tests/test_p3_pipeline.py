@@ -191,7 +191,7 @@ def test_bits_per_cell_search_needs_sliced_devices(tmp_path: Path) -> None:
 
     cfg = P3Config(
         out_dir=str(tmp_path / "x"),
-        hardware_overrides={"weights.noise_granularity": "weight"},
+        hardware_overrides={"weights.noise_granularity": "weight", "weights.bits_per_cell": 8},
         quant_bits_per_cell=(1, 2),
     )
     with pytest.raises(ValueError, match="quant_bits_per_cell") as err:
@@ -205,8 +205,9 @@ def test_cli_rejects_unknown_greedy_mode(toy_checkpoint: Path, tmp_path: Path) -
         ["correctnet", "run", "--model", str(toy_checkpoint), "--out", str(tmp_path / "x"), "--greedy-mode", "best"],
         cwd=tmp_path,
     )
-    assert res.returncode != 0
-    assert "greedy_mode" in res.stdout + res.stderr
+    assert res.returncode == 2
+    assert res.stderr.startswith("error: --greedy-mode: invalid value 'best'; allowed: 'iterative' or 'ranked'")
+    assert not (tmp_path / "x").exists()  # refused before anything was written
 
 
 def test_long_placements_get_a_footnote() -> None:

@@ -19,8 +19,14 @@ One call of :func:`run_p3` (CLI: ``xbarlab correctnet run``) does, for one model
 6. **table**: ``results.json``, ``results.md`` (with the quantisation search's Pareto front) and the figures
    ``sweep.png`` and ``quant_pareto.png`` in the output folder.
 
-Every stage writes its result to the output folder and is skipped when that file exists (``force`` re-runs),
-and the expensive searches cache every evaluation on disk, so an interrupted run resumes where it stopped.
+Every stage writes its result to the output folder together with the settings that determine it and their
+key (``"_stage"``: the SHA-256 of the canonical JSON of those settings, the keys of the stages it builds on and
+:data:`STAGE_FORMAT`). On a rerun a stage whose stored key equals the current one is reused; when it differs the
+stage is recomputed, with one line saying which settings changed, and so is every stage downstream of it
+(``resume="strict"`` refuses instead, before anything is written). ``force`` recomputes every stage run. The
+expensive searches cache every evaluation on disk (the cache is dropped when its stage's key changes), so an
+interrupted run resumes where it stopped. Printed tables take their labels (model, σ, chips, image counts) from
+the stored stage settings, never from the current command.
 
 Seeds: evaluation chip k is programmed with ``eval_seed + k``; search chips with ``search_seed + k``;
 training chips with :func:`xbarlab.mitigation.compensation.training_chip_seed` (derived 31-bit seeds), so test
@@ -32,8 +38,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 import math
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -46,9 +54,12 @@ from torch import nn
 
 __all__ = [
     "P3_HARDWARE",
+    "STAGE_FORMAT",
     "P3Config",
+    "P3Plan",
     "load_model",
     "p3_hardware",
+    "prepare_p3",
     "run_p3",
     "write_figures",
     "write_table",
@@ -135,17 +146,49 @@ class P3Config:
     threads: int = 1
     stages: tuple[str, ...] = ("models", "sweep", "placement", "quant", "perchip", "table")
     force: bool = False
+    resume: str = "auto"
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         checks: list[tuple[str, bool, str]] = [
-            ("sigmas", len(self.sigmas) > 0 and all(s >= 0 for s in self.sigmas), "non-empty, every σ >= 0"),
-            ("target_sigma", self.target_sigma is None or self.target_sigma >= 0, "None or >= 0"),
+            ("sigmas", len(self.sigmas) > 0 and all(_finite(s, 0) for s in self.sigmas), "non-empty, every σ >= 0"),
+            ("target_sigma", self.target_sigma is None or _finite(self.target_sigma, 0), "None or >= 0"),
+            ("calib_images", self.calib_images >= 1, ">= 1"),
+            ("batch_size", self.batch_size >= 1, ">= 1"),
+            ("lipschitz_beta", _finite(self.lipschitz_beta, 0), "finite, >= 0"),
+            ("lipschitz_epochs", self.lipschitz_epochs >= 1, ">= 1"),
+            ("lipschitz_lr", _finite(self.lipschitz_lr, 0, strict=True), "finite, > 0"),
+            ("comp_lr", _finite(self.comp_lr, 0, strict=True), "finite, > 0"),
+            ("comp_reduction", self.comp_reduction >= 1, ">= 1"),
+            ("penalty", _finite(self.penalty, 0), "finite, >= 0"),
+            (
+                "quant_bits_per_cell",
+                len(self.quant_bits_per_cell) > 0 and min(self.quant_bits_per_cell) >= 1,
+                "non-empty, every value >= 1",
+            ),
+            (
+                "quant_adc_bits",
+                len(self.quant_adc_bits) > 0 and min(self.quant_adc_bits) >= 1,
+                "non-empty, every value >= 1",
+            ),
+            ("quant_tolerance", _finite(self.quant_tolerance, 0), "finite, >= 0 (accuracy points)"),
+            ("quant_max_evaluations", self.quant_max_evaluations >= 1, ">= 1"),
+            ("adc_fom_fj", _finite(self.adc_fom_fj, 0, strict=True), "finite, > 0 (fJ per conversion step)"),
+            ("seed", self.seed >= 0, ">= 0"),
+            ("eval_seed", self.eval_seed >= 0, ">= 0"),
+            ("search_seed", self.search_seed >= 0, ">= 0"),
+            (
+                "resume",
+                self.resume in ("auto", "strict"),
+                "'auto' (recompute stages whose settings changed) or 'strict' (refuse)",
+            ),
+            ("device", self.device == "cpu", "'cpu' (the P3 chip pools and searches run on the CPU only)"),
             ("chips", self.chips >= 1, ">= 1"),
             ("test_images", self.test_images >= 1, ">= 1"),
             ("sweep_images", self.sweep_images >= 1, ">= 1"),
             ("val_images", self.val_images >= 1, ">= 1"),
             ("comp_steps", self.comp_steps >= 1, ">= 1"),
-            ("budget_pct", self.budget_pct >= 0, ">= 0 (%)"),
+            ("budget_pct", _finite(self.budget_pct, 0), "finite, >= 0 (%)"),
             ("cost_metric", self.cost_metric in ("params", "macs", "max"), "'params', 'macs' or 'max'"),
             ("rl_episodes", self.rl_episodes >= 1, ">= 1"),
             ("greedy_mode", self.greedy_mode in ("iterative", "ranked"), "'iterative' or 'ranked'"),
@@ -168,6 +211,10 @@ class P3Config:
         unknown = set(self.stages) - set(STAGES)
         if unknown:
             raise ValueError(f"stages: invalid value {sorted(unknown)}; allowed: {', '.join(STAGES)}")
+        from xbarlab.mitigation.compensation import LOSSES
+
+        if self.comp_loss not in LOSSES:
+            raise ValueError(f"comp_loss: invalid value {self.comp_loss!r}; allowed: {', '.join(LOSSES)}")
 
     @property
     def sigma_max(self) -> float:
@@ -180,6 +227,11 @@ class P3Config:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+
+
+def _finite(value: float, lo: float, *, strict: bool = False) -> bool:
+    """``value`` is a finite number >= ``lo`` (> ``lo`` with ``strict``)."""
+    return math.isfinite(value) and (value > lo if strict else value >= lo)
 
 
 def p3_hardware(sigma: float, overrides: dict[str, Any] | None = None) -> Any:
@@ -199,7 +251,10 @@ def load_model(spec: str) -> tuple[nn.Module, dict[str, Any]]:
     if spec in list_pretrained():
         return load_pretrained(spec)
     if checkpoint_paths(spec)[1].is_file():
-        return load_checkpoint(spec)
+        try:
+            return load_checkpoint(spec)
+        except Exception as exc:  # a damaged or foreign file: one line naming it, not a traceback
+            raise ValueError(f"model: cannot read checkpoint {spec!r}: {' '.join(str(exc).split())}") from exc
     raise FileNotFoundError(
         f"model: invalid value {spec!r}; allowed: a shipped pretrained model "
         f"({', '.join(list_pretrained()) or 'none shipped yet'}) or a checkpoint path written by `xbarlab train`"
@@ -240,6 +295,16 @@ class _Data:
         if cfg.val_images >= n_train:
             raise ValueError(f"val_images: invalid value {cfg.val_images}; allowed: < {n_train} (training images)")
         split = n_train - cfg.val_images
+        n_test = len(test)
+        for name, n, limit, what in (
+            ("test_images", cfg.test_images, n_test, "the test set"),
+            ("sweep_images", cfg.sweep_images, n_test, "the test set"),
+            ("quant_images", cfg.quant_images, cfg.val_images, "the held-out training images (val_images)"),
+            ("perchip_images", cfg.perchip_images, split, "the training images left after val_images"),
+            ("bn_images", cfg.bn_images, split, "the training images left after val_images"),
+        ):
+            if n > limit:
+                raise ValueError(f"{name}: {n} exceeds {what} ({limit} images); allowed: <= {limit}")
         self.train_set = train_aug
         self.comp_train = make_loader(
             train_aug.subset(range(split)), cfg.comp_batch_size, shuffle=True, seed=cfg.seed, drop_last=True
@@ -293,17 +358,194 @@ def _clean_accuracy(model: nn.Module, loader: Any) -> float:
     return accuracy(model, loader)
 
 
+# ------------------------------------------------------------------------------------------------ stage keys
+
+STAGE_FORMAT = 1
+"""Version of the stage records (``"_stage"`` in each stage file); part of every stage key."""
+
+_STAGE_FILES = {name: f"{name}.json" for name in STAGES if name != "table"}
+_UPSTREAM: dict[str, tuple[str, ...]] = {
+    "models": (),
+    "sweep": ("models",),
+    "placement": ("models",),
+    "quant": ("models", "placement"),
+    "perchip": ("models", "placement"),
+}
+_CACHE_DIRS = {"models": "lipschitz_train", "placement": "placement", "quant": "quant"}
+"""Folders of on-disk caches and partial work of a stage (dropped when the stage's key changes)."""
+
+_EVAL_FIELDS = ("hardware_overrides", "chips", "test_images", "eval_seed", "calib_images", "batch_size")
+_STAGE_FIELDS: dict[str, tuple[str, ...]] = {
+    "sweep": ("hardware_overrides", "chips", "sweep_images", "eval_seed", "calib_images", "batch_size"),
+    "placement": (
+        *_EVAL_FIELDS,
+        *("adc_in_training", "comp_steps", "comp_lr", "comp_batch_size", "comp_reduction", "comp_affine"),
+        *("comp_loss", "comp_pool", "budget_pct", "penalty", "cost_metric", "rl_episodes", "random_samples"),
+        *("greedy_mode", "search_chips", "val_images", "seed", "search_seed"),
+    ),
+    "quant": (
+        *_EVAL_FIELDS,
+        *("quant_bits_per_cell", "quant_adc_bits", "quant_tolerance", "quant_chips", "quant_images"),
+        *("quant_max_evaluations", "adc_fom_fj", "adc_scaling", "val_images", "search_seed"),
+    ),
+    "perchip": (
+        *_EVAL_FIELDS,
+        *("adc_in_training", "perchip_steps", "perchip_images", "perchip_batch_size", "perchip_lr"),
+        *("bn_images", "comp_loss", "val_images", "seed"),
+    ),
+}
+"""The settings (P3Config fields) that determine each stage's result besides its upstream stages; the σ of the
+placement, quantisation and per-chip stages (``sigma``: ``cfg.sigma_max``) is added. The sweep's σ values are
+not part of its key: its rows are stored per σ and a new σ adds a row."""
+
+
+def _model_fingerprint(model: nn.Module) -> str:
+    """SHA-256 (16 hex digits) of a model's state: parameter names, dtypes, shapes and bytes."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _stage_settings(cfg: P3Config, name: str, fingerprints: dict[str, str | None]) -> dict[str, Any]:
+    """The settings that determine stage ``name`` (JSON values)."""
+    if name == "models":
+        settings: dict[str, Any] = {
+            "model": cfg.model,
+            "model_sha256": fingerprints["model"],
+            "dataset": cfg.dataset,
+            "lipschitz_kind": cfg.lipschitz_kind,
+            "lipschitz_beta": cfg.lipschitz_beta,
+            "batch_size": cfg.batch_size,
+            "lipschitz_checkpoint": cfg.lipschitz_checkpoint,
+        }
+        if cfg.lipschitz_checkpoint is not None:
+            settings["lipschitz_sha256"] = fingerprints["lipschitz"]
+        else:
+            settings.update(lipschitz_epochs=cfg.lipschitz_epochs, lipschitz_lr=cfg.lipschitz_lr, seed=cfg.seed)
+    else:
+        settings = {f: getattr(cfg, f) for f in _STAGE_FIELDS[name]}
+        if name != "sweep":
+            settings["sigma"] = cfg.sigma_max
+    return dict(json.loads(_canonical(settings)))
+
+
+def _canonical(value: Any) -> str:
+    """Canonical JSON (sorted keys, no whitespace, tuples as lists) of the sweep store's trial identity."""
+    from xbarlab.experiments.spec import canonical_json
+
+    return canonical_json(value)
+
+
+@dataclass
+class _StagePlan:
+    """One stage of a run: its record (settings, upstream keys, key) and what the run does with it."""
+
+    name: str
+    record: dict[str, Any]
+    status: str  # "new" (no stored result), "reuse" (same key) or "recompute" (key differs, or --force)
+    reason: str = ""
+
+    @property
+    def key(self) -> str:
+        return str(self.record["key"])
+
+
+@dataclass
+class P3Plan:
+    """What :func:`run_p3` will do, decided by :func:`prepare_p3` before anything is written."""
+
+    data: Any
+    stages: dict[str, _StagePlan]
+
+
+def _stage_record(name: str, settings: dict[str, Any], upstream: dict[str, str]) -> dict[str, Any]:
+    ident = {"format": STAGE_FORMAT, "stage": name, "settings": settings, "upstream": upstream}
+    key = hashlib.sha256(_canonical(ident).encode()).hexdigest()[:16]
+    return {"format": STAGE_FORMAT, "key": key, "settings": settings, "upstream": upstream}
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
+        return _canonical(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _change_reason(stored: dict[str, Any] | None, current: dict[str, Any], file: str) -> str:
+    """Why a stored stage record does not match the current one (``""`` when the keys are equal)."""
+    if not isinstance(stored, dict) or "key" not in stored:
+        return f"{file} has no settings record (written by an older version)"
+    if stored["key"] == current["key"]:
+        return ""
+    if stored.get("format") != current["format"]:
+        return f"record format {stored.get('format')} → {current['format']}"
+    old, new = stored.get("settings", {}), current["settings"]
+    keys = sorted({*old, *new})
+    changed = [f"{k} {_show(old.get(k))} → {_show(new.get(k))}" for k in keys if old.get(k) != new.get(k)]
+    if changed:
+        return f"settings changed ({', '.join(changed)})"
+    ups = [u for u in current["upstream"] if stored.get("upstream", {}).get(u) != current["upstream"][u]]
+    if ups:
+        return f"upstream stage {', '.join(ups)} changed"
+    return "stage key changed"
+
+
+def _plan_stages(cfg: P3Config, out: Path, fingerprints: dict[str, str | None]) -> dict[str, _StagePlan]:
+    """Each stage's current record and whether its stored result (if any) is reused or recomputed."""
+    plans: dict[str, _StagePlan] = {}
+    for name in _STAGE_FILES:
+        upstream = {u: plans[u].key for u in _UPSTREAM[name]}
+        record = _stage_record(name, _stage_settings(cfg, name, fingerprints), upstream)
+        path = out / _STAGE_FILES[name]
+        if not path.is_file():
+            plans[name] = _StagePlan(name, record, "new")
+            continue
+        stored = _read_json(path).get("_stage")
+        reason = _change_reason(stored, record, path.name)
+        runs = name == "models" or name in cfg.stages
+        if runs and cfg.force:
+            reason = reason or "--force"
+        plans[name] = _StagePlan(name, record, "recompute" if reason else "reuse", reason)
+    return plans
+
+
+def _check_strict(cfg: P3Config, plans: dict[str, _StagePlan]) -> None:
+    """With ``resume="strict"``: refuse a run that would recompute a stored stage (``force`` excepted)."""
+    if cfg.resume != "strict" or cfg.force:
+        return
+    stale = [p for p in plans.values() if p.status == "recompute" and (p.name == "models" or p.name in cfg.stages)]
+    if stale:
+        first, rest = stale[0], [p.name for p in stale[1:]]
+        also = f"; downstream stage {', '.join(rest)} would be recomputed too" if rest else ""
+        raise ValueError(
+            f"stage {first.name}: {first.reason}{also}; allowed with --resume strict: the stored settings "
+            "(rerun with --resume auto to recompute, or write to another --out)"
+        )
+
+
+def _reset_cache(out: Path, plan: _StagePlan, force: bool) -> None:
+    """Drop a stage's cache folder when it was filled under another key (or with ``force``); record the key."""
+    folder = _CACHE_DIRS.get(plan.name)
+    if folder is None:
+        return
+    cache, key_file = out / folder, out / f"{folder}.key"
+    stored = key_file.read_text().strip() if key_file.is_file() else None
+    if cache.exists() and (force or stored != plan.key):
+        shutil.rmtree(cache)
+    key_file.write_text(plan.key + "\n")
+
+
 # ------------------------------------------------------------------------------------------------ stages
 
 
 def _stage_models(cfg: P3Config, data: _Data, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
-    from xbarlab.checkpoint import load_checkpoint
     from xbarlab.mitigation.lipschitz import lipschitz_regularizer, lipschitz_upper_bound
     from xbarlab.training import TrainConfig, train
 
-    path = out / "models.json"
-    if path.is_file() and not cfg.force:
-        return dict(_read_json(path))
     plain, plain_meta = load_model(cfg.model)
     reg = lipschitz_regularizer(cfg.lipschitz_kind, cfg.lipschitz_beta)
     if cfg.lipschitz_checkpoint is not None:
@@ -333,7 +575,7 @@ def _stage_models(cfg: P3Config, data: _Data, out: Path, log: Callable[[str], No
             metadata=meta,
         )
         lip_info = {"source": "fine-tuned", "path": lip_path, "train": tcfg.as_dict()}
-    lip, _ = load_checkpoint(lip_path)
+    lip, _ = load_model(lip_path)
     full_test = _full_test_loader(cfg, data)
     clean_plain = _clean_accuracy(plain, full_test)
     clean_lip = _clean_accuracy(lip, full_test)
@@ -358,7 +600,6 @@ def _stage_models(cfg: P3Config, data: _Data, out: Path, log: Callable[[str], No
         f"clean accuracy: plain {clean_plain:.2f} %, Lipschitz {clean_lip:.2f} % "
         f"(gap {clean_lip - clean_plain:+.2f} pt, matched: {result['matched_within_1pt']})"
     )
-    _write_json(path, result)
     return result
 
 
@@ -369,17 +610,24 @@ def _full_test_loader(cfg: P3Config, data: _Data) -> Any:
 
 
 def _lipschitz_model(cfg: P3Config, models: dict[str, Any]) -> nn.Module:
-    from xbarlab.checkpoint import load_checkpoint
-
-    model, _ = load_checkpoint(models["lipschitz"]["path"])
+    model, _ = load_model(models["lipschitz"]["path"])
     return model
 
 
 def _stage_sweep(
-    cfg: P3Config, data: _Data, out: Path, models: dict[str, Any], log: Callable[[str], None]
+    cfg: P3Config, plan: P3Plan, data: _Data, out: Path, models: dict[str, Any], log: Callable[[str], None]
 ) -> dict[str, Any]:
+    """Accuracy over chips of both models at every σ; rows are stored per σ, so a rerun with the same settings
+    (stage key) and new σ values adds rows, and other settings start the sweep afresh."""
+    stage = plan.stages["sweep"]
     path = out / "sweep.json"
-    done: dict[str, Any] = dict(_read_json(path)) if path.is_file() and not cfg.force else {}
+    done: dict[str, Any] = {}
+    if stage.status == "reuse":
+        log(f"stage sweep: same settings, reusing the rows of {path.name}")
+        done = dict(_read_json(path))
+    elif stage.status == "recompute":
+        log(f"stage sweep: recomputing: {stage.reason}")
+    done["_stage"] = stage.record
     nets = {"plain": load_model(cfg.model)[0], "lipschitz": _lipschitz_model(cfg, models)}
     for name, net in nets.items():
         rows = done.setdefault(name, {})
@@ -429,9 +677,6 @@ def _stage_placement(
         reinforce_placement,
     )
 
-    final_path = out / "placement.json"
-    if final_path.is_file() and not cfg.force:
-        return dict(_read_json(final_path))
     pdir = out / "placement"
     pdir.mkdir(parents=True, exist_ok=True)
     lip = _lipschitz_model(cfg, models)
@@ -576,7 +821,6 @@ def _stage_placement(
         "unprotected": final_cache["__plain__"],
         "compensation": comp_cfg.as_dict(),
     }
-    _write_json(final_path, summary)
     return summary
 
 
@@ -637,9 +881,6 @@ def _stage_quant(
     from xbarlab.mitigation.compensation import attach_compensation
     from xbarlab.quant_search import QuantConfig, quant_search
 
-    path = out / "quant.json"
-    if path.is_file() and not cfg.force:
-        return dict(_read_json(path))
     qdir = out / "quant"
     qdir.mkdir(parents=True, exist_ok=True)
     lip = _lipschitz_model(cfg, models)
@@ -702,7 +943,6 @@ def _stage_quant(
         "search_images": cfg.quant_images,
         "search_chips": cfg.quant_chips,
     }
-    _write_json(path, summary)
     return summary
 
 
@@ -748,9 +988,6 @@ def _stage_perchip(
         train_compensation,
     )
 
-    path = out / "perchip.json"
-    if path.is_file() and not cfg.force:
-        return dict(_read_json(path))
     sigma = cfg.sigma_max
     hw, train_hw = _hardware_pair(cfg)
     lip = _lipschitz_model(cfg, models)
@@ -818,7 +1055,6 @@ def _stage_perchip(
             f"BN adaptation (plain model) at σ={sigma:g}: {summary['bn_adapt']['mean']:.2f} % on the test set "
             f"({time.perf_counter() - t0:.0f} s)"
         )
-    _write_json(path, summary)
     return summary
 
 
@@ -832,24 +1068,61 @@ def _fmt(mc: dict[str, Any] | None) -> str:
     return f"{mc['mean']:.2f} ± {half:.2f}"
 
 
+def _settings_of(results: dict[str, Any], name: str) -> dict[str, Any]:
+    """The stored settings of a stage result (empty when the stage did not run or has no record)."""
+    return dict(((results.get(name) or {}).get("_stage") or {}).get("settings") or {})
+
+
+def _labels(cfg: P3Config, results: dict[str, Any]) -> dict[str, Any]:
+    """Model, data set, σ_max, chips and test images of the table, from the stored stage settings (``cfg``
+    only for a stage result without a record)."""
+    models = _settings_of(results, "models")
+    main = next((st for st in (_settings_of(results, n) for n in ("placement", "quant", "perchip")) if st), {})
+    sweep = results.get("sweep") or {}
+    sweep_sigmas = [float(k) for k in (sweep.get("plain") or {})]
+    if main:
+        sigma_max = float(main["sigma"])
+    elif sweep_sigmas:
+        sigma_max = max(sweep_sigmas)
+    else:
+        sigma_max = cfg.sigma_max
+    return {
+        "model": models.get("model", cfg.model),
+        "dataset": models.get("dataset", cfg.dataset),
+        "sigma_max": sigma_max,
+        "chips": main.get("chips"),
+        "test_images": main.get("test_images"),
+        "sweep_images": sweep.get("images"),
+        "sweep_chips": sweep.get("chips"),
+        "sweep_sigmas": sorted(sweep_sigmas),
+    }
+
+
 def write_table(cfg: P3Config, out: Path, results: dict[str, Any]) -> str:
-    """The results table (Markdown) from the stage results; also written to ``results.md``."""
+    """The results table (Markdown) from the stage results; also written to ``results.md``.
+
+    Every label (model, σ_max, chips, image counts) comes from the stored settings of the stage results shown."""
     models = results.get("models", {})
-    sweep = results.get("sweep", {})
+    sweep = results.get("sweep") or {}
     placement = results.get("placement")
     quant = results.get("quant")
     clean = models.get("plain", {}).get("clean_accuracy")
-    smax = f"{cfg.sigma_max:g}"
+    labels = _labels(cfg, results)
+    smax = f"{labels['sigma_max']:g}"
 
     def pct(mc: dict[str, Any] | None) -> str:
         if mc is None or clean is None:
             return "—"
         return f"{100.0 * mc['mean'] / clean:.1f} %"
 
+    protocol = []
+    if labels["chips"] is not None:
+        protocol.append(f"over {labels['chips']} chips, {labels['test_images']} test images")
+    if labels["sweep_images"] is not None:
+        protocol.append(f"sweep rows: {labels['sweep_chips']} chips, {labels['sweep_images']} images")
     lines = [
-        f"P3 pipeline: `{cfg.model}` on {cfg.dataset}, log-normal σ_max = {smax}; accuracy in % (mean ± 95 % CI "
-        f"over {cfg.chips} chips, {min(cfg.test_images, 10000)} test images; sweep rows: {cfg.sweep_images} "
-        "images).",
+        f"P3 pipeline: `{labels['model']}` on {labels['dataset']}, log-normal σ_max = {smax}; accuracy in % "
+        f"(mean ± 95 % CI{' ' if protocol else ''}{'; '.join(protocol)}).",
         "",
         "| stage | accuracy | % of original | compensation overhead (params / MACs) | ADC energy / inference |",
         "|---|---:|---:|---:|---:|",
@@ -908,19 +1181,19 @@ def write_table(cfg: P3Config, out: Path, results: dict[str, Any]) -> str:
             f"| extension (P1/P2): unprotected + BN adaptation ({perchip['bn_images']} unlabelled images), "
             f"σ = {smax} | {_fmt(mc)} | {pct(mc)} | — | — |"
         )
-    lines += ["", f"† {cfg.sweep_images} test images."]
+    if labels["sweep_images"] is not None:
+        lines += ["", f"† σ sweep: {labels['sweep_chips']} chips, {labels['sweep_images']} test images."]
     for label, layers in placements.items():
         lines.append(f"{label}: {layers}.")
     if sweep.get("plain"):
         lines += [
             "",
-            f"σ sweep ({sweep.get('images', cfg.sweep_images)} test images, {sweep.get('chips', cfg.chips)} chips, "
-            "mean ± 95 % CI):",
+            f"σ sweep ({labels['sweep_images']} test images, {labels['sweep_chips']} chips, mean ± 95 % CI):",
             "",
             "| σ | unprotected | Lipschitz |",
             "|---:|---:|---:|",
         ]
-        for sigma in cfg.sigmas:
+        for sigma in labels["sweep_sigmas"]:
             key = f"{sigma:g}"
             lines.append(f"| {key} | {_fmt(sweep['plain'].get(key))} | {_fmt(sweep.get('lipschitz', {}).get(key))} |")
     if quant is not None:
@@ -972,6 +1245,7 @@ def write_figures(cfg: P3Config, out: Path, results: dict[str, Any]) -> list[Pat
     written: list[Path] = []
     sweep = results.get("sweep") or {}
     clean = results.get("models", {}).get("plain", {}).get("clean_accuracy")
+    model = _labels(cfg, results)["model"]
     curves = {
         label: [
             (float(k), mc["mean"], mc["ci95_low"], mc["ci95_high"])
@@ -985,7 +1259,7 @@ def write_figures(cfg: P3Config, out: Path, results: dict[str, Any]) -> list[Pat
         out / "sweep.png",
         xlabel="log-normal σ",
         ylabel="accuracy (%)",
-        title=f"{cfg.model}: accuracy vs variation ({sweep.get('chips', cfg.chips)} chips, 95 % CI)",
+        title=f"{model}: accuracy vs variation ({sweep.get('chips')} chips, 95 % CI)",
         hline=(clean, "clean (digital)") if clean is not None else None,
     )
     if path is not None:
@@ -998,7 +1272,7 @@ def write_figures(cfg: P3Config, out: Path, results: dict[str, Any]) -> list[Pat
             out / "quant_pareto.png",
             xlabel="ADC energy per inference (pJ)",
             ylabel="accuracy on the search chips (%)",
-            title=f"{cfg.model}, σ = {quant['sigma']:g}: quantisation search",
+            title=f"{model}, σ = {quant['sigma']:g}: quantisation search",
             highlight=(quant["search"]["reference"]["label"], quant["search"]["best"]["label"]),
         )
         if path is not None:
@@ -1009,11 +1283,18 @@ def write_figures(cfg: P3Config, out: Path, results: dict[str, Any]) -> list[Pat
 # ------------------------------------------------------------------------------------------------ driver
 
 
-def run_p3(cfg: P3Config, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run the pipeline (module docstring); returns every stage's result and writes them to ``cfg.out_dir``."""
-    log = log or (lambda msg: print(msg, flush=True))
-    torch.set_num_threads(cfg.threads)
-    hw = p3_hardware(cfg.sigma_max, cfg.hardware_overrides)  # validates the overrides before any work
+def prepare_p3(cfg: P3Config) -> P3Plan:
+    """Check everything a run needs and decide each stage's fate, writing nothing.
+
+    Refuses (``ValueError`` naming the field, or ``FileNotFoundError`` for a missing model): hardware overrides,
+    the Lipschitz penalty kind, the ADC energy model, a bits-per-cell search the hardware cannot express, an
+    unknown or unreadable model or Lipschitz checkpoint, image counts larger than their split, stages whose
+    inputs are missing or stale, and (``resume="strict"``) any stored stage whose settings changed.
+    """
+    from xbarlab.adc_power import ADCPowerModel
+    from xbarlab.mitigation.lipschitz import lipschitz_regularizer
+
+    hw = p3_hardware(cfg.sigma_max, cfg.hardware_overrides)
     if (
         "quant" in cfg.stages
         and len(cfg.quant_bits_per_cell) > 1
@@ -1024,34 +1305,101 @@ def run_p3(cfg: P3Config, log: Callable[[str], None] | None = None) -> dict[str,
             "weights.noise_granularity is 'weight' or weights.quantize is false (one device per weight: the bits "
             "per cell do not change the hardware)"
         )
+    lipschitz_regularizer(cfg.lipschitz_kind, cfg.lipschitz_beta)
+    ADCPowerModel(scaling=cfg.adc_scaling, fom_fj_per_step=cfg.adc_fom_fj)
+    fingerprints: dict[str, str | None] = {"model": _model_fingerprint(load_model(cfg.model)[0]), "lipschitz": None}
+    if cfg.lipschitz_checkpoint is not None:
+        try:
+            lip, _ = load_model(cfg.lipschitz_checkpoint)
+        except (FileNotFoundError, ValueError) as exc:
+            raise ValueError(f"lipschitz_checkpoint: {str(exc).partition(': ')[2]}") from exc
+        fingerprints["lipschitz"] = _model_fingerprint(lip)
+    data = _Data(cfg)
+    out = Path(cfg.out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out_dir: {out} exists and is not a folder; allowed: a folder or a new path")
+    plans = _plan_stages(cfg, out, fingerprints)
+    for stage in ("quant", "perchip"):
+        if stage in cfg.stages and "placement" not in cfg.stages and plans["placement"].status != "reuse":
+            why = plans["placement"].reason or "placement.json does not exist"
+            raise ValueError(
+                f"stages: {stage!r} needs the 'placement' stage (its RL placement) and the stored one cannot be "
+                f"used ({why}); allowed: add 'placement' to the stages"
+            )
+    _check_strict(cfg, plans)
+    return P3Plan(data=data, stages=plans)
+
+
+def _run_stage(
+    cfg: P3Config, plan: P3Plan, name: str, out: Path, log: Callable[[str], None], compute: Callable[[], Any]
+) -> dict[str, Any]:
+    """Stage ``name``: the stored result when its key matches, else ``compute()`` stored with its record."""
+    stage = plan.stages[name]
+    path = out / _STAGE_FILES[name]
+    if stage.status == "reuse":
+        log(f"stage {name}: same settings, reusing {path.name}")
+        return dict(_read_json(path))
+    if stage.status == "recompute":
+        log(f"stage {name}: recomputing: {stage.reason}")
+    _reset_cache(out, stage, cfg.force)
+    result = dict(compute())
+    result["_stage"] = stage.record
+    _write_json(path, result)
+    return result
+
+
+def _stored_stage(plan: P3Plan, name: str, out: Path, log: Callable[[str], None]) -> dict[str, Any] | None:
+    """A stage not run this time: its stored result when it matches the current settings, else None."""
+    stage = plan.stages[name]
+    if stage.status == "new":
+        return None
+    if stage.status == "recompute":
+        log(f"stage {name}: not run (not in stages) and {stage.reason}; left out of the results")
+        return None
+    return dict(_read_json(out / _STAGE_FILES[name]))
+
+
+def run_p3(cfg: P3Config, log: Callable[[str], None] | None = None, plan: P3Plan | None = None) -> dict[str, Any]:
+    """Run the pipeline (module docstring); returns every stage's result and writes them to ``cfg.out_dir``.
+
+    ``plan``: the result of :func:`prepare_p3` for ``cfg`` (made here when None). Nothing is written before
+    the checks of :func:`prepare_p3` have passed.
+    """
+    log = log or (lambda msg: print(msg, flush=True))
+    torch.set_num_threads(cfg.threads)
+    plan = plan or prepare_p3(cfg)
+    data = plan.data
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / "config.json", cfg.as_dict())
-    data = _Data(cfg)
+    _write_json(out / "config.json", cfg.as_dict())  # the last command; the stage files hold their own settings
     results: dict[str, Any] = {"config": cfg.as_dict()}
     t0 = time.perf_counter()
-    models = _stage_models(cfg, data, out, log)
+    models = _run_stage(cfg, plan, "models", out, log, lambda: _stage_models(cfg, data, out, log))
     results["models"] = models
     if "sweep" in cfg.stages:
-        results["sweep"] = _stage_sweep(cfg, data, out, models, log)
-    elif (out / "sweep.json").is_file():
-        results["sweep"] = _read_json(out / "sweep.json")
+        results["sweep"] = _stage_sweep(cfg, plan, data, out, models, log)
+    else:
+        results["sweep"] = _stored_stage(plan, "sweep", out, log)
     if "placement" in cfg.stages:
-        results["placement"] = _stage_placement(cfg, data, out, models, log)
-    elif (out / "placement.json").is_file():
-        results["placement"] = _read_json(out / "placement.json")
+        results["placement"] = _run_stage(
+            cfg, plan, "placement", out, log, lambda: _stage_placement(cfg, data, out, models, log)
+        )
+    else:
+        results["placement"] = _stored_stage(plan, "placement", out, log)
+    placement = results["placement"]
     if "quant" in cfg.stages:
-        if "placement" not in results:
-            raise ValueError("stages: 'quant' needs the 'placement' stage (its RL placement) to have run")
-        results["quant"] = _stage_quant(cfg, data, out, models, results["placement"], log)
-    elif (out / "quant.json").is_file():
-        results["quant"] = _read_json(out / "quant.json")
+        results["quant"] = _run_stage(
+            cfg, plan, "quant", out, log, lambda: _stage_quant(cfg, data, out, models, placement, log)
+        )
+    else:
+        results["quant"] = _stored_stage(plan, "quant", out, log)
     if "perchip" in cfg.stages:
-        if "placement" not in results:
-            raise ValueError("stages: 'perchip' needs the 'placement' stage (its RL placement) to have run")
-        results["perchip"] = _stage_perchip(cfg, data, out, models, results["placement"], log)
-    elif (out / "perchip.json").is_file():
-        results["perchip"] = _read_json(out / "perchip.json")
+        results["perchip"] = _run_stage(
+            cfg, plan, "perchip", out, log, lambda: _stage_perchip(cfg, data, out, models, placement, log)
+        )
+    else:
+        results["perchip"] = _stored_stage(plan, "perchip", out, log)
+    results = {k: v for k, v in results.items() if v is not None}
     results["wall_time_s"] = time.perf_counter() - t0
     if "table" in cfg.stages:
         results["table"] = write_table(cfg, out, results)
