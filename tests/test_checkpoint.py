@@ -235,7 +235,7 @@ def test_rehash_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     with pytest.raises(CheckpointError, match=rf"{re.escape(str(js))}: no weights_sha256.*xbarlab rehash"):
         load_state(tmp_path / "s")
     main(["rehash", str(tmp_path / "s")])
-    assert capsys.readouterr().out.strip() == f"{js}: weights_sha256 = {sha}"
+    assert capsys.readouterr().out.strip() == f"{js}: recorded SHA-256 {sha}"
     assert load_state(tmp_path / "s")["epoch"] == 2
     _flip_last_weight_byte(st)
     with pytest.raises(SystemExit) as exit_info:
@@ -270,3 +270,22 @@ def test_every_shipped_pair_records_a_matching_hash() -> None:
         st = js.with_suffix(".safetensors")
         recorded = meta.get("weights_sha256") or meta.get("sha256")
         assert recorded == hashlib.sha256(st.read_bytes()).hexdigest(), js
+
+
+def test_task_model_without_hash_is_refused_until_rehashed(tmp_path: Path) -> None:
+    from xbarlab.tasks.segmentation import TinySegNet
+    from xbarlab.tasks.train_tasks import load_task_model, save_task_model
+
+    torch.manual_seed(0)
+    net = TinySegNet(num_classes=3, width=4).eval()
+    save_task_model(net, tmp_path / "seg", {"task": "segmenter"})
+    js = tmp_path / "seg.json"
+    meta = json.loads(js.read_text())
+    sha = meta.pop("sha256")
+    js.write_text(json.dumps(meta))  # used to skip the check
+    with pytest.raises(ValueError, match=rf"{re.escape(str(js))}: no sha256; the weights cannot be verified"):
+        load_task_model(tmp_path / "seg")
+    assert rehash(tmp_path / "seg") == sha
+    loaded, _ = load_task_model(tmp_path / "seg")
+    x = torch.randn(1, 1, 16, 16)
+    assert torch.equal(loaded(x), net(x))

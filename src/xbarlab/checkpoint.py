@@ -119,8 +119,8 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"metadata value of type {type(obj).__name__} is not JSON-serialisable: {obj!r}")
 
 
-def _read_meta(js_path: Path, kinds: tuple[str, ...]) -> dict[str, Any]:
-    """The parsed JSON of a checkpoint whose ``format`` is one of ``kinds``."""
+def _read_meta(js_path: Path, kinds: tuple[str, ...], *, versioned: bool = True) -> dict[str, Any]:
+    """The parsed JSON of a checkpoint whose ``format`` is one of ``kinds`` (and ``format_version`` 1)."""
     try:
         meta = json.loads(js_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -130,7 +130,7 @@ def _read_meta(js_path: Path, kinds: tuple[str, ...]) -> dict[str, Any]:
         expected = " or ".join(repr(k) for k in kinds)
         raise CheckpointError(f"{js_path}: 'format' is {got!r}, expected {expected}")
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
+    if versioned and version != FORMAT_VERSION:
         raise CheckpointError(f"{js_path}: format_version: {version!r}; expected {FORMAT_VERSION}")
     return meta
 
@@ -170,30 +170,36 @@ def _read_pair(path: str | Path, kind: str) -> tuple[dict[str, Tensor], dict[str
 
 
 def rehash(path: str | Path, *, force: bool = False) -> str:
-    """Record the SHA-256 of ``<path>.safetensors`` as ``weights_sha256`` in ``<path>.json``; returns the hash.
+    """Record the SHA-256 of ``<path>.safetensors`` (``weights_sha256``) in ``<path>.json``; returns the hash.
 
-    For a checkpoint or state file you trust that was written without a hash (or by hand). The tensors file must
-    be a readable safetensors file. A recorded hash that differs from the file's is only replaced with
-    ``force=True``: the weights changed since they were hashed.
+    For a checkpoint, state or task-model file (:func:`xbarlab.tasks.train_tasks.save_task_model`, whose key is
+    ``sha256``) you trust that was written without a hash (or by hand). The tensors file must be a readable
+    safetensors file. A recorded hash that differs from the file's is only replaced with ``force=True``: the
+    weights changed since they were hashed.
     """
+    from xbarlab.tasks.train_tasks import TASK_MODEL_FORMAT
+
     st_path, js_path = checkpoint_paths(path)
     for p in (js_path, st_path):
         if not p.is_file():
             raise CheckpointNotFoundError(f"checkpoint file {p} not found (a checkpoint is a .json + .safetensors)")
-    meta = _read_meta(js_path, (CHECKPOINT_FORMAT, STATE_FORMAT))
+    meta = _read_meta(js_path, (CHECKPOINT_FORMAT, STATE_FORMAT, TASK_MODEL_FORMAT), versioned=False)
+    key = "sha256" if meta["format"] == TASK_MODEL_FORMAT else "weights_sha256"
+    if key == "weights_sha256":
+        _read_meta(js_path, (meta["format"],))  # checkpoints and states also need format_version 1
     try:
         load_file(str(st_path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(" ".join(f"corrupt safetensors file {st_path}: {exc}".split())) from exc
     actual = _sha256(st_path)
-    old = meta.pop("weights_sha256", None)
+    old = meta.pop(key, None)
     if old is not None and old != actual and not force:
         raise CheckpointError(
-            f"{js_path}: weights_sha256: recorded {old} but {st_path.name} hashes to {actual} (the weights changed "
+            f"{js_path}: {key}: recorded {old} but {st_path.name} hashes to {actual} (the weights changed "
             "since they were hashed); expected the same hash, or force=True (`xbarlab rehash --force`) if you trust "
             "the new weights"
         )
-    meta["weights_sha256"] = actual
+    meta[key] = actual
     text = json.dumps(meta, indent=2, sort_keys=False, default=_json_default) + "\n"
     _atomic_write(js_path, lambda p: p.write_text(text))
     return actual

@@ -24,4 +24,4 @@ def register(app: typer.Typer) -> None:
         from xbarlab.checkpoint import checkpoint_paths, rehash
 
         sha = rehash(path, force=force)
-        typer.echo(f"{checkpoint_paths(path)[1]}: weights_sha256 = {sha}")
+        typer.echo(f"{checkpoint_paths(path)[1]}: recorded SHA-256 {sha}")

@@ -190,7 +190,12 @@ def load_task_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     meta = json.loads(js.read_text())
     if meta.get("format") != TASK_MODEL_FORMAT:
         raise ValueError(f"{js}: format {meta.get('format')!r}; expected {TASK_MODEL_FORMAT!r}")
-    if meta.get("sha256") and meta["sha256"] != _sha256(st):
+    if not meta.get("sha256"):
+        raise ValueError(
+            f"{js}: no sha256; the weights cannot be verified. If you trust the file, re-hash it with "
+            f"`xbarlab rehash {js}`"
+        )
+    if meta["sha256"] != _sha256(st):
         raise ValueError(f"{st}: SHA-256 does not match {js} (corrupt or replaced file)")
     task = str(meta.get("task"))
     _check_task(task)
