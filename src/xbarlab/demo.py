@@ -149,7 +149,7 @@ def _model_source(out: Path, s: DemoSettings) -> tuple[dict[str, str], str, list
     return {"checkpoint": str(path)}, desc, [note]
 
 
-def _sweep_yaml(model: dict[str, str], s: DemoSettings) -> str:
+def _sweep_yaml(model: dict[str, str], s: DemoSettings, device: str = "cpu") -> str:
     import yaml
 
     finetune: dict[str, Any] = {
@@ -175,6 +175,7 @@ def _sweep_yaml(model: dict[str, str], s: DemoSettings) -> str:
             "data": data,
             "hardware": {"preset": PRESETS[0]},
             "drift_s": s.drift_s,
+            "device": device,
             "mitigation": "none",
             "mitigation_options": {
                 "bn_adapt": {"num_batches": s.adapt_batches, "batch_size": 128},
@@ -198,28 +199,39 @@ def run_demo(
     executor: str | None = None,
     workers: int | None = None,
     progress: bool = True,
+    device: str = "cpu",
 ) -> DemoResult:
     """Run the demo and write its report; returns the paths and the runtime.
 
     ``executor``: ``local`` or ``process`` (default: ``process`` with 2 workers on machines with at least two
-    cores, ``local`` for ``quick``).
+    cores, ``local`` for ``quick``). ``device``: torch device of the chip evaluations (``cpu``, ``cuda``).
+    Options are checked before anything is written (an unknown executor, ``chips`` < 1).
     """
+    from xbarlab.experiments.executors import check_executor
     from xbarlab.experiments.spec import parse_spec
     from xbarlab.experiments.store import Store
     from xbarlab.experiments.sweep import run_sweep
     from xbarlab.reports import render_report
 
     t0 = time.perf_counter()
+    if executor is not None:
+        check_executor(executor, allowed=("local", "process"))
+    if chips is not None and chips < 1:
+        raise ValueError(f"--chips: invalid value {chips}; allowed: >= 1")
+    if workers is not None and workers < 1:
+        raise ValueError(f"--workers: invalid value {workers}; allowed: >= 1")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"-o: {out} is a file; allowed: a folder (created when missing)")
     s = demo_settings(chips=chips, quick=quick)
+    out.mkdir(parents=True, exist_ok=True)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if executor is None:
         executor = "local" if quick or cores < 2 else "process"
     if executor == "process" and workers is None:
         workers = min(2, cores)
     model, model_desc, notes = _model_source(out, s)
-    text = _sweep_yaml(model, s)
+    text = _sweep_yaml(model, s, device)
     (out / "demo.yaml").write_text(text)
     spec = parse_spec(text, source=str(out / "demo.yaml"))
     store = out / "demo.sqlite"

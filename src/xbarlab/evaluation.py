@@ -83,6 +83,7 @@ class MonteCarloResult:
             "std": s.std,
             "ci95_low": s.ci95_low,
             "ci95_high": s.ci95_high,
+            "ci95_bounded": s.bounded,
             "n": s.n,
             "wall_time_s": self.wall_time_s,
             "info": [c.info for c in self.chips],
@@ -166,7 +167,10 @@ def evaluate_chips(
             results.append(ChipResult(k, seed + k, acc, dict(info)))
             bar.advance(acc)
     return MonteCarloResult(
-        hw_name, tuple(results), summarize([r.accuracy for r in results]), time.perf_counter() - start
+        hw_name,
+        tuple(results),
+        summarize([r.accuracy for r in results], bounds=(0.0, 100.0)),  # accuracy in %: CI within [0, 100]
+        time.perf_counter() - start,
     )
 
 

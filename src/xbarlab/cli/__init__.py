@@ -79,7 +79,7 @@ def _usage_line(exc: BaseException) -> str:
         if exc.possibilities:
             message += f"; did you mean {', '.join(sorted(exc.possibilities))}?"
     message = " ".join(message.split())
-    if message.startswith(f"{name}:") or message.startswith(f"{name} "):
+    if message.startswith((f"{name}:", f"{name} ", "-")):
         return message  # the message already names its option
     return f"{name}: {message}"
 
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     from typer._click import exceptions as click  # Typer >= 0.26 ships its own copy of Click
 
     try:
-        code = app(args=argv, standalone_mode=False)
+        code = app(args=argv, prog_name="xbarlab", standalone_mode=False)
     except click.NoArgsIsHelpError as exc:
         exc.show()  # `xbarlab` / `xbarlab p2` without a command: the help, as before
         raise SystemExit(exc.exit_code) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -68,16 +69,33 @@ def _check_device(device: str) -> Any:
     return dev
 
 
-def _prepare_out(out: Path | None) -> None:
-    """Create the folder of an ``--out`` file before the work starts (an unwritable path fails early)."""
+def _check_out(out: Path | None, *, name: str = "--out") -> None:
+    """Refuse an ``--out`` file path that cannot be written, without writing anything (checked before any work).
+
+    The nearest existing ancestor must be a writable folder; the path itself must not be a folder.
+    """
     if out is None:
         return
+    if out.is_dir():
+        raise typer.BadParameter(f"{name} {out}: is a folder; allowed: a file path")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise typer.BadParameter(f"{name} {out}: cannot create its folder ({parent} is a file, not a folder)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise typer.BadParameter(f"{name} {out}: folder {parent} is not writable (permission denied)")
+
+
+def _prepare_out(out: Path | None, *, name: str = "--out") -> None:
+    """Create the folder of an ``--out`` file once all inputs are checked (an unwritable path fails here)."""
+    if out is None:
+        return
+    _check_out(out, name=name)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise typer.BadParameter(f"--out {out}: cannot create its folder ({exc.strerror})") from exc
-    if out.is_dir():
-        raise typer.BadParameter(f"--out {out}: is a folder; give a file path")
+        raise typer.BadParameter(f"{name} {out}: cannot create its folder ({exc.strerror})") from exc
 
 
 def _run_settings(hardware: str, overrides: list[str], **settings: Any) -> dict[str, Any]:
@@ -85,11 +103,13 @@ def _run_settings(hardware: str, overrides: list[str], **settings: Any) -> dict[
     return {"hardware": hardware, "overrides": list(overrides), **settings}
 
 
-def _spread(n: int, std: float, low: float, high: float) -> tuple[str, str]:
-    """Table cells for the std and the 95 % CI: undefined ("–") for a single chip."""
+def _spread(n: int, std: float, low: float, high: float, bounded: bool = False) -> tuple[str, str]:
+    """Table cells for the std and the 95 % CI: undefined ("–") for a single chip; ``†``: CI limited to 0–100 %."""
+    from xbarlab.stats import BOUNDED_MARK
+
     if n < 2:
         return "–", "– (1 chip)"
-    return f"{std:.2f}", f"[{low:.2f}, {high:.2f}]"
+    return f"{std:.2f}", f"[{low:.2f}, {high:.2f}]" + (BOUNDED_MARK if bounded else "")
 
 
 def _parse_floats(text: str, name: str) -> tuple[float, ...]:
@@ -187,6 +207,7 @@ def evaluate(
 
     from xbarlab import checkpoint as ckpt
     from xbarlab.data import get_dataset, make_loader
+    from xbarlab.data.check import check_model_input
     from xbarlab.evaluation import accuracy, evaluate_chips, seeded_calibration
     from xbarlab.jsonio import write_json
     from xbarlab.models import channels_last
@@ -194,19 +215,21 @@ def evaluate(
     if (checkpoint is None) == (pretrained is None):
         raise typer.BadParameter("--checkpoint/--pretrained: give exactly one of the two")
     dev = _check_device(device)
-    _prepare_out(out)
-    model, meta = ckpt.load_pretrained(pretrained) if pretrained else ckpt.load_checkpoint(checkpoint)
+    _check_out(out)
     hw = _load_hardware(hardware)
     if overrides:
         hw = hw.override(_parse_overrides(overrides))
+    model, meta = ckpt.load_pretrained(pretrained) if pretrained else ckpt.load_checkpoint(checkpoint)
     ds_name = dataset or meta.get("dataset")
     if not ds_name:
-        raise typer.BadParameter("--dataset is required: the checkpoint does not name its data set")
+        raise typer.BadParameter("--dataset: required; the checkpoint does not name its data set")
     test = get_dataset(ds_name, "test", data_dir=data_dir)
+    check_model_input(model, test, meta, field="--dataset")
     if max_test:
         test = Subset(test, range(min(max_test, len(test))))  # type: ignore[assignment]
     train = get_dataset(ds_name, "train", data_dir=data_dir, augment=False)
-    test_loader = make_loader(test, batch_size)
+    _prepare_out(out)  # every option checked: only now is anything written
+    test_loader = make_loader(test, batch_size, device=dev)
     calib_loader = seeded_calibration(train, calib_batch_size)  # chip seed s: the same images in every run
     model = channels_last(model).to(dev)  # zoo models: NHWC convolutions, 25–35 % faster on CPU
     clean = accuracy(model, test_loader, device=dev)
@@ -226,8 +249,12 @@ def evaluate(
     for col in ("setting", "accuracy (%)", "std", "95% CI"):
         table.add_column(col)
     table.add_row("digital (clean)", f"{clean:.2f}", "", "")
-    table.add_row(hw.name, f"{s.mean:.2f}", *_spread(s.n, s.std, s.ci95_low, s.ci95_high))
+    table.add_row(hw.name, f"{s.mean:.2f}", *_spread(s.n, s.std, s.ci95_low, s.ci95_high, s.bounded))
     console.print(table)
+    if s.bounded:
+        from xbarlab.stats import BOUNDED_NOTE
+
+        console.print(BOUNDED_NOTE)
     if out:
         payload = {
             "clean_accuracy": clean,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,62 @@ def _err(message: str) -> None:
 
 
 def _is_store(path: Path) -> bool:
+    """Whether ``path`` is an SQLite file; an unreadable file ends the command with the OS reason."""
     if not path.is_file():
         return False
-    with path.open("rb") as fh:
-        return fh.read(16) == _SQLITE_MAGIC
+    try:
+        with path.open("rb") as fh:
+            return fh.read(16) == _SQLITE_MAGIC
+    except OSError as exc:
+        _err(f"error: {path}: cannot read ({exc.strerror})")
+        raise typer.Exit(2) from exc
+
+
+def _check_out_file(out: str | None) -> None:
+    """``results -o``: a file path in a writable folder (not a folder), checked before anything is read."""
+    if out is None:
+        return
+    path = Path(out)
+    if path.is_dir():
+        _err(f"error: -o: {path} is a folder; allowed: a file path")
+        raise typer.Exit(2)
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        _err(f"error: -o: {path}: folder {parent} is not writable; allowed: a path in a writable folder")
+        raise typer.Exit(2)
+
+
+def _check_out_dir(out: str) -> None:
+    """``report -o`` / ``demo -o``: a folder (created when missing) in a writable place, not a file."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        _err(f"error: -o: {path} is a file; allowed: a folder (created when missing)")
+        raise typer.Exit(2)
+    parent = path
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        _err(f"error: -o: {path}: folder {parent} is not writable; allowed: a path in a writable folder")
+        raise typer.Exit(2)
+
+
+def _check_sweep_name(store_path: Path, sweep: str | None) -> None:
+    """``--sweep``: a sweep of the store, checked before anything is written."""
+    from xbarlab.experiments.store import Store, StoreError
+
+    if sweep is None:
+        return
+    try:
+        with Store(store_path, readonly=True) as db:
+            names = [str(sw["name"]) for sw in db.sweeps()]
+    except StoreError as exc:
+        _err(f"error: {exc}")
+        raise typer.Exit(2) from exc
+    if sweep not in names:
+        _err(f"error: --sweep: invalid value {sweep!r}; allowed: one of {', '.join(names) or '(none)'}")
+        raise typer.Exit(2)
 
 
 def _resolve_source(source: str, store: str | None) -> tuple[Path, str | None, Any]:
@@ -116,17 +169,23 @@ def register(app: typer.Typer) -> None:
         fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first failed trial."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Validate and show the plan, run nothing."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+        device: str = typer.Option(
+            None, "--device", help="Torch device of the trials (cpu, cuda, cuda:N; default: the file's, cpu)."
+        ),
         set_: list[str] = typer.Option(
             None, "--set", help="Override a key of the file: base.data.data_dir=/data, chips=3 (repeatable)."
         ),
     ) -> None:
         """Run a sweep (resumable: trials already in the store are skipped)."""
-        from xbarlab.experiments.spec import SweepSpecError, load_spec, parse_value, resolve_trials
+        from xbarlab.experiments.executors import check_executor
+        from xbarlab.experiments.spec import SweepSpecError, check_inputs, load_spec, parse_value, resolve_trials
         from xbarlab.experiments.sweep import run_sweep
 
-        if executor not in ("local", "process", "ray"):
-            _err(f"error: --executor: invalid value {executor!r}; allowed: local, process, ray")
-            raise typer.Exit(2)
+        try:
+            check_executor(executor, address=address)
+        except ValueError as exc:
+            _err(f"error: {exc}")
+            raise typer.Exit(2) from exc
         overrides = {}
         for item in set_ or []:
             key, sep, value = item.partition("=")
@@ -134,8 +193,16 @@ def register(app: typer.Typer) -> None:
                 _err(f"error: --set {item!r}: expected KEY=VALUE, e.g. base.data.test_samples=1000")
                 raise typer.Exit(2)
             overrides[key.strip()] = parse_value(value)
+        from xbarlab.cli.core import _check_device
+
+        if device is not None:
+            _check_device(device)
+            overrides["base.device"] = device
         try:
             spec = load_spec(file, overrides=overrides or None)
+            for _, settings in spec.points():  # the file's device (and grid values) usable here, before any work
+                _check_device(str(settings["device"]))
+            check_inputs(spec)  # models readable, data present and fitting: before the store is created
         except SweepSpecError as exc:
             _err(f"error: {exc}")
             raise typer.Exit(2) from exc
@@ -147,9 +214,6 @@ def register(app: typer.Typer) -> None:
                 f"trials; axes: {axes}; store {store or spec.default_store()}"
             )
             return
-        if address and executor != "ray":
-            _err("error: --address: only with --executor ray")
-            raise typer.Exit(2)
         try:
             with _Reporter(spec.name, quiet) as reporter:
                 summary = run_sweep(
@@ -183,9 +247,13 @@ def register(app: typer.Typer) -> None:
         sweep: str = typer.Option(None, "--sweep", help="Only this sweep of the store."),
     ) -> None:
         """Export the stored results as a tidy table (one row per chip instance)."""
-        from xbarlab.experiments.results import tidy, write_table
+        from xbarlab.experiments.results import FORMATS, tidy, write_table
         from xbarlab.experiments.store import Store, StoreError
 
+        if fmt not in FORMATS:
+            _err(f"error: --format: invalid value {fmt!r}; allowed: {', '.join(FORMATS)}")
+            raise typer.Exit(2)
+        _check_out_file(out)
         store_path, name, _ = _resolve_source(source, store)
         try:
             with Store(store_path, readonly=True) as db:
@@ -219,7 +287,9 @@ def register(app: typer.Typer) -> None:
         from xbarlab.experiments.store import Store, StoreError
         from xbarlab.reports import render_report
 
+        _check_out_dir(out)
         store_path, name, _ = _resolve_source(source, store)
+        _check_sweep_name(store_path, sweep)
         try:
             with Store(store_path, readonly=True) as db:
                 report = render_report(db, out, title=title, sweep=sweep or name)
@@ -241,9 +311,21 @@ def register(app: typer.Typer) -> None:
         workers: int = typer.Option(
             None, "--workers", "-w", callback=opt.positive_int, help="Workers of the process executor."
         ),
+        device: str = typer.Option("cpu", "--device", help="Torch device of the chip evaluations: cpu, cuda, cuda:N."),
     ) -> None:
         """End-to-end demo: ResNet-20 on Fashion-MNIST on rram/fefet/pcm-i chips, BN mitigations, report."""
+        from xbarlab.cli.core import _check_device
+        from xbarlab.experiments.executors import check_executor
+
+        _check_device(device)
+        if executor is not None:
+            try:
+                check_executor(executor, allowed=("local", "process"))
+            except ValueError as exc:
+                _err(f"error: {exc}")
+                raise typer.Exit(2) from exc
+        _check_out_dir(out)
         from xbarlab.demo import run_demo
 
-        result = run_demo(out, chips=chips, quick=quick, executor=executor, workers=workers)
+        result = run_demo(out, chips=chips, quick=quick, executor=executor, workers=workers, device=device)
         typer.echo(f"demo report: {result.html} (Markdown: {result.markdown}; {result.wall_s:.0f} s)")

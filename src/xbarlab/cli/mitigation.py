@@ -12,6 +12,7 @@ from rich.table import Table
 from xbarlab.cli import options as opt
 from xbarlab.cli.core import (
     _check_device,
+    _check_out,
     _load_hardware,
     _parse_overrides,
     _prepare_out,
@@ -32,6 +33,7 @@ def _write_json(out: Path, payload: dict[str, Any]) -> None:
 def _model_and_data(pretrained: str | None, checkpoint: str | None, dataset: str | None, data_dir: str | None):
     from xbarlab import checkpoint as ckpt
     from xbarlab.data import get_dataset
+    from xbarlab.data.check import check_model_input
 
     if (checkpoint is None) == (pretrained is None):
         raise typer.BadParameter("--checkpoint/--pretrained: give exactly one of the two")
@@ -39,14 +41,10 @@ def _model_and_data(pretrained: str | None, checkpoint: str | None, dataset: str
     channels_last(model)  # zoo models: NHWC convolutions, 25–35 % faster on CPU
     name = dataset or meta.get("dataset")
     if not name:
-        raise typer.BadParameter("--dataset is required: the checkpoint does not name its data set")
-    return (
-        model,
-        meta,
-        name,
-        get_dataset(name, "train", data_dir=data_dir),
-        get_dataset(name, "test", data_dir=data_dir),
-    )
+        raise typer.BadParameter("--dataset: required; the checkpoint does not name its data set")
+    test = get_dataset(name, "test", data_dir=data_dir)
+    check_model_input(model, test, meta, field="--dataset")  # before any work
+    return model, meta, name, get_dataset(name, "train", data_dir=data_dir), test
 
 
 def mitigate(
@@ -78,13 +76,13 @@ def mitigate(
     from xbarlab.experiments.trial import TrialContext
 
     dev = _check_device(device)
-    _prepare_out(out)
-    model, meta, ds_name, train, test = _model_and_data(pretrained, checkpoint, dataset, data_dir)
-    if test_samples:
-        test = test.subset(list(range(min(test_samples, len(test)))))
+    _check_out(out)
     hw = _load_hardware(hardware)
     if overrides:
         hw = hw.override(_parse_overrides(overrides))
+    model, meta, ds_name, train, test = _model_and_data(pretrained, checkpoint, dataset, data_dir)
+    if test_samples:
+        test = test.subset(list(range(min(test_samples, len(test)))))
     parsed = _parse_overrides(options)
     for key in parsed:  # every --option must name a selected method (a typo would otherwise be ignored)
         if key.partition(".")[0] not in methods:
@@ -98,7 +96,8 @@ def mitigate(
         method_options[method] = check_options(method, opts)
         if get_mitigation(method).requires_bn:
             require_bn(model, method)
-    test_loader = make_loader(test, batch_size)
+    _prepare_out(out)  # every option checked: only now is anything written
+    test_loader = make_loader(test, batch_size, device=dev)
     calib_loader = seeded_calibration(train.with_augmentation(None), 128)  # per chip seed, same for every method
     clean = accuracy(model.to(dev), test_loader, device=dev)
     rows: list[dict[str, Any]] = []
@@ -129,9 +128,16 @@ def mitigate(
     for r in rows:
         per_chip = " ".join(f"{a:.1f}" for a in r["accuracies"])
         table.add_row(
-            r["method"], f"{r['mean']:.2f}", *_spread(r["n"], r["std"], r["ci95_low"], r["ci95_high"]), per_chip
+            r["method"],
+            f"{r['mean']:.2f}",
+            *_spread(r["n"], r["std"], r["ci95_low"], r["ci95_high"], r.get("ci95_bounded", False)),
+            per_chip,
         )
     console.print(table)
+    if any(r.get("ci95_bounded") for r in rows):
+        from xbarlab.stats import BOUNDED_NOTE
+
+        console.print(BOUNDED_NOTE)
     if out:
         _write_json(
             out,
@@ -184,10 +190,10 @@ def distortion(
         raise typer.BadParameter(f"--calib-images {calib_images}: allowed: a multiple of 128 (batches of 128)")
     if out.exists() and not out.is_dir():
         raise typer.BadParameter(f"--out {out}: is a file; allowed: a folder (created when missing)")
-    model, meta, _, train, _ = _model_and_data(pretrained, checkpoint, dataset, data_dir)
     hw = _load_hardware(hardware)
     if overrides:
         hw = hw.override(_parse_overrides(overrides))
+    model, meta, _, train, _ = _model_and_data(pretrained, checkpoint, dataset, data_dir)
     chip = program(convert(model, hw), seed)
     if t_seconds is not None:
         drift(chip, t_seconds)

@@ -26,7 +26,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "ProcessExecutor", "RayExecutor", "make_executor"]
+__all__ = [
+    "EXECUTORS",
+    "Executor",
+    "LocalExecutor",
+    "ProcessExecutor",
+    "RayExecutor",
+    "check_executor",
+    "make_executor",
+    "trial_gpus",
+]
 
 Job = tuple[str, Mapping[str, Any]]
 
@@ -222,7 +231,8 @@ class RayExecutor(Executor):
                         refs[_data_key(config["data"], "train")],
                         refs[_data_key(config["data"], "test")],
                     ]
-                    running[remote.remote(dict(config), self.threads, *needed)] = trial_hash
+                    task = remote.options(num_gpus=trial_gpus(config)) if trial_gpus(config) else remote
+                    running[task.remote(dict(config), self.threads, *needed)] = trial_hash
                 if not running:
                     break
                 finished, _ = ray.wait(list(running), num_returns=1)
@@ -239,6 +249,26 @@ class RayExecutor(Executor):
 
 
 EXECUTORS = ("local", "process", "ray")
+
+
+def trial_gpus(config: Mapping[str, Any]) -> int:
+    """GPUs a trial asks Ray for: 1 when its ``device`` is CUDA (``cuda``, ``cuda:0``), else 0."""
+    return 1 if str(config.get("device", "cpu")).startswith("cuda") else 0
+
+
+def check_executor(name: str, *, allowed: tuple[str, ...] = EXECUTORS, address: str | None = None) -> None:
+    """Refuse an executor that cannot run here, before anything is written (unknown name, Ray not installed).
+
+    Messages name the option: ``--executor: invalid value 'x'; allowed: local, process, ray``.
+    """
+    import importlib.util
+
+    if name not in allowed:
+        raise ValueError(f"--executor: invalid value {name!r}; allowed: {', '.join(allowed)}")
+    if name == "ray" and importlib.util.find_spec("ray") is None:
+        raise ValueError("--executor ray: Ray is not installed; allowed: pip install 'xbarlab[ray]', or local, process")
+    if address is not None and name != "ray":
+        raise ValueError("--address: only with --executor ray")
 
 
 def make_executor(

@@ -53,6 +53,7 @@ __all__ = [
     "Trial",
     "builtin_sweep",
     "canonical_json",
+    "check_inputs",
     "format_value",
     "list_builtin_sweeps",
     "load_spec",
@@ -896,6 +897,50 @@ def resolve_trials(spec: SweepSpec, *, fingerprint: bool = True) -> list[Trial]:
             config = {**copy.deepcopy(base_config), "seed": seed}
             trials.append(Trial(trial_hash(config), config, dict(params), chip, seed, index))
     return trials
+
+
+def check_inputs(spec: SweepSpec) -> None:
+    """Read every distinct model and test split of the sweep once and check that they fit, before anything runs.
+
+    Refused with a :class:`SweepSpecError` naming the key: a missing or corrupt checkpoint
+    (``base.model.checkpoint``), a missing data folder (``base.data.data_dir``), a data set whose inputs do not
+    fit the model (``base.data.dataset``, see :func:`xbarlab.data.check.check_model_input`). Used by
+    ``xbarlab sweep`` (also with ``--dry-run``) and the demo, so a sweep never starts (or creates its store) with
+    inputs that fail in every trial.
+    """
+    from xbarlab.checkpoint import load_checkpoint, load_pretrained
+    from xbarlab.data import DatasetError, get_dataset
+    from xbarlab.data.check import check_model_input
+
+    def fail(key: str, exc: BaseException) -> SweepSpecError:
+        return SweepSpecError(" ".join(str(exc).split()), key=key, source=spec.source)
+
+    seen: set[str] = set()
+    for _, settings in spec.points():
+        model_cfg = {k: v for k, v in settings["model"].items() if v}
+        data_cfg = settings["data"]
+        key = canonical_json({"model": model_cfg, "dataset": data_cfg.get("dataset"), "dir": data_cfg.get("data_dir")})
+        if key in seen:
+            continue
+        seen.add(key)
+        which = "pretrained" if "pretrained" in model_cfg else "checkpoint"
+        try:
+            if which == "pretrained":
+                net, meta = load_pretrained(str(model_cfg["pretrained"]))
+            else:
+                net, meta = load_checkpoint(str(Path(str(model_cfg["checkpoint"])).expanduser()))
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise fail(f"base.model.{which}", exc) from exc
+        try:
+            test = get_dataset(str(data_cfg["dataset"]), "test", data_cfg.get("data_dir"), augment=False)
+        except (DatasetError, OSError, ValueError, KeyError) as exc:
+            raise fail("base.data.data_dir" if data_cfg.get("data_dir") else "base.data.dataset", exc) from exc
+        try:
+            check_model_input(net, test, meta, field="base.data.dataset")
+        except DatasetError as exc:
+            raise SweepSpecError(
+                str(exc).removeprefix("base.data.dataset: "), key="base.data.dataset", source=spec.source
+            ) from exc
 
 
 def parse_value(text: str) -> Any:

@@ -104,6 +104,21 @@ class StoreError(RuntimeError):
     """The store cannot be opened or is not an xbarlab results store."""
 
 
+def _check_writable(path: Path) -> None:
+    """Create the folder of a store to be written and check that the store can be written there.
+
+    Raises :class:`StoreError` naming the path and the OS reason (read-only folder, permission denied, ...),
+    not "not a results store".
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"store {path}: cannot create the folder {path.parent} ({exc.strerror})") from exc
+    for target in (path.parent, path) if path.exists() else (path.parent,):  # WAL files live next to the store
+        if not os.access(target, os.W_OK):
+            raise StoreError(f"store {path}: {target} is not writable (permission denied); allowed: a writable path")
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
@@ -142,7 +157,7 @@ class Store:
         if readonly and not self.path.is_file():
             raise StoreError(f"store {self.path}: no such file")
         if not readonly:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _check_writable(self.path)
         uri = f"file:{self.path}?mode={'rw' if readonly else 'rwc'}"
         if readonly and not os.access(self.path.parent, os.W_OK):
             # an archived store in a read-only folder: WAL mode cannot create its -shm file there, so open the
@@ -171,6 +186,8 @@ class Store:
                         (str(SCHEMA_VERSION),),
                     )
             version = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.OperationalError as exc:  # read-only file or folder, full disk, I/O error: the OS reason
+            raise StoreError(f"store {self.path}: cannot {'read' if readonly else 'write'} the store ({exc})") from exc
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"store {self.path}: not an xbarlab results store ({exc})") from exc
         if version is None or int(version[0]) != SCHEMA_VERSION:

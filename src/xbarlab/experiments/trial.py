@@ -271,7 +271,7 @@ class TrialContext:
         from xbarlab.seeding import derive_seed
 
         ds = self.train_set if augment else self.train_set.with_augmentation(None)
-        return make_loader(ds, batch_size, shuffle=True, seed=derive_seed(self.seed, purpose))
+        return make_loader(ds, batch_size, shuffle=True, seed=derive_seed(self.seed, purpose), device=self.device)
 
 
 def run_trial(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -355,7 +355,7 @@ def accuracy_trial(config: Mapping[str, Any]) -> dict[str, Any]:
         if key not in _CACHE:
             _CACHE[key] = test.subset(list(range(int(n_test))))
         test = _CACHE[key]
-    test_loader = make_loader(test, int(data["batch_size"]), shuffle=False)
+    test_loader = make_loader(test, int(data["batch_size"]), shuffle=False, device=device)
     lap("load_s")
 
     torch.manual_seed(derive_seed(seed, "trial"))

@@ -34,6 +34,7 @@ from xbarlab.experiments.spec import format_value
 from xbarlab.reports.aggregate import Group, Row, SweepData, group_rows, normalize_rows, short_key
 from xbarlab.reports.plots import bar_plot, choose_x, line_plot, metric_label, pareto_plot
 from xbarlab.reports.render import Block, to_html, to_markdown
+from xbarlab.stats import BOUNDED_MARK
 
 __all__ = ["MAX_TRIAL_ROWS", "Report", "render_report"]
 
@@ -113,7 +114,7 @@ def _summary_table(data: SweepData, extra: Sequence[str]) -> Block:
             row += [
                 _f(s.mean, "accuracy"),
                 _f(s.std, "accuracy"),
-                f"[{_f(s.ci95_low, 'accuracy')}, {_f(s.ci95_high, 'accuracy')}]",
+                f"[{_f(s.ci95_low, 'accuracy')}, {_f(s.ci95_high, 'accuracy')}]" + (BOUNDED_MARK if s.bounded else ""),
             ]
         else:
             row += ["", "", ""]
@@ -121,6 +122,8 @@ def _summary_table(data: SweepData, extra: Sequence[str]) -> Block:
             ms = g.summary(m)
             row.append(_f(ms.mean if ms else None, m))
         rows.append(row)
+    if any(BOUNDED_MARK in cell for row in rows for cell in row):  # say what the mark means, in the table
+        headers[headers.index("95 % CI")] = f"95 % CI ({BOUNDED_MARK}: limited to 0–100 %)"
     return Block("table", headers=headers, rows=rows)
 
 
@@ -302,7 +305,8 @@ def render_report(
 
     out = Path(out_dir)
     plots_dir = out / "plots"
-    plots_dir.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"-o: {out} is a file; allowed: a folder (created when missing)")
     extra: dict[str, Any] = {}
     result_rows: list[ResultRow] = []
     if isinstance(source, (str, Path)):
@@ -323,6 +327,7 @@ def render_report(
         result_rows = [r for r in _as_list(source) if isinstance(r, ResultRow)]
     if not datas:
         raise ValueError("nothing to report: no sweep with results")
+    plots_dir.mkdir(parents=True, exist_ok=True)  # the inputs are checked: only now is anything written
     page_title = (
         title
         or next((i.get("title") for i in infos if i.get("title")), None)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xbarlab.experiments.spec import canonical_json, format_value
-from xbarlab.stats import Summary, summarize
+from xbarlab.stats import Summary, metric_bounds, summarize
 
 __all__ = ["Group", "Row", "SweepData", "group_rows", "is_number", "normalize_rows", "pareto_front"]
 
@@ -35,7 +35,7 @@ class Group:
     def summary(self, metric: str) -> Summary | None:
         """Mean, std and 95 % CI of ``metric`` over the chips (None when not recorded)."""
         vals = self.values.get(metric)
-        return summarize(vals) if vals else None
+        return summarize(vals, bounds=metric_bounds(metric)) if vals else None
 
     @property
     def n(self) -> int:

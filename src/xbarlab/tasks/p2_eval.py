@@ -93,11 +93,12 @@ def _log(progress: bool, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
-def _stats(values: Sequence[float]) -> dict[str, float]:
+def _stats(values: Sequence[float]) -> dict[str, Any]:
+    """Mean, std and 95 % CI of a task metric over chips (mAP / mIoU: fractions, CI within [0, 1])."""
     from xbarlab.stats import summarize
 
-    s = summarize(list(values))
-    return {"mean": s.mean, "std": s.std, "ci95_low": s.ci95_low, "ci95_high": s.ci95_high}
+    s = summarize(list(values), bounds=(0.0, 1.0))
+    return {"mean": s.mean, "std": s.std, "ci95_low": s.ci95_low, "ci95_high": s.ci95_high, "ci95_bounded": s.bounded}
 
 
 def _load_results(path: Path) -> dict[str, Any]:
@@ -150,8 +151,39 @@ class P2Config:
             raise ValueError(f"methods: invalid value {bad[0]!r}; allowed: {', '.join(P2_METHODS)}")
         for eta in self.etas:
             p2_noise_hardware(eta)
-        if self.chips < 1:
-            raise ValueError(f"chips: invalid value {self.chips}; allowed: >= 1")
+        _check_counts(
+            self,
+            ("chips", "test_count", "calib_batches", "calib_batch_size", "eval_batch_size", "small_batch_size"),
+        )
+        if self.seed < 0:
+            raise ValueError(f"seed: invalid value {self.seed}; allowed: >= 0")
+        _check_dataset(self.dataset)
+
+
+def _check_counts(config: Any, names: Sequence[str]) -> None:
+    """Every named integer field of ``config`` must be >= 1 (``--chips``: invalid value 0; allowed: >= 1)."""
+    for name in names:
+        value = getattr(config, name)
+        if value < 1:
+            raise ValueError(f"--{name.replace('_', '-')}: invalid value {value}; allowed: >= 1")
+
+
+def _check_dataset(name: str) -> None:
+    from xbarlab.data.registry import dataset_info, list_datasets
+
+    try:
+        dataset_info(name)
+    except KeyError:
+        names = ", ".join(d.name for d in list_datasets())
+        raise ValueError(f"--dataset: invalid value {name!r}; allowed: one of {names}") from None
+
+
+def _drift_hardware(config: DriftConfig) -> Any:
+    """The hardware of a drift experiment: ``config.preset`` with ``config.overrides``."""
+    from xbarlab.presets import load_preset
+
+    hw = load_preset(config.preset)
+    return hw.override(config.overrides) if config.overrides else hw
 
 
 def _data(dataset: str, data_seed: int, test_count: int, calib_count: int) -> tuple[CanvasSet, CanvasSet]:
@@ -211,6 +243,7 @@ def p2_experiment(config: P2Config, out_dir: str | Path, *, progress: bool = Tru
     from xbarlab.chip import program
     from xbarlab.conversion import convert
 
+    models = _models(config.models)  # every model file read before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "p2_results.json"
@@ -224,7 +257,7 @@ def p2_experiment(config: P2Config, out_dir: str | Path, *, progress: bool = Tru
     _log(progress, "generating test and calibration canvases")
     n_calib = config.calib_batches * config.calib_batch_size
     test, calib = _data(config.dataset, config.data_seed, config.test_count, n_calib)
-    for label, task, model, _ in _models(config.models):
+    for label, task, model, _ in models:
         key0 = f"{label}|clean"
         if key0 not in results["cells"]:
             clean = evaluate_task(task, model, test, batch_size=config.eval_batch_size)
@@ -305,9 +338,22 @@ class DriftConfig:
     overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        from xbarlab.mitigation.drift_compensation import READOUTS
+        from xbarlab.presets import list_presets
+
         bad = [m for m in self.methods if m not in DRIFT_METHODS]
         if bad:
             raise ValueError(f"methods: invalid value {bad[0]!r}; allowed: {', '.join(DRIFT_METHODS)}")
+        if self.readout not in READOUTS:
+            raise ValueError(f"--readout: invalid value {self.readout!r}; allowed: {', '.join(READOUTS)}")
+        if self.preset not in list_presets():
+            raise ValueError(f"--preset: invalid value {self.preset!r}; allowed: {', '.join(list_presets())}")
+        for t in self.times_s:
+            if not (math.isfinite(t) and t >= 0):
+                raise ValueError(f"--times: invalid value {t!r}; allowed: read times >= 0 s")
+        _check_counts(self, ("chips", "test_count", "calib_batches", "calib_batch_size", "eval_batch_size"))
+        _check_dataset(self.dataset)
+        _drift_hardware(self)  # the preset with the overrides: a bad override fails here, before any work
 
 
 def drift_experiment(config: DriftConfig, out_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
@@ -319,8 +365,9 @@ def drift_experiment(config: DriftConfig, out_dir: str | Path, *, progress: bool
     from xbarlab.chip import calibrate, drift, needs_calibration, program
     from xbarlab.conversion import convert
     from xbarlab.mitigation.drift_compensation import compensate
-    from xbarlab.presets import load_preset
 
+    models = _models(config.models)  # every model file read before anything is written
+    hw = _drift_hardware(config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "drift_results.json"
@@ -330,9 +377,6 @@ def drift_experiment(config: DriftConfig, out_dir: str | Path, *, progress: bool
         raise ValueError(f"{path}: was written with another configuration; use another --out or delete it")
     results.setdefault("config", cfg_dict)
     results.setdefault("cells", {})
-    hw = load_preset(config.preset)
-    if config.overrides:
-        hw = hw.override(config.overrides)
     t_all = time.perf_counter()
     _log(progress, "generating test and calibration canvases")
     n_calib = config.calib_batches * config.calib_batch_size
@@ -341,7 +385,7 @@ def drift_experiment(config: DriftConfig, out_dir: str | Path, *, progress: bool
         "drift_comp_global": lambda c: compensate(c, kind="global", readout=config.readout),
         "drift_comp_column": lambda c: compensate(c, kind="per_column", readout=config.readout),
     }
-    for label, task, model, _ in _models(config.models):
+    for label, task, model, _ in models:
         key0 = f"{label}|clean"
         if key0 not in results["cells"]:
             clean = evaluate_task(task, model, test, batch_size=config.eval_batch_size)
