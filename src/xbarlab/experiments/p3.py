@@ -504,8 +504,13 @@ def _plan_stages(cfg: P3Config, out: Path, fingerprints: dict[str, str | None]) 
         if not path.is_file():
             plans[name] = _StagePlan(name, record, "new")
             continue
-        stored = _read_json(path).get("_stage")
-        reason = _change_reason(stored, record, path.name)
+        try:
+            content = _read_json(path)
+        except (OSError, ValueError) as exc:  # a damaged file (e.g. a disk full mid-write) is recomputed
+            reason = f"{path.name} is unreadable ({' '.join(str(exc).split())})"
+        else:
+            stored = content.get("_stage") if isinstance(content, dict) else None
+            reason = _change_reason(stored, record, path.name)
         runs = name == "models" or name in cfg.stages
         if runs and cfg.force:
             reason = reason or "--force"
