@@ -63,6 +63,22 @@ def assert_refused(args: list[str], field: str, capsys: pytest.CaptureFixture[st
         (["evaluate", "--pretrained", "x"], "--hw", "missing"),
         (["sweep"], "FILE", "missing"),
         (["nosuchcommand"], "xbarlab", "No such command"),
+        (["evaluate", "--hw", "fefet", "--pretrained", "nosuch"], "--pretrained", "unknown pre-trained model"),
+        (["evaluate", "--hw", "fefet", "--checkpoint", "/nonexistent/c"], "--checkpoint", "not found"),
+        (
+            ["evaluate", "--hw", "fefet", "--pretrained", "resnet20-fmnist", "--dataset", "nosuch"],
+            "--dataset",
+            "unknown",
+        ),
+        (["mitigate", "--hw", "fefet", "--pretrained", "resnet20-fmnist", "--method", "nosuch"], "--method", "unknown"),
+        (["train", "-m", "nosuch", "-d", "digits"], "--model", "unknown model"),
+        (["train", "-m", "resnet20", "-d", "nosuch"], "--dataset", "unknown dataset"),
+        (["cost", "--model", "nosuch"], "--model", "unknown model"),
+        (["p2", "drift", "--device", "tpu"], "--device", "allowed: cpu, cuda"),
+        (["p2", "evaluate", "--device", "tpu"], "--device", "allowed: cpu, cuda"),
+        (["distortion", "--hw", "fefet", "--device", "tpu"], "--device", "allowed: cpu, cuda"),
+        (["mitigate", "--hw", "fefet", "--pretrained", "resnet20-fmnist", "--device", "tpu"], "--device", "cpu"),
+        (["train", "-m", "resnet20", "-d", "digits", "--device", "tpu"], "--device", "allowed: cpu, cuda"),
     ],
 )
 def test_bad_option_values_are_one_line(

@@ -208,7 +208,7 @@ def run_demo(
     Options are checked before anything is written (an unknown executor, ``chips`` < 1).
     """
     from xbarlab.experiments.executors import check_executor
-    from xbarlab.experiments.spec import parse_spec
+    from xbarlab.experiments.spec import check_inputs, parse_spec
     from xbarlab.experiments.store import Store
     from xbarlab.experiments.sweep import run_sweep
     from xbarlab.reports import render_report
@@ -234,6 +234,7 @@ def run_demo(
     text = _sweep_yaml(model, s, device)
     (out / "demo.yaml").write_text(text)
     spec = parse_spec(text, source=str(out / "demo.yaml"))
+    check_inputs(spec)  # the model and the data fit (the same check as `xbarlab sweep`)
     store = out / "demo.sqlite"
 
     def show(p: Any) -> None:

@@ -219,15 +219,17 @@ def evaluate(
     hw = _load_hardware(hardware)
     if overrides:
         hw = hw.override(_parse_overrides(overrides))
-    model, meta = ckpt.load_pretrained(pretrained) if pretrained else ckpt.load_checkpoint(checkpoint)
+    with opt.named("--pretrained" if pretrained else "--checkpoint"):
+        model, meta = ckpt.load_pretrained(pretrained) if pretrained else ckpt.load_checkpoint(checkpoint)
     ds_name = dataset or meta.get("dataset")
     if not ds_name:
         raise typer.BadParameter("--dataset: required; the checkpoint does not name its data set")
-    test = get_dataset(ds_name, "test", data_dir=data_dir)
+    with opt.named("--data-dir" if data_dir else "--dataset"):
+        test = get_dataset(ds_name, "test", data_dir=data_dir)
+        train = get_dataset(ds_name, "train", data_dir=data_dir, augment=False)
     check_model_input(model, test, meta, field="--dataset")
     if max_test:
         test = Subset(test, range(min(max_test, len(test))))  # type: ignore[assignment]
-    train = get_dataset(ds_name, "train", data_dir=data_dir, augment=False)
     _prepare_out(out)  # every option checked: only now is anything written
     test_loader = make_loader(test, batch_size, device=dev)
     calib_loader = seeded_calibration(train, calib_batch_size)  # chip seed s: the same images in every run

@@ -37,14 +37,17 @@ def _model_and_data(pretrained: str | None, checkpoint: str | None, dataset: str
 
     if (checkpoint is None) == (pretrained is None):
         raise typer.BadParameter("--checkpoint/--pretrained: give exactly one of the two")
-    model, meta = ckpt.load_pretrained(pretrained) if pretrained else ckpt.load_checkpoint(str(checkpoint))
+    with opt.named("--pretrained" if pretrained else "--checkpoint"):
+        model, meta = ckpt.load_pretrained(pretrained) if pretrained else ckpt.load_checkpoint(str(checkpoint))
     channels_last(model)  # zoo models: NHWC convolutions, 25–35 % faster on CPU
     name = dataset or meta.get("dataset")
     if not name:
         raise typer.BadParameter("--dataset: required; the checkpoint does not name its data set")
-    test = get_dataset(name, "test", data_dir=data_dir)
+    with opt.named("--data-dir" if data_dir else "--dataset"):
+        test = get_dataset(name, "test", data_dir=data_dir)
+        train = get_dataset(name, "train", data_dir=data_dir)
     check_model_input(model, test, meta, field="--dataset")  # before any work
-    return model, meta, name, get_dataset(name, "train", data_dir=data_dir), test
+    return model, meta, name, train, test
 
 
 def mitigate(
@@ -93,9 +96,10 @@ def mitigate(
     for method in methods:  # all checked before the first chip runs
         prefix = f"{method}."
         opts = {k[len(prefix) :]: v for k, v in parsed.items() if k.startswith(prefix)}
-        method_options[method] = check_options(method, opts)
-        if get_mitigation(method).requires_bn:
-            require_bn(model, method)
+        with opt.named("--method"):
+            method_options[method] = check_options(method, opts)
+            if get_mitigation(method).requires_bn:
+                require_bn(model, method)
     _prepare_out(out)  # every option checked: only now is anything written
     test_loader = make_loader(test, batch_size, device=dev)
     calib_loader = seeded_calibration(train.with_augmentation(None), 128)  # per chip seed, same for every method
@@ -179,6 +183,7 @@ def distortion(
         help="Images for the per-layer MAC error (SNR), in batches of 128 (a multiple of 128).",
     ),
     out: Path = typer.Option(Path("reports/distortion"), help="Folder for the table and the scatter plot."),
+    device: str = typer.Option("cpu", help="Torch device of the chip: cpu, cuda, cuda:N."),
 ) -> None:
     """Per-layer distortion of one chip: PC2 of (W_ideal, W_NI), MAC SNR in dB, and the weight scatter plot."""
     from xbarlab.chip import calibrate, drift, needs_calibration, program
@@ -186,6 +191,7 @@ def distortion(
     from xbarlab.evaluation import seeded_calibration
     from xbarlab.metrics import layer_distortion, plot_weight_scatter
 
+    dev = _check_device(device)
     if calib_images % 128:
         raise typer.BadParameter(f"--calib-images {calib_images}: allowed: a multiple of 128 (batches of 128)")
     if out.exists() and not out.is_dir():
@@ -194,14 +200,14 @@ def distortion(
     if overrides:
         hw = hw.override(_parse_overrides(overrides))
     model, meta, _, train, _ = _model_and_data(pretrained, checkpoint, dataset, data_dir)
-    chip = program(convert(model, hw), seed)
+    chip = program(convert(model, hw).to(dev), seed)
     if t_seconds is not None:
         drift(chip, t_seconds)
     loader = seeded_calibration(train.with_augmentation(None), 128)(seed)  # the chip's images, as in evaluate
     if needs_calibration(chip):
-        calibrate(chip, loader)
+        calibrate(chip, loader, device=dev)
     batches = [x for i, (x, _) in enumerate(loader) if i < calib_images // 128]
-    records = layer_distortion(chip, batches)
+    records = layer_distortion(chip, batches, device=dev)
     table = Table(title=f"per-layer distortion: {meta.get('model', 'model')}, {hw.name}, chip seed {seed}")
     for col in ("layer", "weights", "PC2", "MAC SNR (dB)"):
         table.add_column(col)
@@ -237,7 +243,8 @@ def cost(
         raise typer.BadParameter(f"--input-shape {input_shape!r}: allowed: C,H,W as three integers") from exc
     if len(shape) != 3:
         raise typer.BadParameter(f"--input-shape {input_shape!r}: allowed: C,H,W as three integers")
-    net = build_model(model_name, in_channels=shape[0], num_classes=num_classes)
+    with opt.named("--model"):
+        net = build_model(model_name, in_channels=shape[0], num_classes=num_classes)
     report = training_cost(net, shape)
     console.print(report.to_markdown(per_layer=per_layer))
 

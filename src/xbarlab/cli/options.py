@@ -12,12 +12,24 @@ its range ends the command with ``error: --option: invalid value V; allowed: <ra
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import typer
 
-__all__ = ["at_least", "check_range", "fraction", "non_negative", "open_fraction", "positive", "positive_int", "seed"]
+__all__ = [
+    "OptionError",
+    "at_least",
+    "check_range",
+    "fraction",
+    "named",
+    "non_negative",
+    "open_fraction",
+    "positive",
+    "positive_int",
+    "seed",
+]
 
 N = TypeVar("N", int, float)
 
@@ -84,3 +96,26 @@ def open_fraction(value: Any) -> Any:
     if not (0.0 <= value < 1.0) or not math.isfinite(value):
         raise typer.BadParameter(f"invalid value {value!r}; allowed: [0, 1)")
     return value
+
+
+class OptionError(ValueError):
+    """A bad option value found while using it (unknown name, missing file): ``<option>: <reason>``."""
+
+
+@contextmanager
+def named(option: str) -> Iterator[None]:
+    """Name ``option`` in errors raised inside the block: ``unknown dataset 'x'`` → ``--dataset: unknown …``.
+
+    Re-raises input errors (``KeyError``, ``ValueError``, ``OSError``, data set errors) as :class:`OptionError`
+    with one line ``<option>: <message>``; a message that already starts with the option is kept as it is.
+    """
+    from xbarlab.data.errors import DatasetError
+
+    try:
+        yield
+    except (KeyError, ValueError, OSError, DatasetError) as exc:
+        if isinstance(exc, OptionError):
+            raise
+        text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        text = " ".join(str(text).split())
+        raise OptionError(text if text.startswith(option) else f"{option}: {text}") from exc

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from xbarlab.cli import options as opt
-from xbarlab.cli.core import _parse_floats
+from xbarlab.cli.core import _check_device, _parse_floats
 
 __all__ = ["register"]
 
@@ -124,10 +124,12 @@ def register(app: typer.Typer) -> None:
         keep_digital: str = typer.Option("", help="Comma-separated layer-name patterns kept digital (e.g. head)."),
         out: Path = typer.Option(Path("reports/p2_tasks"), "--out", "-o", help="Output folder."),
         threads: int = typer.Option(1, callback=opt.positive_int, help="Torch threads."),
+        device: str = typer.Option("cpu", "--device", help="Torch device of the chips: cpu, cuda, cuda:N."),
     ) -> None:
         """Clean / noisy / BN-adapted (offline, online) metrics over noise levels and chips (resumable)."""
         from xbarlab.tasks.p2_eval import P2Config, p2_experiment
 
+        dev = _check_device(device)
         _threads(threads)
         cfg = P2Config(
             models=tuple(m.strip() for m in models.split(",") if m.strip()),
@@ -142,7 +144,7 @@ def register(app: typer.Typer) -> None:
             dataset=dataset,
             keep_digital=tuple(k.strip() for k in keep_digital.split(",") if k.strip()),
         )
-        p2_experiment(cfg, out)
+        p2_experiment(cfg, out, device=dev)
         typer.echo((out / "p2_results.md").read_text())
         typer.echo(f"table: {out / 'p2_results.md'}, plot: {out / 'p2_results.png'}")
 
@@ -159,10 +161,12 @@ def register(app: typer.Typer) -> None:
         keep_digital: str = typer.Option("", help="Comma-separated layer-name patterns kept digital (e.g. head)."),
         out: Path = typer.Option(Path("reports/p2_tasks"), "--out", "-o", help="Output folder."),
         threads: int = typer.Option(1, callback=opt.positive_int, help="Torch threads."),
+        device: str = typer.Option("cpu", "--device", help="Torch device of the chips: cpu, cuda, cuda:N."),
     ) -> None:
         """Drift: none vs global / per-column drift compensation vs BN adaptation / online BN (resumable)."""
         from xbarlab.tasks.p2_eval import DriftConfig, drift_experiment
 
+        dev = _check_device(device)
         _threads(threads)
         digital = [k.strip() for k in keep_digital.split(",") if k.strip()]
         cfg = DriftConfig(
@@ -176,7 +180,7 @@ def register(app: typer.Typer) -> None:
             dataset=dataset,
             overrides={"keep_digital": digital} if digital else {},
         )
-        drift_experiment(cfg, out)
+        drift_experiment(cfg, out, device=dev)
         typer.echo((out / "drift_results.md").read_text())
         typer.echo(f"table: {out / 'drift_results.md'}, plot: {out / 'drift_results.png'}")
 

@@ -258,6 +258,13 @@ def register(app: typer.Typer) -> None:
         from xbarlab.data import DatasetError
 
         _check_device(device)
+        from xbarlab.data import dataset_info
+        from xbarlab.models import model_spec
+
+        with opt.named("--model"):
+            model_spec(model)
+        with opt.named("--dataset"):
+            dataset_info(dataset)
 
         if noise_inject is None and clip_alpha is not None:
             typer.echo("error: --clip-alpha only applies with --noise-inject ETA", err=True)

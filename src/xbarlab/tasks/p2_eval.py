@@ -205,6 +205,7 @@ def _run_methods(
     small_batch_size: int,
     calib_seed: int,
     extra: dict[str, Callable[[nn.Module], Any]] | None = None,
+    device: torch.device | str = "cpu",
 ) -> dict[str, float]:
     """Metric of one programmed chip under each method (each method starts from the same chip state)."""
     from xbarlab.mitigation.bn import adapt_bn, online_bn, restore_bn_state, snapshot_bn_state
@@ -215,18 +216,18 @@ def _run_methods(
     for method in methods:
         restore_bn_state(chip, snap)
         if method == "none":
-            out[method] = evaluate_task(task, chip, test, batch_size=eval_batch_size)
+            out[method] = evaluate_task(task, chip, test, batch_size=eval_batch_size, device=device)
         elif method in ("bn_online", "bn_online_small"):
             bs = eval_batch_size if method == "bn_online" else small_batch_size
             with online_bn(chip):
-                out[method] = evaluate_task(task, chip, test, batch_size=bs, set_eval=False)
+                out[method] = evaluate_task(task, chip, test, batch_size=bs, set_eval=False, device=device)
         elif method == "bn_adapt":
             loader = CanvasLoader(calib, calib_batch_size, shuffle=True, seed=calib_seed)
-            adapt_bn(chip, loader, num_batches=calib_batches)
-            out[method] = evaluate_task(task, chip, test, batch_size=eval_batch_size)
+            adapt_bn(chip, loader, num_batches=calib_batches, device=device)
+            out[method] = evaluate_task(task, chip, test, batch_size=eval_batch_size, device=device)
         elif extra is not None and method in extra:
             extra[method](chip)
-            out[method] = evaluate_task(task, chip, test, batch_size=eval_batch_size)
+            out[method] = evaluate_task(task, chip, test, batch_size=eval_batch_size, device=device)
             remove_compensation(chip)
         else:  # pragma: no cover - guarded by the configs
             raise ValueError(f"method: invalid value {method!r}")
@@ -234,7 +235,9 @@ def _run_methods(
     return out
 
 
-def p2_experiment(config: P2Config, out_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
+def p2_experiment(
+    config: P2Config, out_dir: str | Path, *, progress: bool = True, device: str | torch.device = "cpu"
+) -> dict[str, Any]:
     """Clean / noisy / BN-adapted (offline, online) metric of each model over noise levels and chips.
 
     Writes ``<out>/p2_results.json`` (after every (model, η) cell; reruns skip finished cells),
@@ -260,7 +263,7 @@ def p2_experiment(config: P2Config, out_dir: str | Path, *, progress: bool = Tru
     for label, task, model, _ in models:
         key0 = f"{label}|clean"
         if key0 not in results["cells"]:
-            clean = evaluate_task(task, model, test, batch_size=config.eval_batch_size)
+            clean = evaluate_task(task, model.to(device), test, batch_size=config.eval_batch_size, device=device)
             results["cells"][key0] = {"model": label, "task": task, "metric": metric_name(task), "clean": clean}
             _save_results(path, results)
         _log(progress, f"{label}: clean {metric_name(task)} {results['cells'][key0]['clean']:.4f}")
@@ -272,7 +275,7 @@ def p2_experiment(config: P2Config, out_dir: str | Path, *, progress: bool = Tru
             hw = p2_noise_hardware(eta)
             if config.keep_digital:
                 hw = hw.override({"keep_digital": list(config.keep_digital)})
-            base = convert(model, hw)
+            base = convert(model, hw).to(device).to(device)
             per_chip: dict[str, list[float]] = {m: [] for m in config.methods}
             ratios = []
             for k in range(config.chips):
@@ -290,6 +293,7 @@ def p2_experiment(config: P2Config, out_dir: str | Path, *, progress: bool = Tru
                     eval_batch_size=config.eval_batch_size,
                     small_batch_size=config.small_batch_size,
                     calib_seed=config.seed + k,
+                    device=device,
                 )
                 for m, v in res.items():
                     per_chip[m].append(v)
@@ -356,7 +360,9 @@ class DriftConfig:
         _drift_hardware(self)  # the preset with the overrides: a bad override fails here, before any work
 
 
-def drift_experiment(config: DriftConfig, out_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
+def drift_experiment(
+    config: DriftConfig, out_dir: str | Path, *, progress: bool = True, device: str | torch.device = "cpu"
+) -> dict[str, Any]:
     """Metric of each model on a drifting chip: none vs drift compensation vs BN adaptation / online BN.
 
     Per chip: program (seed + k), drift to t, calibrate the converters (if any) on calibration canvases, then
@@ -388,10 +394,10 @@ def drift_experiment(config: DriftConfig, out_dir: str | Path, *, progress: bool
     for label, task, model, _ in models:
         key0 = f"{label}|clean"
         if key0 not in results["cells"]:
-            clean = evaluate_task(task, model, test, batch_size=config.eval_batch_size)
+            clean = evaluate_task(task, model.to(device), test, batch_size=config.eval_batch_size, device=device)
             results["cells"][key0] = {"model": label, "task": task, "metric": metric_name(task), "clean": clean}
             _save_results(path, results)
-        base = convert(model, hw)
+        base = convert(model, hw).to(device)
         for t in config.times_s:
             key = f"{label}|t={t:g}"
             if key in results["cells"]:
@@ -403,7 +409,8 @@ def drift_experiment(config: DriftConfig, out_dir: str | Path, *, progress: bool
                 program(chip, config.seed + k)
                 drift(chip, t)
                 if needs_calibration(chip):
-                    calibrate(chip, CanvasLoader(calib, config.calib_batch_size), num_batches=config.converter_batches)
+                    loader = CanvasLoader(calib, config.calib_batch_size)
+                    calibrate(chip, loader, num_batches=config.converter_batches, device=device)
                 res = _run_methods(
                     task,
                     chip,
@@ -416,6 +423,7 @@ def drift_experiment(config: DriftConfig, out_dir: str | Path, *, progress: bool
                     small_batch_size=config.eval_batch_size,
                     calib_seed=config.seed + k,
                     extra=extra,
+                    device=device,
                 )
                 for m, v in res.items():
                     per_chip[m].append(v)
