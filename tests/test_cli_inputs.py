@@ -233,6 +233,15 @@ def test_sweep_inputs_checked_before_the_store(
     dup = tmp_path / "dup.yaml"
     dup.write_text(spec.read_text() + "chips: 3\n")
     assert_refused(["sweep", str(dup), "--dry-run"], f"{dup}:", capsys)
+    missing = ["--set", "base.data.dataset=mnist", "--set", "base.data.data_dir=/nonexistent/mnist"]
+    line = assert_refused(["sweep", str(spec), "--store", str(store), *missing], "base.data.data_dir", capsys)
+    assert "/nonexistent/mnist" in line and not store.exists()
+    empty_hw = tmp_path / "empty_hw.yaml"
+    empty_hw.write_text("")
+    with_file = tmp_path / "file_hw.yaml"
+    with_file.write_text(spec.read_text().replace("{preset: fefet}", f"{{file: {empty_hw}}}"))
+    line = assert_refused(["sweep", str(with_file), "--dry-run"], "base.hardware.file", capsys)
+    assert f"{empty_hw}:1: empty document" in line
 
 
 # ---------------------------------------------------------------------------------------- stores, -o

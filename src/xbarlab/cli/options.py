@@ -20,6 +20,7 @@ import typer
 
 __all__ = [
     "OptionError",
+    "above",
     "at_least",
     "check_range",
     "fraction",
@@ -87,6 +88,19 @@ positive = _callback(0.0, lo_open=True)
 
 fraction = _callback(0.0, 1.0)
 """Fractions and probabilities in [0, 1] (momentum, label smoothing)."""
+
+
+def above(lo: float, what: str) -> Callable[[Any], Any]:
+    """Callback: a number > ``lo``, the message naming the quantity (``allowed: eta > 0``)."""
+
+    def callback(value: Any) -> Any:
+        if value is None:
+            return value
+        if not (math.isfinite(value) and value > lo):
+            raise typer.BadParameter(f"invalid value {value!r}; allowed: {what} > {lo:g}")
+        return value
+
+    return callback
 
 
 def open_fraction(value: Any) -> Any:

@@ -242,7 +242,7 @@ def register(app: typer.Typer) -> None:
         noise_inject: float | None = typer.Option(
             None,
             "--noise-inject",
-            callback=opt.positive,
+            callback=opt.above(0.0, "eta"),
             help="Noise-injection training: weight noise σ = ETA·max|W| (e.g. 0.038).",
         ),
         clip_alpha: float | None = typer.Option(
@@ -258,18 +258,18 @@ def register(app: typer.Typer) -> None:
         from xbarlab.data import DatasetError
 
         _check_device(device)
-        from xbarlab.data import dataset_info
-        from xbarlab.models import model_spec
-
-        with opt.named("--model"):
-            model_spec(model)
-        with opt.named("--dataset"):
-            dataset_info(dataset)
 
         if noise_inject is None and clip_alpha is not None:
             typer.echo("error: --clip-alpha only applies with --noise-inject ETA", err=True)
             raise typer.Exit(code=2)
         try:
+            from xbarlab.data import dataset_info
+            from xbarlab.models import model_spec
+
+            with opt.named("--model"):
+                model_spec(model)
+            with opt.named("--dataset"):
+                dataset_info(dataset)
             run_training(
                 model=model,
                 dataset=dataset,

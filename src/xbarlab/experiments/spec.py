@@ -431,7 +431,10 @@ def build_hardware(hw: Mapping[str, Any]) -> HardwareConfig:
         path = Path(str(hw["file"])).expanduser()
         if not path.is_file():
             raise ConfigError("file", str(path), "an existing hardware YAML file")
-        base = HardwareConfig.from_yaml(path)
+        try:
+            base = HardwareConfig.from_yaml(path)
+        except yamlio.YamlInputError as exc:  # empty file, duplicate key, bad YAML: name the sweep key too
+            raise ConfigError("file", str(path), f"a valid hardware YAML file ({exc})") from exc
     else:
         base = HardwareConfig()
     changes = _hardware_changes(hw)
