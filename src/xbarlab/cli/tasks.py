@@ -21,6 +21,20 @@ def _threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def _check_train_inputs(task: str, dataset: str, init_from: str | None, out: Path) -> None:
+    """The object data set, the start model and the run folder, checked before anything is written."""
+    from xbarlab.data import dataset_info
+    from xbarlab.tasks.train_tasks import load_task_model, shipped_path
+
+    with opt.named("--dataset"):
+        dataset_info(dataset)
+    if init_from:
+        with opt.named("--init-from"):
+            load_task_model(shipped_path(task) if init_from == "shipped" else Path(init_from))
+    if out.exists() and not out.is_dir():
+        raise typer.BadParameter(f"--out {out}: is a file; allowed: a run folder (created when missing)")
+
+
 def _train(task: str, **kw: Any) -> None:
     from xbarlab.tasks.train_tasks import TaskTrainConfig, train_task
 
@@ -29,6 +43,7 @@ def _train(task: str, **kw: Any) -> None:
     resume = kw.pop("resume")
     stop_after = kw.pop("stop_after")
     cfg = TaskTrainConfig(task=task, **kw)
+    _check_train_inputs(task, cfg.dataset, cfg.init_from, Path(out))
     meta = train_task(cfg, out, resume=resume, stop_after=stop_after)
     if meta is not None:
         typer.echo(f"{task}: test {meta['metric']} = {meta['test_metric']:.4f} → {Path(out) / 'model.safetensors'}")
