@@ -184,6 +184,10 @@ def test_options_checked_before_output_is_written(tmp_path: Path, capsys: pytest
     assert_refused(["p2", "drift", "--preset", "nosuch", "-o", str(out)], "--preset", capsys, out)
     assert_refused(["p2", "drift", "--times", "1,-5", "-o", str(out)], "--times", capsys, out)
     assert_refused(["p2", "evaluate", "--models", "x=/nonexistent/m", "-o", str(out)], "/nonexistent/m", capsys, out)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    line = assert_refused(["train", "-m", "lenet5", "-d", "digits", "--out", str(a_file)], "--out", capsys)
+    assert "is a file" in line and a_file.read_text() == ""
     run_dir = tmp_path / "run"
     args = ["p2", "train-detector", "--epochs", "1", "--train-count", "4", "--test-count", "4", "-o", str(run_dir)]
     assert_refused([*args, "--dataset", "nosuch"], "--dataset", capsys, run_dir)

@@ -56,6 +56,7 @@ def run_training(
     from rich.console import Console
 
     from xbarlab.data import dataset_info, get_dataset
+    from xbarlab.data.check import check_model_input
     from xbarlab.models import build_model, model_spec
     from xbarlab.training import TrainConfig, train
 
@@ -74,6 +75,7 @@ def run_training(
     test_set = get_dataset(info.name, "test", data_dir=data_dir, augment=False)
     torch.manual_seed(seed)
     net = build_model(spec.name, **kwargs)
+    check_model_input(net, test_set, {"dataset": info.name}, field="dataset")  # e.g. model_kwargs num_classes
     resume_key: dict[str, Any] = {}
     if init_from is not None:
         _load_initial_weights(net, init_from)
@@ -258,6 +260,9 @@ def register(app: typer.Typer) -> None:
         from xbarlab.data import DatasetError
 
         _check_device(device)
+        if out is not None and out.exists() and not out.is_dir():
+            typer.echo(f"error: --out: {out} is a file; allowed: a run folder (created when missing)", err=True)
+            raise typer.Exit(code=2)
 
         if noise_inject is None and clip_alpha is not None:
             typer.echo("error: --clip-alpha only applies with --noise-inject ETA", err=True)
