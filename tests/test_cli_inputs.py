@@ -241,6 +241,8 @@ def test_sweep_inputs_checked_before_the_store(
     dup = tmp_path / "dup.yaml"
     dup.write_text(spec.read_text() + "chips: 3\n")
     assert_refused(["sweep", str(dup), "--dry-run"], f"{dup}:", capsys)
+    line = assert_refused(["sweep", str(spec), "--set", "base.device=tpu", "--dry-run"], "base.device", capsys)
+    assert "allowed: cpu, cuda, cuda:N" in line
     missing = ["--set", "base.data.dataset=mnist", "--set", "base.data.data_dir=/nonexistent/mnist"]
     line = assert_refused(["sweep", str(spec), "--store", str(store), *missing], "base.data.data_dir", capsys)
     assert "/nonexistent/mnist" in line and not store.exists()

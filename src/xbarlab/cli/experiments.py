@@ -201,7 +201,12 @@ def register(app: typer.Typer) -> None:
         try:
             spec = load_spec(file, overrides=overrides or None)
             for _, settings in spec.points():  # the file's device (and grid values) usable here, before any work
-                _check_device(str(settings["device"]))
+                try:
+                    _check_device(str(settings["device"]))
+                except typer.BadParameter as exc:
+                    raise SweepSpecError(
+                        str(exc.message).removeprefix("--device: "), key="base.device", source=spec.source
+                    ) from exc
             check_inputs(spec)  # models readable, data present and fitting: before the store is created
         except SweepSpecError as exc:
             _err(f"error: {exc}")
