@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from typing import Any, NoReturn
 
 import typer
 
@@ -68,8 +69,7 @@ def _option_name(exc: BaseException) -> str:
 
 def _usage_line(exc: BaseException) -> str:
     """One ``<option>: <message>`` line for a Click/Typer usage error (instead of a multi-line box)."""
-    from typer._click import exceptions as click
-
+    click = _click_exceptions()
     name = _option_name(exc)
     message = str(getattr(exc, "message", exc)).strip()
     if isinstance(exc, click.MissingParameter):
@@ -84,7 +84,16 @@ def _usage_line(exc: BaseException) -> str:
     return f"{name}: {message}"
 
 
-def _fail(line: str) -> None:
+def _click_exceptions() -> Any:
+    """Click's exception module as Typer uses it (Typer >= 0.26 ships its own copy of Click as ``typer._click``)."""
+    try:
+        from typer._click import exceptions
+    except ImportError:  # older Typer: the Click package
+        from click import exceptions  # type: ignore[no-redef]
+    return exceptions
+
+
+def _fail(line: str) -> NoReturn:
     print(f"error: {line}", file=sys.stderr)
     raise SystemExit(2)
 
@@ -97,8 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     caused by the input (invalid configuration values, missing files, unknown names, …); ``XBARLAB_DEBUG=1``
     shows the full traceback of the latter instead. ``--help`` prints the help and exits 0.
     """
-    from typer._click import exceptions as click  # Typer >= 0.26 ships its own copy of Click
-
+    click = _click_exceptions()
     try:
         code = app(args=argv, prog_name="xbarlab", standalone_mode=False)
     except click.NoArgsIsHelpError as exc:
