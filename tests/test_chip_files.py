@@ -282,3 +282,17 @@ def test_not_json_and_not_safetensors_are_one_line(tmp_path: Path) -> None:
     _, base = _saved(tmp_path)
     (tmp_path / "chip.safetensors").write_bytes(b"\x00" * 16)
     _refused(base, "chip.safetensors: file: not a readable safetensors file")
+
+
+def test_channels_last_chip_loads_with_channels_last_weights(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3)).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 6, 6).to(memory_format=torch.channels_last)
+    chip = xbarlab.program(xbarlab.convert(net, _hw()), 5)
+    xbarlab.calibrate(chip, [x])
+    base = xbarlab.save_chip(chip, tmp_path / "nhwc")
+    loaded = xbarlab.load_chip(net, base)
+    w_ni = analog_layers(loaded)[0].w_ni
+    assert w_ni is not None and w_ni.is_contiguous(memory_format=torch.channels_last) and not w_ni.is_contiguous()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), chip(x))
