@@ -320,6 +320,7 @@ def test_confidence_interval_stays_in_range_and_is_marked() -> None:
     assert plain.ci95_high == pytest.approx(100.1101, abs=1e-4)  # the Student-t interval passes 100 %
     s = summarize([99.9, 100.0, 100.0], bounds=(0.0, 100.0))
     assert s.ci95_low == pytest.approx(plain.ci95_low) and s.ci95_high == 100.0 and s.bounded
+    assert s.ci95_half_width == pytest.approx(plain.ci95_half_width) == pytest.approx(4.303 * s.std / 3**0.5)
     assert format_ci(s) == "[99.82, 100.00]†"
     assert _spread(s.n, s.std, s.ci95_low, s.ci95_high, s.bounded)[1] == "[99.82, 100.00]†"
     inside = summarize([50.0, 52.0, 54.0], bounds=(0.0, 100.0))

@@ -46,7 +46,11 @@ class Summary:
 
     @property
     def ci95_half_width(self) -> float:
-        return (self.ci95_high - self.ci95_low) / 2
+        """Half width ``t·s/√n`` of the Student-t interval (0 for one value), also when the CI is ``bounded``:
+        ``mean ± ci95_half_width`` is the unbounded interval, ``[ci95_low, ci95_high]`` the reported one."""
+        if self.n < 2:
+            return 0.0
+        return t_quantile_975(self.n - 1) * self.std / math.sqrt(self.n)
 
 
 BOUNDED_MARK = "†"
