@@ -63,12 +63,81 @@ class ConversionReport:
         return "\n".join(lines)
 
 
-def _classifier_name(model: nn.Module) -> str | None:
-    last = None
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear):
-            last = name
-    return last
+def _executed_order(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module]]:
+    """(name, module) of the Conv1d/Conv2d/Linear modules of ``model`` in the order their forward ran on input
+    ``x`` (eval mode, no grad; modes restored). Hooks are removed afterwards."""
+    names = {id(m): n for n, m in model.named_modules()}
+    order: list[tuple[str, nn.Module]] = []
+    handles = [
+        m.register_forward_hook(lambda mod, _i, _o: order.append((names[id(mod)], mod)))
+        for m in model.modules()
+        if isinstance(m, CONVERTIBLE)
+    ]
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        for m, mode in modes.items():
+            m.train(mode)
+    return order
+
+
+def _guessed_inputs(model: nn.Module) -> list[torch.Tensor]:
+    """Meta-device inputs guessed from the first registered Conv1d/Conv2d/Linear (batch of 2)."""
+    first = next((m for m in model.modules() if isinstance(m, CONVERTIBLE)), None)
+    if isinstance(first, nn.Linear):
+        return [torch.empty(*lead, first.in_features, device="meta") for lead in ((2,), (2, 8))]  # or a sequence
+    if isinstance(first, nn.Conv1d):
+        return [torch.empty(2, first.in_channels, n, device="meta") for n in (32, 64, 128, 256, 28, 16)]
+    if isinstance(first, nn.Conv2d):
+        return [torch.empty(2, first.in_channels, n, n, device="meta") for n in (32, 28, 64, 224, 96, 16)]
+    return []
+
+
+def _classifier_name(model: nn.Module, example_input: torch.Tensor | None) -> str:
+    """Name of the output layer: the last Linear (or, without any Linear, the last Conv) executed in a forward.
+
+    The forward runs on a copy: on ``example_input`` when given, otherwise on the meta device with inputs guessed
+    from the first registered layer (no data, no compute). Raises :class:`ConversionError` when neither works.
+    """
+    order: list[tuple[str, nn.Module]] | None = None
+    if example_input is not None:
+        if not isinstance(example_input, torch.Tensor):
+            raise ConversionError(f"example_input: a {type(example_input).__name__}; allowed: the model's input tensor")
+        try:
+            order = _executed_order(copy.deepcopy(model), example_input)
+        except Exception as exc:  # reported with its cause
+            raise ConversionError(
+                f"example_input: the model's forward failed on it ({type(exc).__name__}: {exc})"
+            ) from exc
+    else:
+        try:
+            meta: nn.Module | None = copy.deepcopy(model).to("meta")
+        except Exception:  # cannot trace on meta: reported below
+            meta = None
+        for x in _guessed_inputs(model) if meta is not None else []:
+            try:
+                order = _executed_order(meta, x)  # type: ignore[arg-type]
+            except Exception:  # a wrong guess; try the next one
+                continue
+            break
+    if order is None:
+        raise ConversionError(
+            f"keep_digital: {CLASSIFIER_TOKEN} needs the executed output layer, but the model's forward could not be "
+            "traced with a guessed input shape; allowed: pass example_input (one input batch) to convert()"
+        )
+    linears = [name for name, m in order if isinstance(m, nn.Linear)]
+    executed = linears or [name for name, _ in order]
+    if not executed:
+        raise ConversionError(
+            f"keep_digital: {CLASSIFIER_TOKEN}: no Conv1d/Conv2d/Linear ran in the model's forward; allowed: a model "
+            "whose output layer is a Linear or Conv"
+        )
+    return executed[-1]
 
 
 def _keep_digital_reason(names: list[str], hw: HardwareConfig, classifier: str | None) -> str | None:
@@ -129,7 +198,38 @@ def _check_patterns(hw: HardwareConfig, layer_names: list[str]) -> None:
                 )
 
 
-def convert(model: nn.Module, hw: HardwareConfig) -> nn.Module:
+def _first_shape(module: nn.Module) -> tuple[int, ...]:
+    return tuple(next(iter(module.parameters(recurse=False))).shape)
+
+
+def _weight_like_tensors(module: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """Floating tensors of dim >= 2 held by ``module`` itself as buffers or plain attributes (not parameters)."""
+    found = [(n, b) for n, b in module.named_buffers(recurse=False) if b is not None]
+    found += [(n, v) for n, v in vars(module).items() if isinstance(v, torch.Tensor) and not n.startswith("_")]
+    return [(n, t) for n, t in found if t.is_floating_point() and t.dim() >= 2]
+
+
+_TRANSFORMER_LAYERS = (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
+
+
+def analog_fast_path_guard(module: nn.Module, args: tuple[object, ...]) -> None:
+    """No-op forward pre-hook: its presence makes PyTorch skip the fused transformer fast path, which would read
+    the ideal weights of the analog FFN layers directly (module-level, so a pickled model keeps it)."""
+    return None
+
+
+def _guard_fast_paths(model: nn.Module) -> None:
+    """Disable the fused fast paths of transformer modules that contain analog layers (see :func:`convert`)."""
+    for module in model.modules():
+        if not any(isinstance(m, AnalogLayer) for m in module.modules()):
+            continue
+        if isinstance(module, _TRANSFORMER_LAYERS) and analog_fast_path_guard not in module._forward_pre_hooks.values():
+            module.register_forward_pre_hook(analog_fast_path_guard)
+        if isinstance(module, nn.TransformerEncoder):
+            module.use_nested_tensor = False
+
+
+def convert(model: nn.Module, hw: HardwareConfig, *, example_input: torch.Tensor | None = None) -> nn.Module:
     """Return an analog copy of ``model`` for hardware ``hw``.
 
     The copy carries ``xbarlab_hw`` (the config) and ``xbarlab_report`` (a :class:`ConversionReport`). A bare
@@ -137,13 +237,29 @@ def convert(model: nn.Module, hw: HardwareConfig) -> nn.Module:
     names (shared) becomes one analog layer used under all of them. Raises :class:`ConversionError` when no layer
     can be converted, a weight is NaN/Inf or uninitialised (lazy modules), or a keep_digital / per-layer override
     pattern matches no layer.
+
+    ``keep_digital: [@classifier]`` keeps the executed output layer digital: the last Linear (or Conv, without any
+    Linear) that runs in a forward pass, found on ``example_input`` (one input batch, run on a copy in eval mode)
+    when given, otherwise traced on the meta device with an input shape guessed from the first registered layer
+    (Linear: (2, in_features) or a sequence (2, 8, in_features); Conv2d: square images of 32, 28, 64, 224, 96
+    or 16 pixels; Conv1d: lengths 16-256).
+    When that fails, a :class:`ConversionError` asks for ``example_input``.
+
+    Transformer layers: the FFN linears of ``nn.TransformerEncoderLayer`` / ``nn.TransformerDecoderLayer`` are
+    converted and the layer's fused fast path (``torch._transformer_encoder_layer_fwd``, which would read the ideal
+    ``weight`` kept on the analog layer) is disabled for that instance by a no-op forward pre-hook
+    (:func:`analog_fast_path_guard`: PyTorch skips the fast path when a hook is attached; the hook survives deepcopy,
+    pickling, ``state_dict`` save/load and ``.to(device)``); ``nn.TransformerEncoder.use_nested_tensor`` is set
+    False (its nested-tensor fast path). Attention projections (``nn.MultiheadAttention``) stay digital, listed.
+    Modules holding floating tensors of dim >= 2 as buffers or plain attributes (not normalisation statistics)
+    are listed as digital. :func:`xbarlab.calibrate` verifies that every analog layer really runs.
     """
     if not isinstance(hw, HardwareConfig):
         raise TypeError(f"hw: expected a HardwareConfig, got {type(hw).__name__}")
     if any(isinstance(m, AnalogLayer) for m in model.modules()):
         raise ConversionError("model: already contains analog layers; convert the digital model")
     result = copy.deepcopy(model)
-    classifier = _classifier_name(result)
+    classifier = _classifier_name(result, example_input) if CLASSIFIER_TOKEN in hw.keep_digital else None
     names, modules, parents = _module_names(result)
     records: list[LayerRecord] = []
     replacements: list[tuple[list[str], AnalogLayer]] = []
@@ -190,6 +306,13 @@ def convert(model: nn.Module, hw: HardwareConfig) -> nn.Module:
             shape = tuple(module.weight.shape)
             reason = "layer type not supported on crossbars: digital"
             records.append(LayerRecord(label, type(module).__name__, False, reason, shape))
+        elif isinstance(module, nn.MultiheadAttention):
+            params = ", ".join(f"{n} {tuple(p.shape)}" for n, p in module.named_parameters(recurse=False))
+            reason = (
+                f"attention projections ({params}) read directly by the fused attention kernel; not mapped to "
+                "crossbars yet: digital"
+            )
+            records.append(LayerRecord(label, "MultiheadAttention", False, reason, _first_shape(module)))
         elif not isinstance(module, _DIGITAL_BY_DESIGN) and any(True for _ in module.parameters(recurse=False)):
             params = ", ".join(f"{n} {tuple(p.shape)}" for n, p in module.named_parameters(recurse=False))
             records.append(
@@ -201,6 +324,12 @@ def convert(model: nn.Module, hw: HardwareConfig) -> nn.Module:
                     tuple(next(iter(module.parameters(recurse=False))).shape),
                 )
             )
+        if not isinstance(module, (*CONVERTIBLE, *WEIGHTED_UNSUPPORTED, _DIGITAL_BY_DESIGN)):
+            tensors = _weight_like_tensors(module)
+            if tensors and not any(r.name == label for r in records):
+                shown = ", ".join(f"{n} {tuple(t.shape)}" for n, t in tensors)
+                reason = f"weight-like tensor(s) not held as parameters ({shown}), used functionally: digital"
+                records.append(LayerRecord(label, type(module).__name__, False, reason, tuple(tensors[0][1].shape)))
     _check_patterns(hw, convertible_names)
     if not replacements:
         raise ConversionError(
@@ -214,6 +343,7 @@ def convert(model: nn.Module, hw: HardwareConfig) -> nn.Module:
             parent_name, _, child = name.rpartition(".")
             parent = result.get_submodule(parent_name) if parent_name else result
             setattr(parent, child, replacement)
+    _guard_fast_paths(result)
     result.xbarlab_hw = hw  # type: ignore[assignment]
     result.xbarlab_report = ConversionReport(hardware=hw.name, layers=tuple(records))  # type: ignore[assignment]
     return result
