@@ -1,6 +1,8 @@
 """Device non-idealities: programming variation, stuck-at faults, drift and read noise.
 
-All conductances here are in µS and float64; every random draw comes from an explicit ``torch.Generator``.
+All conductances here are in µS and float64; every random draw comes from an explicit ``torch.Generator``. The
+draws are made on the CPU (so a seed gives the same chip on every device) and moved to the conductances' device;
+every other tensor is made on that device (CUDA / ``meta``-clean: no CPU tensor mixed in, no host read).
 The PCM statistical model follows aihwkit's ``PCMLikeNoiseModel`` (Nandakumar et al.; peers.md §3.1).
 """
 
@@ -18,9 +20,13 @@ PCM_T_READ_S = 250e-9
 """aihwkit read duration t_read (s) in the 1/f noise term."""
 
 
-def randn(shape: torch.Size | tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
-    """Standard normal draws in float64 on the CPU (bit-identical for a given generator state)."""
-    return torch.randn(shape, generator=generator, dtype=torch.float64)
+def randn(
+    shape: torch.Size | tuple[int, ...], generator: torch.Generator, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """Standard normal draws in float64, drawn on the CPU (bit-identical for a given generator state) and moved to
+    ``device`` (CPU by default)."""
+    xi = torch.randn(shape, generator=generator, dtype=torch.float64)
+    return xi if device is None else xi.to(device)
 
 
 # ------------------------------------------------------------------------------------------------- programming
@@ -39,7 +45,7 @@ def apply_programming(
     """As-programmed conductances (µS) for target conductances, floored at 0 µS."""
     if cfg.kind == "none" or cfg.sigma == 0.0:
         return g_target_us.clone()
-    xi = randn(g_target_us.shape, generator)
+    xi = randn(g_target_us.shape, generator, g_target_us.device)
     if cfg.kind == "gaussian_abs":
         g = g_target_us + cfg.sigma * xi
     elif cfg.kind == "gaussian_rel":
@@ -60,16 +66,14 @@ def apply_stuck_at_faults(
     g_us: torch.Tensor, cfg: FaultConfig, device: DeviceConfig, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Stuck-at faults: returns (conductances, fault code) with code 0 = healthy, 1 = SA0 (G_off), 2 = SA1 (G_on)."""
-    code = torch.zeros(g_us.shape, dtype=torch.uint8)
     if cfg.sa0_rate == 0.0 and cfg.sa1_rate == 0.0:
-        return g_us, code
-    u = torch.rand(g_us.shape, generator=generator, dtype=torch.float64)
+        return g_us, torch.zeros(g_us.shape, dtype=torch.uint8, device=g_us.device)
+    u = torch.rand(g_us.shape, generator=generator, dtype=torch.float64).to(g_us.device)  # drawn on the CPU
     sa0 = u < cfg.sa0_rate
     sa1 = (u >= cfg.sa0_rate) & (u < cfg.sa0_rate + cfg.sa1_rate)
     g = torch.where(sa0, torch.full_like(g_us, device.g_off_us), g_us)
     g = torch.where(sa1, torch.full_like(g_us, device.g_on_us), g)
-    code[sa0] = 1
-    code[sa1] = 2
+    code = sa0.to(torch.uint8) + 2 * sa1.to(torch.uint8)  # masks are disjoint; no boolean-mask indexing (host sync)
     return g, code
 
 
@@ -91,7 +95,7 @@ def sample_drift_exponents(
     """Per-device drift exponents ν (dimensionless)."""
     if cfg.kind == "none":
         return torch.zeros_like(g_target_us)
-    xi = randn(g_target_us.shape, generator)
+    xi = randn(g_target_us.shape, generator, g_target_us.device)
     if cfg.kind == "power_law":
         return cfg.nu_mean + cfg.nu_std * xi
     mu, sd = pcm_drift_stats(g_target_us, device.g_on_us)
@@ -123,7 +127,7 @@ def drift_factor(nu: torch.Tensor, cfg: DriftConfig, t_s: float) -> torch.Tensor
         if t_s <= 0.0:
             return torch.ones_like(nu)
         ratio = (t_s + cfg.t0_s) / cfg.t0_s
-    return torch.pow(torch.as_tensor(ratio, dtype=torch.float64), -nu)
+    return torch.pow(torch.as_tensor(ratio, dtype=torch.float64, device=nu.device), -nu)
 
 
 # ------------------------------------------------------------------------------------------------- read noise

@@ -18,6 +18,7 @@ Forward paths:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xbarlab import devices
-from xbarlab.converters import RangeObserver, max_code, quantize_uniform, straight_through
+from xbarlab.converters import ConverterRangeError, RangeObserver, max_code, quantize_uniform, straight_through
 from xbarlab.hardware import HardwareConfig
 from xbarlab.mapping import (
     TileLayout,
@@ -49,6 +50,10 @@ per-MVM noise ran 2.4× faster with 8–16 MiB chunks than with 256 MiB, see doc
 CHIP_BUFFERS = ("g_prog", "nu", "read_xi", "fault_code", "w_max", "chip_seed", "chip_time")
 DERIVED_BUFFERS = ("w_ni", "var_ni", "w_tiles", "var_tiles", "tile_channels")
 CONVERTER_BUFFERS = ("dac_range", "dac_signed", "adc_range")
+HOST_MIRRORS = {"chip_time": "_host_time_s", "chip_seed": "_host_seed", "dac_signed": "_host_dac_signed"}
+"""Scalar buffers the hot path needs as Python values → the attribute caching that value (None: read it from the
+buffer once, when next needed). Assigning the buffer (``setattr``, ``load_state_dict``) clears the cache; moving
+the layer (``.to``) keeps it, so a chip moved to CUDA or ``meta`` never reads these values back on the host."""
 
 
 class NotProgrammedError(RuntimeError):
@@ -98,9 +103,53 @@ class AnalogLayer(nn.Module):
             self.register_buffer(name, None)
         self._observers: dict[str, RangeObserver] | None = None
         self._calibration_stage: str | None = None
+        self._calib_batch = -1
         self._mvm_generators: dict[str, torch.Generator] = {}
-        self.forward_calls = 0
-        """Calls of :meth:`forward` (a plain int, no host sync): the chip's coverage check counts them."""
+        self._host_time_s: float | None = None
+        self._host_seed: int | None = None
+        self._host_dac_signed: bool | None = None
+
+    # ------------------------------------------------------------------------------------------------ host mirrors
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        mirror = HOST_MIRRORS.get(name)
+        if mirror is not None:
+            self.__dict__[mirror] = None  # the buffer changed: re-read it when next needed
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)  # type: ignore[no-untyped-call]
+        for mirror in HOST_MIRRORS.values():
+            self.__dict__[mirror] = None
+
+    def _sync_host_mirrors(self) -> None:
+        """Read the scalar buffers (chip time, seed, DAC sign) into their Python mirrors now (one host read each).
+
+        Called by :func:`xbarlab.chip.load_chip` after it sets the buffers; without the call the mirrors are read
+        lazily, on first use.
+        """
+        self._host_time_s = None if self.chip_time is None else float(self.chip_time)
+        self._host_seed = None if self.chip_seed is None else int(self.chip_seed)
+        self._host_dac_signed = None if self.dac_signed is None else bool(self.dac_signed)
+
+    def _time_s(self) -> float:
+        """Chip time (s) as a Python float (the buffer is read at most once after it was set)."""
+        if self._host_time_s is None:
+            assert self.chip_time is not None
+            self._host_time_s = float(self.chip_time)
+        return self._host_time_s
+
+    def _seed(self) -> int:
+        """Chip seed as a Python int (0 before programming)."""
+        if self._host_seed is None:
+            self._host_seed = int(self.chip_seed) if self.chip_seed is not None else 0
+        return self._host_seed
+
+    def _signed_dac(self) -> bool:
+        """DAC sign (a signed range [−r, r]) as a Python bool."""
+        if self._host_dac_signed is None:
+            assert self.dac_signed is not None
+            self._host_dac_signed = bool(self.dac_signed)
+        return self._host_dac_signed
 
     # ------------------------------------------------------------------------------------------------ state
     @property
@@ -129,31 +178,36 @@ class AnalogLayer(nn.Module):
     # ------------------------------------------------------------------------------------------------ programming
     @torch.no_grad()
     def program(self, seed: int) -> None:
-        """Sample one chip instance: programming variation, faults, drift exponents and frozen read noise."""
+        """Sample one chip instance: programming variation, faults, drift exponents and frozen read noise.
+
+        Computed on the weights' device; the random draws are made on the CPU from the derived seeds (the same
+        chip on every device) and moved there. No value is read on the host: w_max = max|W| stays a device tensor.
+        """
         hw, lay = self.hw, self.layout
         dev = hw.device
-        w2d = weight_to_matrix(self.weight.detach().to("cpu", torch.float64), self.groups)
-        w_max = float(w2d.abs().max()) if w2d.numel() else 0.0
+        target = self.weight.device
+        w2d = weight_to_matrix(self.weight.detach().to(torch.float64), self.groups)
+        w_max = w2d.abs().max() if w2d.numel() else torch.zeros((), dtype=torch.float64, device=target)
         digits = target_digits(w2d, w_max, lay)
         g_target = digits_to_conductance_us(digits, lay, dev.g_on_us, dev.g_off_us)
         g = devices.apply_programming(g_target, hw.programming, dev, generator(seed, self.layer_name, "programming"))
         g, code = devices.apply_stuck_at_faults(g, hw.faults, dev, generator(seed, self.layer_name, "faults"))
-        target = self.weight.device
-        self.g_prog = g.to(target)
-        self.fault_code = code.to(target)
+        self.g_prog = g
+        self.fault_code = code
         self.nu = None
         if hw.drift.kind != "none":
-            nu = devices.sample_drift_exponents(g_target, hw.drift, dev, generator(seed, self.layer_name, "drift"))
-            self.nu = nu.to(target)
+            self.nu = devices.sample_drift_exponents(g_target, hw.drift, dev, generator(seed, self.layer_name, "drift"))
         self.read_xi = None
         if hw.read_noise.kind != "none" and hw.read_noise.mode == "frozen":
-            self.read_xi = devices.randn(g.shape, generator(seed, self.layer_name, "read")).to(target)
-        self.w_max = torch.tensor(w_max, dtype=torch.float64, device=target)
+            self.read_xi = devices.randn(g.shape, generator(seed, self.layer_name, "read"), target)
+        self.w_max = w_max.clone()
+        t0 = devices.initial_time_s(hw.drift)
         self.chip_seed = torch.tensor(seed, dtype=torch.int64, device=target)
-        self.chip_time = torch.tensor(devices.initial_time_s(hw.drift), dtype=torch.float64, device=target)
+        self.chip_time = torch.tensor(t0, dtype=torch.float64, device=target)
         self.dac_range = None
         self.dac_signed = None
         self.adc_range = None
+        self._host_seed, self._host_time_s = int(seed), float(t0)
         self._mvm_generators = {}
         self.refresh()
 
@@ -163,13 +217,14 @@ class AnalogLayer(nn.Module):
         self._require_programmed()
         devices.check_time(self.hw.drift, t_seconds)
         self.chip_time = torch.tensor(float(t_seconds), dtype=torch.float64, device=self.weight.device)
+        self._host_time_s = float(t_seconds)
         self.refresh()
 
     def read_conductances_us(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(conductances read at the current chip time, read-noise σ) in µS, before parasitics."""
         assert self.g_prog is not None and self.chip_time is not None
         hw = self.hw
-        t = float(self.chip_time)
+        t = self._time_s()
         g_read = self.g_prog
         if self.nu is not None:
             g_read = g_read * devices.drift_factor(self.nu, hw.drift, t)
@@ -187,22 +242,17 @@ class AnalogLayer(nn.Module):
         if hw.parasitics.enabled:
             g_read = self._apply_parasitics(g_read)
         assert self.w_max is not None
-        w_max = float(self.w_max)
+        w_max = self.w_max  # a device tensor: decoding reads no value on the host
         slices = decode_weights(g_read, lay, w_max, g_on, g_off)  # (G, S, K, N) float64
         dtype = self.weight.dtype
-        fmt = self._memory_format()
-        self.w_ni = matrix_to_weight(slices.sum(1), self.weight.shape).to(dtype).contiguous(memory_format=fmt)
+        self.w_ni = self._like_weight(matrix_to_weight(slices.sum(1), self.weight.shape))
         per_mvm = hw.read_noise.kind != "none" and hw.read_noise.mode == "per_mvm"
         var = decode_variance(sigma**2, lay, w_max, g_on, g_off) if per_mvm else None
-        self.var_ni = (
-            matrix_to_weight(var.sum(1), self.weight.shape).to(dtype).contiguous(memory_format=fmt)
-            if var is not None
-            else None
-        )
-        if not torch.isfinite(self.w_ni).all() or (self.var_ni is not None and not torch.isfinite(self.var_ni).all()):
+        self.var_ni = self._like_weight(matrix_to_weight(var.sum(1), self.weight.shape)) if var is not None else None
+        if not self._all_finite(self.w_ni) or (self.var_ni is not None and not self._all_finite(self.var_ni)):
             raise ValueError(
                 f"analog layer '{self.layer_name}': the chip's effective weights are not finite at t = "
-                f"{float(self.chip_time) if self.chip_time is not None else 0.0:g} s (conductances overflow float "
+                f"{self._time_s():g} s (conductances overflow float "
                 f"range; programming.sigma = {hw.programming.sigma:g}, kind {hw.programming.kind!r}): reduce the "
                 "variation"
             )
@@ -213,12 +263,21 @@ class AnalogLayer(nn.Module):
             self.w_tiles = None
             self.var_tiles = None
 
-    def _memory_format(self) -> torch.memory_format:
-        """The source weight's memory format (channels-last 2-D convolutions stay channels-last)."""
+    def _like_weight(self, values: torch.Tensor) -> torch.Tensor:
+        """``values`` (shape of ``weight``) in the weight's dtype with the weight's EXACT strides.
+
+        Not merely its memory format: a 16×1×3×3 stem weight is "contiguous" in both formats, and re-laying it
+        out makes oneDNN pick another kernel, so ``--hw ideal`` would not be bit-exact. ``weight`` is a clone of
+        the source weight, hence non-overlapping and dense, so its strides are a valid layout for a new tensor.
+        """
         w = self.weight
-        if w.dim() == 4 and w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous():
-            return torch.channels_last
-        return torch.contiguous_format
+        out = torch.empty_strided(w.shape, w.stride(), dtype=w.dtype, device=values.device)
+        return out.copy_(values)
+
+    @staticmethod
+    def _all_finite(t: torch.Tensor) -> bool:
+        """True when every element is finite (one host read; ``meta`` tensors carry no values and pass)."""
+        return t.device.type == "meta" or bool(torch.isfinite(t).all())
 
     def _to_tiles(self, per_slice: torch.Tensor) -> torch.Tensor:
         """(G, S, K, N) per-slice weights → (G·Tr, rows, S·N) row-tile matrices for a batched matmul."""
@@ -246,6 +305,7 @@ class AnalogLayer(nn.Module):
     def start_calibration(self, stage: str) -> None:
         """Begin observing converter ranges: stage ``dac`` (inputs) or ``adc`` (partial sums)."""
         hw = self.hw
+        self._calib_batch = -1
         if stage == "dac":
             self._observers = {"dac": RangeObserver(hw.dac.range_mode, hw.dac.percentile)}
         else:
@@ -255,24 +315,72 @@ class AnalogLayer(nn.Module):
         self._calibration_stage = stage
 
     def finish_calibration(self) -> None:
-        """Store the observed ranges as the converter calibration."""
+        """Store the observed ranges as the converter calibration (the only host reads of the observers).
+
+        Raises :class:`~xbarlab.converters.ConverterRangeError` (nothing stored) when the calibration data held a
+        NaN or Inf (naming the first such batch) or a range is 0, NaN or Inf. A layer that observed nothing (it
+        did not run) stores nothing and stays uncalibrated: it refuses to run, and :func:`xbarlab.calibrate`'s
+        coverage check names it.
+        """
         if self._observers is None:
             return
+        if not any(sum(obs.updates) for obs in self._observers.values()):
+            self._observers = None
+            self._calibration_stage = None
+            return
         device = self.weight.device
+        dac_range = adc_range = None
+        dac_signed = False
         if "dac" in self._observers:
             obs = self._observers["dac"]
-            self.dac_range = obs.result()[0].to(device=device, dtype=torch.float32)
-            self.dac_signed = torch.tensor(obs.min_value < 0, device=device)
+            dac_range = self._checked_range(obs, "DAC", "input")[0].to(device=device, dtype=torch.float32)
+            dac_signed = obs.min_value < 0
         if "adc" in self._observers:
-            self.adc_range = self._observers["adc"].result().to(device=device, dtype=torch.float32)
+            adc_range = self._checked_range(self._observers["adc"], "ADC", "partial sums").to(device, torch.float32)
+        if dac_range is not None:
+            self.dac_range = dac_range
+            self.dac_signed = torch.tensor(dac_signed, device=device)
+            self._host_dac_signed = dac_signed
+        if adc_range is not None:
+            self.adc_range = adc_range
         self._observers = None
         self._calibration_stage = None
 
+    def _checked_range(self, obs: RangeObserver, kind: str, what: str) -> torch.Tensor:
+        """The observer's ranges (float64), refused when the data was not finite or a range is 0, NaN or Inf."""
+        name = f"analog layer '{self.layer_name}'"
+        per = (lambda c: f" (slice {c})") if obs.channels > 1 else (lambda c: "")
+        for c, batch in enumerate(obs.first_nonfinite_batch()):
+            if batch is not None:
+                raise ConverterRangeError(
+                    f"{name}: {kind} calibration {what}{per(c)} not finite (NaN or Inf) in calibration batch "
+                    f"{batch} (0-based); allowed: finite calibration data"
+                )
+        ranges = obs.result()
+        values = ranges.to(torch.float32).tolist()  # as stored: a range may underflow or overflow float32
+        for c, r in enumerate(values):
+            if r > 0 and math.isfinite(r):
+                continue
+            batches = self._calib_batch + 1
+            if obs.updates[c] == 0:
+                why = "no value observed"
+            elif r == 0:
+                why = f"every observed value is 0 in {batches} calibration batch{'es' if batches != 1 else ''}"
+            else:
+                why = "the observed values overflow float32"
+            raise ConverterRangeError(
+                f"{name}: {kind} range{per(c)} calibrated to {r:g} ({why}); allowed: a finite range > 0 "
+                "(calibrate with data that exercises this layer)"
+            )
+        return ranges
+
     def _dac(self, x: torch.Tensor) -> torch.Tensor:
         bits = self.hw.dac.bits
+        if self._calibration_stage is not None:
+            self._calib_batch += 1  # one DAC pass per layer call: the calibration batch index
         if self._calibration_stage == "dac":
             assert self._observers is not None
-            self._observers["dac"].update(x)
+            self._observers["dac"].update(x, batch=self._calib_batch)
             return x
         if bits is None:
             return x
@@ -280,13 +388,14 @@ class AnalogLayer(nn.Module):
             raise NotProgrammedError(
                 f"analog layer '{self.layer_name}': DAC range not calibrated; call xbarlab.calibrate(model, loader)"
             )
-        return quantize_uniform(x, bits, self.dac_range, signed=bool(self.dac_signed))
+        return quantize_uniform(x, bits, self.dac_range, signed=self._signed_dac())
 
     def _mvm_generator(self, device: torch.device) -> torch.Generator:
+        """The per-MVM noise generator of ``device`` (``meta`` has no generators: it takes a CPU one)."""
         key = str(device)
         if key not in self._mvm_generators:
-            seed = int(self.chip_seed) if self.chip_seed is not None else 0
-            self._mvm_generators[key] = generator(seed, self.layer_name, "per-mvm", device=device)
+            gen_device = device if device.type != "meta" else torch.device("cpu")
+            self._mvm_generators[key] = generator(self._seed(), self.layer_name, "per-mvm", device=gen_device)
         return self._mvm_generators[key]
 
     def mvm_rng_state(self) -> dict[str, torch.Tensor]:
@@ -306,7 +415,6 @@ class AnalogLayer(nn.Module):
     # ------------------------------------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._require_programmed()
-        self.forward_calls += 1
         x = self._dac(x)
         use_tiles = self.hw.adc.bits is not None and self._calibration_stage != "dac"
         if not use_tiles:
@@ -336,7 +444,7 @@ class AnalogLayer(nn.Module):
             if var is not None:
                 partial = partial + var.clamp_min(0).sqrt() * self._gaussian(var)
             for s in range(partial.shape[slice_dim]):
-                self._observers["adc"].update(partial.select(slice_dim, s), channel=s)
+                self._observers["adc"].update(partial.select(slice_dim, s), channel=s, batch=self._calib_batch)
             return partial
         if self.adc_range is None:
             raise NotProgrammedError(
@@ -457,20 +565,22 @@ class AnalogConv(AnalogLayer):
         """
         lay = self.layout
         g, s, tr, n = lay.groups, lay.num_slices, lay.tiles_r, lay.n
-        kk = int(torch.tensor(self.kernel_size).prod())
+        kk = math.prod(self.kernel_size)
         cin_g = self.in_channels // g
-        rows = torch.arange(lay.k)
+        dev = per_slice.device
+        # channels one tile touches: local channel index of each tile's last row (computed on the host, no read)
+        cg = max((min((t + 1) * lay.rows, lay.k) - 1) // kk - (t * lay.rows) // kk for t in range(tr)) + 1
+        rows = torch.arange(lay.k, device=dev)
         tile = rows // lay.rows
         chan = rows // kk
         pos = rows % kk
-        first = torch.div(torch.arange(tr) * lay.rows, kk, rounding_mode="floor")  # first channel of each tile
+        first = torch.div(torch.arange(tr, device=dev) * lay.rows, kk, rounding_mode="floor")  # first channel
         local = chan - first[tile]
-        cg = int(local.max()) + 1
-        w = torch.zeros(g, tr, cg, kk, s, n, dtype=per_slice.dtype)
+        w = torch.zeros(g, tr, cg, kk, s, n, dtype=per_slice.dtype, device=dev)
         w[:, tile, local, pos] = per_slice.permute(0, 2, 1, 3)  # (G, K, S, N)
         w = w.permute(0, 1, 4, 5, 2, 3).reshape(g * tr * s * n, cg, *self.kernel_size)
-        chans = (first.view(tr, 1) + torch.arange(cg).view(1, cg)).clamp_max(cin_g - 1)
-        chans = chans.view(1, tr, cg) + (torch.arange(g) * cin_g).view(g, 1, 1)
+        chans = (first.view(tr, 1) + torch.arange(cg, device=dev).view(1, cg)).clamp_max(cin_g - 1)
+        chans = chans.view(1, tr, cg) + (torch.arange(g, device=dev) * cin_g).view(g, 1, 1)
         self.tile_channels = chans.reshape(-1).to(self.weight.device)
         return w.contiguous()
 
@@ -500,7 +610,7 @@ class AnalogConv(AnalogLayer):
 
     def _chunk_for(self, x: torch.Tensor) -> int:
         lay = self.layout
-        spatial = int(torch.tensor(x.shape[2:]).prod())  # upper bound of output positions (stride ≥ 1)
+        spatial = math.prod(x.shape[2:])  # upper bound of output positions (stride ≥ 1)
         return self._chunk(lay.groups * lay.tiles_r * lay.num_slices * lay.n * spatial)
 
 

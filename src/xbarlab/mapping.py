@@ -19,10 +19,14 @@ A digit d ∈ [0, L−1] of a device with L levels is programmed to G = G_off + 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
 from xbarlab.hardware import HardwareConfig
+
+WMax = TypeVar("WMax", float, torch.Tensor)
+"""A layer's max|W| (weight units): a Python float, or a 0-dim tensor on the weights' device (no host read)."""
 
 
 @dataclass(frozen=True)
@@ -76,13 +80,15 @@ class TileLayout:
         """Physical crossbar arrays used by the layer."""
         return self.groups * self.num_slices * self.polarities * self.tiles_r * self.tiles_c
 
-    def slice_significance(self) -> torch.Tensor:
-        """Shift-and-add weight of each slice (LSB first), float64."""
+    def slice_significance(
+        self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float64
+    ) -> torch.Tensor:
+        """Shift-and-add weight of each slice (LSB first), on ``device`` (CPU by default), float64 by default."""
         base = float(2**self.bits_per_slice)
-        return torch.tensor([base**s for s in range(self.num_slices)], dtype=torch.float64)
+        return torch.tensor([base**s for s in range(self.num_slices)], dtype=dtype, device=device)
 
-    def weight_unit(self, w_max: float) -> float:
-        """Weight value represented by one integer step (weight units)."""
+    def weight_unit(self, w_max: WMax) -> WMax:
+        """Weight value represented by one integer step (weight units); a tensor ``w_max`` gives a tensor."""
         if not self.quantized:
             return w_max if self.differential else 2.0 * w_max
         top = 2**self.weight_bits - 1 if self.differential else 2 ** (self.weight_bits - 1) - 1
@@ -140,9 +146,16 @@ def matrix_to_weight(matrix: torch.Tensor, shape: torch.Size | tuple[int, ...]) 
 # --------------------------------------------------------------------------------------------------- encoding
 
 
-def quantize(w2d: torch.Tensor, w_max: float, layout: TileLayout) -> torch.Tensor:
-    """Signed integer weights (float64) for quantised layouts; W/w_max in [−1, 1] for continuous ones."""
-    scale = w_max if w_max > 0 else 1.0
+def quantize(w2d: torch.Tensor, w_max: float | torch.Tensor, layout: TileLayout) -> torch.Tensor:
+    """Signed integer weights (float64) for quantised layouts; W/w_max in [−1, 1] for continuous ones.
+
+    ``w_max`` may be a 0-dim tensor on ``w2d``'s device: then no value is read on the host.
+    """
+    if isinstance(w_max, torch.Tensor):
+        w = w_max.to(torch.float64)
+        scale: float | torch.Tensor = torch.where(w > 0, w, torch.ones_like(w))
+    else:
+        scale = w_max if w_max > 0 else 1.0
     x = w2d.to(torch.float64) / scale
     if not layout.quantized:
         return x
@@ -163,10 +176,10 @@ def split_slices(value: torch.Tensor, layout: TileLayout) -> torch.Tensor:
     return torch.stack(digits, 0)
 
 
-def reference_digits(layout: TileLayout) -> torch.Tensor:
-    """Digits (S,) of the offset mapping's reference value."""
+def reference_digits(layout: TileLayout, device: torch.device | str | None = None) -> torch.Tensor:
+    """Digits (S,) of the offset mapping's reference value (float64, on ``device``, CPU by default)."""
     ref = 0.5 if not layout.quantized else float(2 ** (layout.weight_bits - 1))
-    return split_slices(torch.tensor(ref, dtype=torch.float64), layout)
+    return split_slices(torch.tensor(ref, dtype=torch.float64, device=device), layout)
 
 
 def _tile(m: torch.Tensor, layout: TileLayout) -> torch.Tensor:
@@ -185,8 +198,9 @@ def _untile(t: torch.Tensor, layout: TileLayout) -> torch.Tensor:
     return m.reshape(*lead, layout.k_pad, layout.n_pad)
 
 
-def target_digits(w2d: torch.Tensor, w_max: float, layout: TileLayout) -> torch.Tensor:
-    """Digits of every physical device: (groups, S, P, Tr, Tc, rows, cols), float64, padding at digit 0."""
+def target_digits(w2d: torch.Tensor, w_max: float | torch.Tensor, layout: TileLayout) -> torch.Tensor:
+    """Digits of every physical device: (groups, S, P, Tr, Tc, rows, cols), float64 on ``w2d``'s device, padding
+    at digit 0."""
     q = quantize(w2d, w_max, layout)
     q = torch.nn.functional.pad(q, (0, layout.n_pad - layout.n, 0, layout.k_pad - layout.k))
     if layout.differential:
@@ -202,7 +216,7 @@ def target_digits(w2d: torch.Tensor, w_max: float, layout: TileLayout) -> torch.
     x = x * mask
     digits = split_slices(x, layout).transpose(0, 1).unsqueeze(2)  # (G, S, 1, Kp, Np)
     tiles = _tile(digits, layout)  # (G, S, 1, Tr, Tc, R, Cd)
-    ref = reference_digits(layout).view(1, -1, 1, 1, 1, 1, 1)
+    ref = reference_digits(layout, tiles.device).view(1, -1, 1, 1, 1, 1, 1)
     ref = ref.expand(*tiles.shape[:-1], 1)
     return torch.cat([tiles, ref], -1)
 
@@ -212,12 +226,24 @@ def digits_to_conductance_us(digits: torch.Tensor, layout: TileLayout, g_on_us: 
     return g_off_us + (g_on_us - g_off_us) * digits / layout.max_level
 
 
+def _slice_scale(layout: TileLayout, w_max: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(1, S, 1, 1) slice significance × weight unit, on ``like``'s device and float64 (no host read)."""
+    sig = layout.slice_significance(like.device).view(1, -1, 1, 1)
+    unit = (
+        layout.weight_unit(w_max.to(device=like.device, dtype=torch.float64))
+        if isinstance(w_max, torch.Tensor)
+        else layout.weight_unit(w_max)
+    )
+    return sig * unit
+
+
 def decode_weights(
-    g_us: torch.Tensor, layout: TileLayout, w_max: float, g_on_us: float, g_off_us: float
+    g_us: torch.Tensor, layout: TileLayout, w_max: float | torch.Tensor, g_on_us: float, g_off_us: float
 ) -> torch.Tensor:
     """Per-slice effective weights (groups, S, K, N) from array conductances (groups, S, P, Tr, Tc, rows, cols).
 
-    Slice significance and the weight unit are included, so the layer's weights are the sum over S.
+    Slice significance and the weight unit are included, so the layer's weights are the sum over S. Every tensor
+    is made on ``g_us``'s device; ``w_max`` may be a 0-dim tensor (then no value is read on the host).
     """
     per_digit = layout.max_level / (g_on_us - g_off_us)
     if layout.differential:
@@ -226,12 +252,11 @@ def decode_weights(
         diff = g_us[:, :, 0, ..., : layout.data_cols] - g_us[:, :, 0, ..., layout.data_cols :]
     digits = diff * per_digit  # (G, S, Tr, Tc, R, Cd)
     m = _untile(digits, layout)[..., : layout.k, : layout.n]
-    scale = layout.slice_significance().view(1, -1, 1, 1) * layout.weight_unit(w_max)
-    return m * scale
+    return m * _slice_scale(layout, w_max, m)
 
 
 def decode_variance(
-    var_us2: torch.Tensor, layout: TileLayout, w_max: float, g_on_us: float, g_off_us: float
+    var_us2: torch.Tensor, layout: TileLayout, w_max: float | torch.Tensor, g_on_us: float, g_off_us: float
 ) -> torch.Tensor:
     """Per-slice weight variance (groups, S, K, N) from per-device conductance variances (µS²)."""
     per_digit = layout.max_level / (g_on_us - g_off_us)
@@ -240,5 +265,4 @@ def decode_variance(
     else:
         total = var_us2[:, :, 0, ..., : layout.data_cols] + var_us2[:, :, 0, ..., layout.data_cols :]
     m = _untile(total * per_digit**2, layout)[..., : layout.k, : layout.n]
-    scale = layout.slice_significance().view(1, -1, 1, 1) * layout.weight_unit(w_max)
-    return m * scale**2
+    return m * _slice_scale(layout, w_max, m) ** 2
