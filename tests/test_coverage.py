@@ -214,3 +214,19 @@ def test_classifier_token_with_a_conv_net_traced_on_meta() -> None:
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
     chip = convert(net, _ideal(keep_digital=("@classifier",)))
     assert _digital_names(chip) == ["4"]
+
+
+def test_accuracy_verifies_an_unverified_chip_on_its_first_batch() -> None:
+    from xbarlab.evaluation import accuracy
+
+    y = torch.zeros(6, dtype=torch.long)
+    with pytest.raises(CoverageError, match=r"layer 'aux'"):
+        accuracy(program(convert(UnusedHead(), _ideal()), 0), [(X8, y)])
+    with pytest.raises(CoverageError, match=r"layer 'fc2'.*linear"):
+        accuracy(program(convert(FunctionalHead(), _ideal()), 0), [(X8, y)])
+    net = nn.Sequential(nn.Linear(8, 4))
+    with torch.no_grad():
+        net[0].bias.copy_(torch.tensor([9.0, 0.0, 0.0, 0.0]))  # class 0 always wins
+    chip = program(convert(net, _ideal()), 0)
+    assert accuracy(chip, [(X8, y), (X8, y)]) == 100.0
+    assert is_verified(chip) and chip[0].forward_calls == 3  # 2 batches + 1 guarded pass

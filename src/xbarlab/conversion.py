@@ -86,16 +86,48 @@ def _executed_order(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Mod
     return order
 
 
+_IMAGE_SIZES = (32, 28, 64, 224, 96, 16, 8, 12, 14, 20, 24, 48, 56, 112, 128, 256)
+"""Square image sizes (pixels) tried, in order, for a meta-device trace of a Conv2d model."""
+
+
+def _sequential_output(model: nn.Module, prefix: str = "") -> str | None:
+    """In an ``nn.Sequential`` the last child holding a Conv1d/Conv2d/Linear runs last: its output layer, when
+    that child is such a layer (or a nested Sequential ending with one); None when it cannot be told statically."""
+    if not isinstance(model, nn.Sequential):
+        return None
+    for name, child in reversed(list(model.named_children())):
+        full = f"{prefix}{name}"
+        if isinstance(child, CONVERTIBLE):
+            return full
+        if any(isinstance(m, CONVERTIBLE) for m in child.modules()):
+            return _sequential_output(child, full + ".")
+    return None
+
+
 def _guessed_inputs(model: nn.Module) -> list[torch.Tensor]:
     """Meta-device inputs guessed from the first registered Conv1d/Conv2d/Linear (batch of 2)."""
     first = next((m for m in model.modules() if isinstance(m, CONVERTIBLE)), None)
     if isinstance(first, nn.Linear):
         return [torch.empty(*lead, first.in_features, device="meta") for lead in ((2,), (2, 8))]  # or a sequence
     if isinstance(first, nn.Conv1d):
-        return [torch.empty(2, first.in_channels, n, device="meta") for n in (32, 64, 128, 256, 28, 16)]
+        return [torch.empty(2, first.in_channels, n, device="meta") for n in (32, 64, 128, 256, 28, 16, 8)]
     if isinstance(first, nn.Conv2d):
-        return [torch.empty(2, first.in_channels, n, n, device="meta") for n in (32, 28, 64, 224, 96, 16)]
+        return [torch.empty(2, first.in_channels, n, n, device="meta") for n in _IMAGE_SIZES]
     return []
+
+
+def _has_linear(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Linear) for m in model.modules())
+
+
+def _wants_classifier(model: nn.Module, hw: HardwareConfig) -> bool:
+    """@classifier is used and the model has initialised layers to trace (else the conversion loop reports why)."""
+    layers = [m for m in model.modules() if isinstance(m, CONVERTIBLE)]
+    return (
+        CLASSIFIER_TOKEN in hw.keep_digital
+        and bool(layers)
+        and not any(isinstance(m.weight, nn.parameter.UninitializedParameter) for m in layers)
+    )
 
 
 def _classifier_name(model: nn.Module, example_input: torch.Tensor | None) -> str:
@@ -115,6 +147,9 @@ def _classifier_name(model: nn.Module, example_input: torch.Tensor | None) -> st
                 f"example_input: the model's forward failed on it ({type(exc).__name__}: {exc})"
             ) from exc
     else:
+        last = _sequential_output(model)
+        if last is not None and (isinstance(model.get_submodule(last), nn.Linear) or not _has_linear(model)):
+            return last
         try:
             meta: nn.Module | None = copy.deepcopy(model).to("meta")
         except Exception:  # cannot trace on meta: reported below
@@ -240,9 +275,10 @@ def convert(model: nn.Module, hw: HardwareConfig, *, example_input: torch.Tensor
 
     ``keep_digital: [@classifier]`` keeps the executed output layer digital: the last Linear (or Conv, without any
     Linear) that runs in a forward pass, found on ``example_input`` (one input batch, run on a copy in eval mode)
-    when given, otherwise traced on the meta device with an input shape guessed from the first registered layer
-    (Linear: (2, in_features) or a sequence (2, 8, in_features); Conv2d: square images of 32, 28, 64, 224, 96
-    or 16 pixels; Conv1d: lengths 16-256).
+    when given; for an ``nn.Sequential`` ending with that layer, statically; otherwise traced on the meta
+    device with an input shape guessed from the first registered layer
+    (Linear: (2, in_features) or a sequence (2, 8, in_features); Conv2d: square images of 8 to 256 pixels,
+    :data:`_IMAGE_SIZES`; Conv1d: lengths 8-256).
     When that fails, a :class:`ConversionError` asks for ``example_input``.
 
     Transformer layers: the FFN linears of ``nn.TransformerEncoderLayer`` / ``nn.TransformerDecoderLayer`` are
@@ -259,7 +295,7 @@ def convert(model: nn.Module, hw: HardwareConfig, *, example_input: torch.Tensor
     if any(isinstance(m, AnalogLayer) for m in model.modules()):
         raise ConversionError("model: already contains analog layers; convert the digital model")
     result = copy.deepcopy(model)
-    classifier = _classifier_name(result, example_input) if CLASSIFIER_TOKEN in hw.keep_digital else None
+    classifier = _classifier_name(result, example_input) if _wants_classifier(result, hw) else None
     names, modules, parents = _module_names(result)
     records: list[LayerRecord] = []
     replacements: list[tuple[list[str], AnalogLayer]] = []

@@ -16,7 +16,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from xbarlab.chip import MAX_SEED, calibrate, check_seed, drift, needs_calibration, program
+from xbarlab.chip import (
+    MAX_SEED,
+    calibrate,
+    check_seed,
+    drift,
+    is_verified,
+    needs_calibration,
+    program,
+    verify_coverage,
+)
 from xbarlab.conversion import convert
 from xbarlab.hardware import HardwareConfig
 from xbarlab.layers import AnalogLayer
@@ -32,15 +41,21 @@ def accuracy(
     device: str | torch.device = "cpu",
     max_batches: int | None = None,
 ) -> float:
-    """Top-1 accuracy in % of ``model`` (in eval mode, restored afterwards) over ``loader``."""
+    """Top-1 accuracy in % of ``model`` (in eval mode, restored afterwards) over ``loader``.
+
+    An analog model not verified by :func:`xbarlab.calibrate` is verified on the first batch
+    (:func:`xbarlab.chip.verify_coverage`: one extra forward; a layer called analog that does not run on the chip
+    raises :class:`xbarlab.chip.CoverageError`)."""
     was_training = model.training
     model.eval()
     correct = total = 0
+    verify = any(isinstance(m, AnalogLayer) for m in model.modules()) and not is_verified(model)
     try:
         for i, (x, y) in enumerate(loader):
             if max_batches is not None and i >= max_batches:
                 break
-            logits = model(x.to(device, non_blocking=True))  # overlaps the copy with pinned CUDA batches
+            x = x.to(device, non_blocking=True)  # overlaps the copy with pinned CUDA batches
+            logits = verify_coverage(model, x) if verify and i == 0 else model(x)
             correct += int((logits.argmax(1) == y.to(device, non_blocking=True)).sum())
             total += int(y.numel())
     finally:
