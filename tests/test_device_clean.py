@@ -1,0 +1,149 @@
+"""The simulator core is device-clean: proven on PyTorch's ``meta`` device.
+
+Like CUDA, ``meta`` refuses non-scalar CPU tensors mixed into its computations, and it refuses every host read
+(``.item()``, ``bool(t)``, ``float(t)``): a forward, programming or drift step that runs on ``meta`` makes every
+tensor on the layer's device and never synchronises with the host.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import xbarlab
+from xbarlab.chip import calibrate, needs_calibration
+from xbarlab.layers import AnalogLayer, analog_layers
+from xbarlab.models import build_model
+
+X = torch.randn(2, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+META = torch.device("meta")
+
+
+def _nets() -> dict[str, tuple[nn.Module, list[str]]]:
+    """A ResNet-20 (1×12×12 input) and a small conv + linear net, with their classifiers kept digital."""
+    torch.manual_seed(0)
+    resnet = build_model("resnet20", in_channels=1, num_classes=10).eval()
+    mlp = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 10 * 10, 24), nn.ReLU(), nn.Linear(24, 10)
+    ).eval()
+    return {"resnet20": (resnet, ["fc"]), "mlp": (mlp, ["5"])}
+
+
+PATHS: dict[str, tuple[str, dict[str, Any]]] = {
+    "direct": ("rram", {"dac.bits": None}),
+    "direct-dac": ("rram", {}),
+    "direct-dac-percentile": ("rram", {"dac.range_mode": "percentile", "dac.percentile": 99.0}),
+    "per-mvm": ("rram", {"read_noise.mode": "per_mvm"}),
+    "adc": ("rram", {"adc.bits": 6}),
+    "adc-per-mvm-noise": ("rram", {"adc.bits": 6, "read_noise.mode": "per_mvm", "adc.noise_lsb": 0.5}),
+    "adc-offset-slices": (
+        "rram",
+        {"weights.mapping": "offset", "weights.noise_granularity": "slice", "weights.bits_per_cell": 2, "adc.bits": 7},
+    ),
+    "pcm": ("pcm-nandakumar", {}),
+    "pcm-adc-percentile": ("pcm-nandakumar", {"adc.bits": 8, "adc.range_mode": "percentile"}),
+    "ir-drop": ("rram-ir", {}),
+    "ir-drop-adc": ("rram-ir", {"adc.bits": 8, "adc.noise_lsb": 0.3}),
+}
+
+
+def _chip(net: nn.Module, keep: list[str], preset: str, override: dict[str, Any]) -> nn.Module:
+    hw = xbarlab.load_preset(preset).override({**override, "keep_digital": keep})
+    chip = xbarlab.program(xbarlab.convert(net, hw), 3)
+    if needs_calibration(chip):
+        calibrate(chip, [X, 0.5 * X], num_batches=2)
+    return chip
+
+
+def _all_on_meta(chip: nn.Module) -> None:
+    for la in analog_layers(chip):
+        for name, buf in la.named_buffers():
+            assert buf.device == META, f"{la.layer_name}.{name} on {buf.device}"
+        assert la.w_ni is not None and la.w_ni.stride() == la.weight.stride()
+
+
+CASES = [(n, p) for n in ("resnet20", "mlp") for p in sorted(PATHS) if not (n == "resnet20" and "ir-drop" in p)]
+"""Every path on both nets, except IR drop on ResNet-20 (slow to program on CPU; the small net covers it)."""
+
+
+@pytest.mark.parametrize(("net_name", "path"), CASES)
+def test_forward_runs_on_meta_for_every_path(net_name: str, path: str) -> None:
+    net, keep = _nets()[net_name]
+    preset, override = PATHS[path]
+    chip = _chip(net, keep, preset, override)
+    layers = analog_layers(chip)
+    hw = layers[0].hw
+    per_mvm = hw.read_noise.kind != "none" and hw.read_noise.mode == "per_mvm"
+    assert all((la.w_tiles is not None) == (hw.adc.bits is not None) for la in layers)  # the path is the one named
+    assert all((la.var_ni is not None) == per_mvm for la in layers)
+    with torch.no_grad():
+        expected = chip(X)
+        chip.to(META)
+        _all_on_meta(chip)
+        y = chip(X.to(META))
+        assert y.device == META and y.shape == expected.shape and y.dtype == expected.dtype
+        if per_mvm or hw.adc.noise_lsb > 0:
+            assert all("meta" in la._mvm_generators for la in layers)  # the noise was drawn on meta
+        xbarlab.drift(chip, 3600.0)  # refresh on meta: drift, read noise, IR drop, decoding, tiles
+        _all_on_meta(chip)
+        y = chip(X.to(META))
+        assert y.device == META and y.shape == expected.shape
+
+
+PROGRAMS: dict[str, tuple[str, dict[str, Any]]] = {
+    "rram-adc-faults-noise": (
+        "rram",
+        {
+            "adc.bits": 6,
+            "read_noise.mode": "per_mvm",
+            "faults.sa0_rate": 0.01,
+            "faults.sa1_rate": 0.02,
+            "programming.kind": "gaussian_rel",
+            "programming.sigma": 0.05,
+        },
+    ),
+    "rram-offset-slices": ("rram", {"weights.mapping": "offset", "weights.noise_granularity": "slice", "adc.bits": 6}),
+    "pcm": ("pcm-nandakumar", {}),
+    "ir-drop": ("rram-ir", {"adc.bits": 8}),
+}
+
+
+@pytest.mark.parametrize("config", sorted(PROGRAMS))
+def test_programming_and_set_time_on_meta_weights_make_every_tensor_on_meta(config: str) -> None:
+    net, keep = _nets()["mlp"]
+    preset, override = PROGRAMS[config]
+    hw = xbarlab.load_preset(preset).override({**override, "keep_digital": keep})
+    on_cpu = xbarlab.program(xbarlab.convert(net, hw), 5)
+    on_meta = xbarlab.convert(net, hw).to(META)
+    xbarlab.program(on_meta, 5)  # no host read: w_max stays a device tensor
+    _all_on_meta(on_meta)
+    for a, b in zip(analog_layers(on_cpu), analog_layers(on_meta), strict=True):
+        for name, buf in a.named_buffers():
+            other = getattr(b, name)
+            assert (other.shape, other.dtype) == (buf.shape, buf.dtype), name
+        assert (b._host_seed, b._host_time_s) == (5, a._time_s())
+    xbarlab.drift(on_meta, 100.0)
+    _all_on_meta(on_meta)
+    assert all(la._time_s() == 100.0 for la in analog_layers(on_meta))
+
+
+def test_host_mirrors_follow_assigned_and_loaded_buffers() -> None:
+    net, keep = _nets()["mlp"]
+    hw = xbarlab.load_preset("rram").override({"keep_digital": keep})
+    chip = xbarlab.program(xbarlab.convert(net, hw), 1)
+    calibrate(chip, [X], num_batches=1)
+    la: AnalogLayer = analog_layers(chip)[0]
+    assert (la._time_s(), la._seed(), la._signed_dac()) == (1.0, 1, True)  # X is signed
+    la.chip_time = torch.tensor(7.0, dtype=torch.float64)  # e.g. a chip pool loading another chip's buffers
+    la.chip_seed = torch.tensor(9)
+    la.dac_signed = torch.tensor(False)
+    assert (la._time_s(), la._seed(), la._signed_dac()) == (7.0, 9, False)
+    state = {k: v.clone() for k, v in la.state_dict().items()}
+    state["chip_time"] = torch.tensor(11.0, dtype=torch.float64)
+    la.load_state_dict(state)
+    assert (la._time_s(), la._seed(), la._signed_dac()) == (11.0, 9, False)
+    la.to(META)  # moving keeps the mirrors: nothing is read back from meta
+    assert (la._time_s(), la._seed(), la._signed_dac()) == (11.0, 9, False)
