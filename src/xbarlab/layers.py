@@ -105,6 +105,8 @@ class AnalogLayer(nn.Module):
         self._calibration_stage: str | None = None
         self._calib_batch = -1
         self._mvm_generators: dict[str, torch.Generator] = {}
+        self.forward_calls = 0
+        """Calls of :meth:`forward` (a plain int, no host sync): the chip's coverage check counts them."""
         self._host_time_s: float | None = None
         self._host_seed: int | None = None
         self._host_dac_signed: bool | None = None
@@ -415,6 +417,7 @@ class AnalogLayer(nn.Module):
     # ------------------------------------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._require_programmed()
+        self.forward_calls += 1
         x = self._dac(x)
         use_tiles = self.hw.adc.bits is not None and self._calibration_stage != "dac"
         if not use_tiles:
