@@ -431,3 +431,72 @@ def test_channels_last_models_keep_their_memory_format() -> None:
     hw = xbarlab.load_preset("rram").override({"read_noise.mode": "per_mvm", "dac.bits": None})
     noisy = xbarlab.program(xbarlab.convert(net, hw), 0)
     assert not analog_layers(noisy)[1].var_ni.is_contiguous()
+
+
+# ---------------------------------------------------------------------------------------------- converter ranges
+
+
+def _calibration_chip(override: dict[str, object]) -> nn.Module:
+    hw = xbarlab.load_preset("rram").override({**override, "keep_digital": ["8"]})
+    return xbarlab.program(xbarlab.convert(_model(), hw), 0)
+
+
+def test_non_finite_calibration_data_is_refused_naming_the_layer_and_batch() -> None:
+    from xbarlab.chip import calibrate
+    from xbarlab.converters import ConverterRangeError
+
+    bad = X.clone()
+    bad[1, 0, 2, 3] = float("nan")  # one NaN pixel in the second batch
+    chip = _calibration_chip({})
+    with pytest.raises(ConverterRangeError, match=r"analog layer '0': DAC calibration input not finite .* batch 1 "):
+        calibrate(chip, [X, bad, X], num_batches=3)
+    assert analog_layers(chip)[0].dac_range is None  # nothing stored: the chip refuses to run
+    with pytest.raises(NotProgrammedError, match="DAC range not calibrated"):
+        chip(X)
+    adc_only = _calibration_chip({"dac.bits": None, "adc.bits": 6})
+    inf = X.clone()
+    inf[0, 1, 0, 0] = float("inf")
+    with pytest.raises(ConverterRangeError, match=r"analog layer '0': ADC calibration partial sums not finite .* 2 "):
+        calibrate(adc_only, [X, X, inf], num_batches=3)
+
+
+def test_a_zero_converter_range_is_refused() -> None:
+    from xbarlab.chip import calibrate
+    from xbarlab.converters import ConverterRangeError
+
+    chip = _calibration_chip({})
+    zeros = torch.zeros_like(X)
+    with pytest.raises(
+        ConverterRangeError,
+        match=r"analog layer '0': DAC range calibrated to 0 \(every observed value is 0 in 2 calibration batches\); "
+        "allowed: a finite range > 0",
+    ):
+        calibrate(chip, [zeros, zeros], num_batches=2)
+    calibrate(chip, [X, zeros], num_batches=2)  # one batch with data is enough
+    assert float(analog_layers(chip)[0].dac_range) == pytest.approx(float(X.abs().max()))
+
+
+def test_range_observer_keeps_statistics_on_the_device_and_reads_them_once() -> None:
+    from xbarlab.converters import RangeObserver
+
+    obs = RangeObserver("max", 99.0, channels=2)
+    obs.update(torch.tensor([1.0, -3.0]), channel=0, batch=0)
+    obs.update(torch.tensor([0.5, 2.5]), channel=1, batch=0)
+    assert obs.min_value == -3.0 and obs.result().tolist() == [3.0, 2.5]
+    obs.update(torch.tensor([0.5, float("nan")]), channel=1, batch=4)
+    obs.update(torch.tensor([2.0, float("inf")]), channel=1, batch=6)
+    assert obs.first_nonfinite_batch() == [None, 4] and obs.updates == [1, 3]
+    meta = RangeObserver("percentile", 50.0, max_samples=4)
+    meta.update(torch.ones(10, device="meta"), batch=0)  # subsampled on meta without a host read
+    assert meta.maximum.device.type == "meta" and meta.result().device.type == "meta"
+    pct = RangeObserver("percentile", 50.0)
+    pct.update(torch.arange(1.0, 11.0))
+    assert pct.result().tolist() == [5.0]
+
+
+def test_quantize_uniform_zero_range_channel_maps_to_zero_without_a_host_read() -> None:
+    x = torch.tensor([[1.0, -2.0], [1.0, -2.0]])
+    r = torch.tensor([[0.0], [3.0]])
+    assert quantize_uniform(x, 3, r, signed=True).tolist() == [[0.0, 0.0], [1.0, -2.0]]
+    y = quantize_uniform(x.to("meta"), 3, r.to("meta"), signed=True)
+    assert y.device.type == "meta" and y.shape == x.shape
