@@ -147,3 +147,30 @@ def test_host_mirrors_follow_assigned_and_loaded_buffers() -> None:
     assert (la._time_s(), la._seed(), la._signed_dac()) == (11.0, 9, False)
     la.to(META)  # moving keeps the mirrors: nothing is read back from meta
     assert (la._time_s(), la._seed(), la._signed_dac()) == (11.0, 9, False)
+
+
+def test_mitigation_forward_paths_on_meta() -> None:
+    """Compensation branches and drift compensation (conductance readout) run on meta after the move.
+
+    Not covered: drift compensation with the default ``forward`` readout, whose readouts are copied to the host
+    (``layer_readout`` returns ``.cpu()``), which meta (and a CUDA hot path) refuses.
+    """
+    from xbarlab.mitigation import compensation, drift_compensation
+
+    net, keep = _nets()["mlp"]
+    hw = xbarlab.load_preset("rram").override({"keep_digital": keep, "read_noise.mode": "per_mvm"})
+    chip = xbarlab.program(xbarlab.convert(net, hw), 0)
+    calibrate(chip, [X], num_batches=1)
+    compensation.attach_compensation(chip, compensation.layer_names(chip))
+    with torch.no_grad():
+        y = chip.to(META)(X.to(META))
+    assert y.device == META and y.shape == (2, 10)
+    pcm = xbarlab.program(
+        xbarlab.convert(net, xbarlab.load_preset("pcm-nandakumar").override({"keep_digital": keep})), 0
+    )
+    drift_compensation.record_reference(pcm, readout="conductance")
+    xbarlab.drift(pcm.to(META), 3600.0)
+    drift_compensation.compensate(pcm, readout="conductance")
+    with torch.no_grad():
+        y = pcm(X.to(META))
+    assert y.device == META and y.shape == (2, 10)
