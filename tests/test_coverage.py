@@ -230,3 +230,33 @@ def test_accuracy_verifies_an_unverified_chip_on_its_first_batch() -> None:
     chip = program(convert(net, _ideal()), 0)
     assert accuracy(chip, [(X8, y), (X8, y)]) == 100.0
     assert is_verified(chip) and chip[0].forward_calls == 3  # 2 batches + 1 guarded pass
+
+
+def test_coverage_checks_leave_the_per_mvm_noise_stream_untouched() -> None:
+    """The guarded verification forward restores the per-MVM generators: after ``calibrate`` and after
+    ``verify_coverage`` a chip draws exactly the noise it would draw had the check not run."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    hw = xbarlab.load_preset("ideal").override(
+        {"read_noise.kind": "absolute_uS", "read_noise.sigma": 0.5, "read_noise.mode": "per_mvm", "dac.bits": 8}
+    )
+    x = torch.randn(6, 12, generator=torch.Generator().manual_seed(4))
+
+    def fresh() -> nn.Module:
+        return program(convert(model, hw), 11).eval()
+
+    with torch.no_grad():
+        plain = fresh()
+        for la in plain.modules():
+            if isinstance(la, AnalogLinear):
+                la.start_calibration("dac")
+        plain(x)  # the DAC pass calibrate() makes, without the guarded forward
+        for la in plain.modules():
+            if isinstance(la, AnalogLinear):
+                la.finish_calibration()
+        expected = [plain(x), plain(x)]
+        checked = calibrate(fresh(), [x], num_batches=1)
+        first = verify_coverage(checked, x)
+        second = checked(x)
+    assert not torch.equal(expected[0], expected[1])  # the noise is per MVM: each forward draws anew
+    assert torch.equal(first, expected[0]) and torch.equal(second, expected[1])

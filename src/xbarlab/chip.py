@@ -198,6 +198,19 @@ def _counts_since(layers: list[AnalogLayer], before: dict[int, int]) -> dict[int
     return {id(la): la.forward_calls - before[id(la)] for la in layers}
 
 
+def _guarded_forward(model: nn.Module, layers: list[AnalogLayer], x: torch.Tensor) -> None:
+    """One forward of ``x`` under :class:`IdealWeightGuard` that leaves the per-MVM noise streams untouched: the
+    generators are restored afterwards, so checking coverage never shifts the noise of later forwards (a chip's
+    per-MVM draws are the same as if the check had not run)."""
+    states = [layer.mvm_rng_state() for layer in layers]
+    try:
+        with IdealWeightGuard(layers):
+            model(x)
+    finally:
+        for layer, state in zip(layers, states, strict=True):
+            layer.set_mvm_rng_state(state)
+
+
 @torch.no_grad()
 def verify_coverage(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Check on one input batch ``x`` that every analog layer of the (programmed, calibrated) ``model`` runs on the
@@ -208,8 +221,7 @@ def verify_coverage(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     before = _reset_counts(layers)
     out = model(x)
     counts = _counts_since(layers, before)
-    with IdealWeightGuard(layers):
-        model(x)
+    _guarded_forward(model, layers, x)
     _check_counts(model, layers, counts, 1)
     setattr(model, VERIFIED_ATTR, True)
     return out
@@ -257,8 +269,7 @@ def calibrate(
                 layer.finish_calibration()
         counts = _counts_since(layers, before)
         assert first is not None
-        with IdealWeightGuard(layers):
-            model(first)
+        _guarded_forward(model, layers, first)
         _check_counts(model, layers, counts, seen)
         setattr(model, VERIFIED_ATTR, True)
     finally:
