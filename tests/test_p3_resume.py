@@ -162,3 +162,36 @@ def test_unreadable_checkpoint_fails_before_anything_is_written(tmp_path: Path) 
     assert res.returncode == 2, res.stdout + res.stderr
     assert res.stderr.startswith("error: --model: cannot read checkpoint"), res.stderr
     assert not out.exists()
+
+
+def test_branch_weights_are_verified_against_the_placement_results(tmp_path: Path) -> None:
+    """The trained compensation branches that later stages load are checked against the SHA-256 recorded in the
+    placement results: a flipped byte, a missing file or a record without the hash is refused with one line."""
+    import torch
+    from safetensors.torch import save_file
+
+    from xbarlab.experiments import p3
+
+    layers = ["conv1", "fc"]
+    path = p3._branches_path(tmp_path, layers)
+    path.parent.mkdir(parents=True)
+    save_file({"conv1/w": torch.arange(6.0).reshape(2, 3)}, str(path))
+    placement = {
+        "methods": {"rl": {"placement": layers, "branches_sha256": p3._file_sha256(path)}},
+        "compensation": {},
+    }
+    got_layers, _, state = p3._rl_branches(tmp_path, placement)
+    assert got_layers == layers and state is not None and torch.equal(state["conv1/w"], torch.arange(6.0).reshape(2, 3))
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="does not match the placement results' branches_sha256"):
+        p3._rl_branches(tmp_path, placement)
+    del placement["methods"]["rl"]["branches_sha256"]
+    with pytest.raises(ValueError, match="no branches_sha256"):
+        p3._rl_branches(tmp_path, placement)
+    placement["methods"]["rl"]["branches_sha256"] = "0" * 64
+    path.unlink()
+    with pytest.raises(ValueError, match="missing; re-run the placement stage"):
+        p3._rl_branches(tmp_path, placement)
+    assert p3._rl_branches(tmp_path, {"methods": {"rl": {"placement": []}}, "compensation": {}})[2] is None

@@ -246,3 +246,31 @@ def test_shipped_models_and_p2_pipeline(tmp_path: Path) -> None:
     dres = drift_experiment(dcfg, tmp_path, progress=False)
     s = dres["cells"]["detector|t=1e+06"]["summary"]
     assert set(s) == {"none", "drift_comp_global", "drift_comp_column", "bn_adapt", "bn_online"}
+
+
+def test_p2_pipelines_refuse_an_analog_layer_that_never_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """P2's noise and drift experiments calibrate/verify every chip, converters or not: a converted layer that the
+    model never calls is a CoverageError naming it, not a silently digital number."""
+    from xbarlab.chip import CoverageError
+    from xbarlab.tasks import p2_eval
+    from xbarlab.tasks.train_tasks import load_shipped, shipped_path
+
+    if not shipped_path("segmenter").with_suffix(".json").is_file():
+        pytest.skip("shipped task weights missing")
+
+    def with_unused_head(task: str) -> tuple[torch.nn.Module, dict[str, object]]:
+        model, meta = load_shipped(task)
+        model.add_module("unused_head", torch.nn.Conv2d(1, 2, 1))  # converted to analog, never called
+        return model, meta
+
+    monkeypatch.setattr(p2_eval, "load_shipped", with_unused_head)
+    cfg = p2_eval.P2Config(
+        models=("segmenter",), etas=(0.1,), chips=1, test_count=8, calib_batches=1, calib_batch_size=8, dataset=MINI
+    )
+    with pytest.raises(CoverageError, match="unused_head"):
+        p2_eval.p2_experiment(cfg, tmp_path / "noise", progress=False)
+    dcfg = p2_eval.DriftConfig(
+        models=("segmenter",), times_s=(1e6,), chips=1, test_count=8, calib_batches=1, calib_batch_size=8, dataset=MINI
+    )
+    with pytest.raises(CoverageError, match="unused_head"):
+        p2_eval.drift_experiment(dcfg, tmp_path / "drift", progress=False)

@@ -784,7 +784,9 @@ def _stage_placement(
                     teacher=lip,
                 )
                 state = compensation_state(chip)
-                save_file(state, str(_branches_path(out, res.placement)))
+                branches = _branches_path(out, res.placement)
+                save_file(state, str(branches))
+                info["branches_sha256"] = _file_sha256(branches)
                 info["train_wall_time_s"] = tr.wall_time_s
                 info["final_loss"] = sum(tr.losses[-20:]) / len(tr.losses[-20:])
             test_chip = convert(lip, hw)
@@ -846,9 +848,36 @@ def _rl_branches(out: Path, placement: dict[str, Any]) -> tuple[list[str], Any, 
     """The RL placement's layers, branch config and trained branch weights (None for an empty placement)."""
     from xbarlab.mitigation.compensation import CompensationConfig
 
-    layers = list(placement["methods"]["rl"]["placement"])
-    state = load_file(str(_branches_path(out, layers))) if layers else None
+    rl = placement["methods"]["rl"]
+    layers = list(rl["placement"])
+    state = None
+    if layers:
+        path = _branches_path(out, layers)
+        recorded = rl.get("branches_sha256")
+        if not isinstance(recorded, str):
+            raise ValueError(
+                f"{path}: no branches_sha256 in the placement results; the branch weights cannot be verified "
+                "(written by an older xbarlab): re-run the placement stage (--force)"
+            )
+        if not path.is_file():
+            raise ValueError(f"{path}: missing; re-run the placement stage (--force)")
+        actual = _file_sha256(path)
+        if actual != recorded:
+            raise ValueError(
+                f"{path}: sha256 {actual} does not match the placement results' branches_sha256 {recorded} "
+                "(file corrupt or replaced); re-run the placement stage (--force)"
+            )
+        state = load_file(str(path))
     return layers, CompensationConfig(**placement["compensation"]), state
+
+
+def _file_sha256(path: Path) -> str:
+    """SHA-256 (hex) of a file's bytes."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _safe(key: str) -> str:

@@ -243,7 +243,7 @@ def p2_experiment(
     Writes ``<out>/p2_results.json`` (after every (model, η) cell; reruns skip finished cells),
     ``<out>/p2_results.md`` and ``<out>/p2_results.png``. Returns the results dict.
     """
-    from xbarlab.chip import program
+    from xbarlab.chip import calibrate, program
     from xbarlab.conversion import convert
 
     models = _models(config.models)  # every model file read before anything is written
@@ -275,12 +275,14 @@ def p2_experiment(
             hw = p2_noise_hardware(eta)
             if config.keep_digital:
                 hw = hw.override({"keep_digital": list(config.keep_digital)})
-            base = convert(model, hw).to(device).to(device)
+            base = convert(model, hw).to(device)
             per_chip: dict[str, list[float]] = {m: [] for m in config.methods}
             ratios = []
             for k in range(config.chips):
                 chip = copy.deepcopy(base)
                 program(chip, config.seed + k)
+                # no converters to calibrate: one calibration batch verifies that every analog layer runs on the chip
+                calibrate(chip, CanvasLoader(calib, config.calib_batch_size), num_batches=1, device=device)
                 ratios.append(measured_noise_ratio(chip, eta))
                 res = _run_methods(
                     task,
@@ -365,8 +367,9 @@ def drift_experiment(
 ) -> dict[str, Any]:
     """Metric of each model on a drifting chip: none vs drift compensation vs BN adaptation / online BN.
 
-    Per chip: program (seed + k), drift to t, calibrate the converters (if any) on calibration canvases, then
-    each method from the same state. Writes ``<out>/drift_results.{json,md,png}``; reruns skip finished cells.
+    Per chip: program (seed + k), drift to t, calibrate the converters (if any) and verify coverage on calibration
+    canvases, then each method from the same state. Writes ``<out>/drift_results.{json,md,png}``; reruns skip
+    finished cells.
     """
     from xbarlab.chip import calibrate, drift, needs_calibration, program
     from xbarlab.conversion import convert
@@ -408,9 +411,11 @@ def drift_experiment(
                 chip = copy.deepcopy(base)
                 program(chip, config.seed + k)
                 drift(chip, t)
-                if needs_calibration(chip):
-                    loader = CanvasLoader(calib, config.calib_batch_size)
-                    calibrate(chip, loader, num_batches=config.converter_batches, device=device)
+                # calibrate also verifies that every analog layer runs on the chip (one batch is enough when
+                # there are no converters to calibrate)
+                batches = config.converter_batches if needs_calibration(chip) else 1
+                loader = CanvasLoader(calib, config.calib_batch_size)
+                calibrate(chip, loader, num_batches=batches, device=device)
                 res = _run_methods(
                     task,
                     chip,
