@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 CONSTRAINTS := constraints.txt
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: venv install install-test sysdeps data demo test lint typecheck pytest bench clean
+.PHONY: venv install install-test sysdeps data demo test lint typecheck pytest bench bench-peers clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ test: lint typecheck pytest
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/xbarlab bench
+
+# xbarlab vs IBM aihwkit 1.2.0 in one process (builds .venv-aihwkit from source when missing; not part of `make test`).
+bench-peers:
+	nice -n 10 bash scripts/build_aihwkit.sh
+	.venv-aihwkit/bin/python benchmarks/bench_vs_aihwkit.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
