@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from xbarlab.attention import split_attention
 from xbarlab.hardware import CLASSIFIER_TOKEN, HardwareConfig
 from xbarlab.layers import AnalogConv, AnalogLayer, AnalogLinear
 
@@ -193,8 +194,6 @@ _DIGITAL_BY_DESIGN = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm
 
 def _unconvertible_reason(module: nn.Module, parent: nn.Module | None) -> str | None:
     """Why a Conv1d/Conv2d/Linear instance cannot be mapped as such, or None when it can."""
-    if isinstance(parent, nn.MultiheadAttention):
-        return "inside MultiheadAttention, which reads the weights directly (fused attention): digital"
     base = next(b for b in _BASE_FORWARDS if isinstance(module, b))
     if type(module).forward is not _BASE_FORWARDS[base]:
         return (
@@ -286,7 +285,10 @@ def convert(model: nn.Module, hw: HardwareConfig, *, example_input: torch.Tensor
     ``weight`` kept on the analog layer) is disabled for that instance by a no-op forward pre-hook
     (:func:`analog_fast_path_guard`: PyTorch skips the fast path when a hook is attached; the hook survives deepcopy,
     pickling, ``state_dict`` save/load and ``.to(device)``); ``nn.TransformerEncoder.use_nested_tensor`` is set
-    False (its nested-tensor fast path). Attention projections (``nn.MultiheadAttention``) stay digital, listed.
+    False (its nested-tensor fast path). ``nn.MultiheadAttention`` becomes a
+    :class:`xbarlab.attention.SplitMultiheadAttention` whose projections ``<name>.q_proj``, ``.k_proj``,
+    ``.v_proj``, ``.out_proj`` are converted (and matched by keep_digital patterns) like any Linear; QKᵀ and
+    softmax·V stay digital (no stationary weights). ``nn.Embedding`` stays digital, listed.
     Modules holding floating tensors of dim >= 2 as buffers or plain attributes (not normalisation statistics)
     are listed as digital. :func:`xbarlab.calibrate` verifies that every analog layer really runs.
     """
@@ -294,7 +296,7 @@ def convert(model: nn.Module, hw: HardwareConfig, *, example_input: torch.Tensor
         raise TypeError(f"hw: expected a HardwareConfig, got {type(hw).__name__}")
     if any(isinstance(m, AnalogLayer) for m in model.modules()):
         raise ConversionError("model: already contains analog layers; convert the digital model")
-    result = copy.deepcopy(model)
+    result = split_attention(copy.deepcopy(model))
     classifier = _classifier_name(result, example_input) if _wants_classifier(result, hw) else None
     names, modules, parents = _module_names(result)
     records: list[LayerRecord] = []
@@ -342,13 +344,6 @@ def convert(model: nn.Module, hw: HardwareConfig, *, example_input: torch.Tensor
             shape = tuple(module.weight.shape)
             reason = "layer type not supported on crossbars: digital"
             records.append(LayerRecord(label, type(module).__name__, False, reason, shape))
-        elif isinstance(module, nn.MultiheadAttention):
-            params = ", ".join(f"{n} {tuple(p.shape)}" for n, p in module.named_parameters(recurse=False))
-            reason = (
-                f"attention projections ({params}) read directly by the fused attention kernel; not mapped to "
-                "crossbars yet: digital"
-            )
-            records.append(LayerRecord(label, "MultiheadAttention", False, reason, _first_shape(module)))
         elif not isinstance(module, _DIGITAL_BY_DESIGN) and any(True for _ in module.parameters(recurse=False)):
             params = ", ".join(f"{n} {tuple(p.shape)}" for n, p in module.named_parameters(recurse=False))
             records.append(
