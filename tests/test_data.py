@@ -429,3 +429,32 @@ def test_registry_metadata_and_errors() -> None:
         get_dataset("imagenet")
     with pytest.raises(ValueError, match="split must be one of"):
         get_dataset("digits", "val")
+
+
+def test_shipped_digits_equal_scikit_learns_split_and_need_no_sklearn_at_run_time(tmp_path: Path) -> None:
+    """The built-in digits.npz holds exactly scikit-learn's digits with the documented split; the runtime loader
+    does not import scikit-learn, and a damaged file is refused with the file named."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    from xbarlab.data.errors import DatasetCorruptError
+    from xbarlab.data.small import digits_path, load_digits_split
+
+    spec = importlib.util.spec_from_file_location(
+        "make_digits_npz", Path(__file__).resolve().parents[1] / "scripts" / "make_digits_npz.py"
+    )
+    assert spec is not None and spec.loader is not None
+    make = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make)
+    expected = make.digits_arrays()
+    for split in ("train", "test"):
+        images, labels = load_digits_split(split)
+        assert torch.equal(images[:, 0], torch.from_numpy(expected[f"{split}_images"]))
+        assert torch.equal(labels, torch.from_numpy(expected[f"{split}_labels"].astype("int64")))
+    probe = "import sys, xbarlab.data as d; d.get_dataset('digits', 'test'); print('sklearn' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout == "False\n"
+    bad = tmp_path / "digits.npz"
+    bad.write_bytes(digits_path().read_bytes()[:1000])
+    with pytest.raises(DatasetCorruptError, match="digits.npz"):
+        load_digits_split("test", bad)

@@ -120,12 +120,12 @@ _INFOS: dict[str, DatasetInfo] = {
         ),
         DatasetInfo(
             "digits",
-            "scikit-learn 8×8 digits (1,797 images; fixed stratified 1,347/450 split, seed 0)",
+            "UCI 8×8 digits as in scikit-learn (1,797 images; fixed stratified 1,347/450 split, seed 0)",
             10,
             (1, 8, 8),
             (0.3053,),
             (0.3758,),
-            default_dir="(ships with scikit-learn)",
+            default_dir="(built in: xbarlab/assets/digits.npz)",
             aliases=("sklearn-digits",),
         ),
     )
