@@ -46,7 +46,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
-    spec = importlib.util.spec_from_file_location("make_fmnist_subset", Path(__file__).with_name("make_fmnist_subset.py"))
+    writer = Path(__file__).with_name("make_fmnist_subset.py")
+    spec = importlib.util.spec_from_file_location("make_fmnist_subset", writer)
     assert spec is not None and spec.loader is not None
     subset = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(subset)

@@ -456,5 +456,5 @@ def test_shipped_digits_equal_scikit_learns_split_and_need_no_sklearn_at_run_tim
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout == "False\n"
     bad = tmp_path / "digits.npz"
     bad.write_bytes(digits_path().read_bytes()[:1000])
-    with pytest.raises(DatasetCorruptError, match="digits.npz"):
+    with pytest.raises(DatasetCorruptError, match=r"digits\.npz"):
         load_digits_split("test", bad)
