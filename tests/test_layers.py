@@ -322,8 +322,7 @@ def test_conversion_of_shared_subclassed_and_unsupported_modules() -> None:
     assert isinstance(chip.enc, AnalogLinear) and chip.dec is chip.enc
     where = {r.name: (r.analog, r.reason) for r in chip.xbarlab_report.layers}
     assert where["enc"][0] and "also used as 'dec'" in where["enc"][1]
-    assert not where["att.out_proj"][0] and "MultiheadAttention" in where["att.out_proj"][1]
-    assert not where["att"][0] and "in_proj_weight" in where["att"][1]
+    assert all(where[f"att.{p}"][0] for p in ("q_proj", "k_proj", "v_proj", "out_proj"))  # analog attention
     assert not where["emb"][0] and not where["conv"][0] and "overrides forward()" in where["conv"][1]
     x = torch.randn(3, 4, 8)
     with torch.no_grad():
