@@ -28,7 +28,9 @@ PIP=("$VENV/bin/python" -m pip)
 "${PIP[@]}" install -q -c "$ROOT/constraints.txt" -e "$ROOT"
 # 3. sdist -> wheel, with the venv's bin on PATH (stubgen).
 WORK="$(mktemp -d /tmp/aihwkit-build.XXXXXX)"
-"${PIP[@]}" download -q --no-binary :all: --no-deps "aihwkit==$VERSION" -d "$WORK"
+# --no-binary aihwkit (not :all:: that would also build setuptools, cmake, ninja, mypy from source in an isolated
+# env) and --no-build-isolation (metadata prepared with the build deps installed above).
+"${PIP[@]}" download -q --no-binary aihwkit --no-build-isolation --no-deps "aihwkit==$VERSION" -d "$WORK"
 export PATH="$VENV/bin:$PATH"
 export MAKEFLAGS="-j2" CMAKE_BUILD_PARALLEL_LEVEL=2
 "${PIP[@]}" wheel -v --no-build-isolation --no-deps -w "$WORK/wheel" "$WORK"/aihwkit-$VERSION.tar.gz
