@@ -235,3 +235,23 @@ def test_forward_on_meta_device() -> None:
         chip.to("meta")
         y = chip(x.to("meta"))
     assert y.device.type == "meta" and y.shape == expected.shape
+
+
+def test_training_with_dropout_draws_the_same_masks_as_pytorch() -> None:
+    """Dropout 0.2 (attention weights, FFN, residuals) in training mode: with the same global seed the ideal chip
+    reproduces PyTorch's encoder layer (the analog layers draw nothing from the global generator); gradients reach
+    the projections' biases."""
+    torch.manual_seed(0)
+    model = nn.TransformerEncoderLayer(16, 2, dim_feedforward=32, dropout=0.2, batch_first=True).train()
+    chip = program(convert(model, _ideal()), 0).train()
+    x = torch.randn(3, 5, 16, generator=_gen(11))
+    torch.manual_seed(5)
+    ref = model(x)
+    torch.manual_seed(5)
+    y = chip(x)
+    assert (y - ref).abs().max() < TOL
+    torch.manual_seed(6)
+    assert (chip(x) - y).abs().max() > 1e-3  # dropout really active
+    y.sum().backward()
+    bias = chip.get_submodule("self_attn.q_proj").bias
+    assert bias is not None and bias.grad is not None and bool(bias.grad.abs().sum() > 0)

@@ -57,6 +57,11 @@ class SplitMultiheadAttention(nn.Module):
             weights = list(source.in_proj_weight.detach().chunk(3))
         else:
             weights = [w.detach() for w in (source.q_proj_weight, source.k_proj_weight, source.v_proj_weight)]
+        sources = [source.in_proj_weight] if source._qkv_same_embed_dim else [source.q_proj_weight]
+        requires_grad = (
+            any(w is not None and w.requires_grad for w in sources),
+            source.in_proj_bias is not None and source.in_proj_bias.requires_grad,
+        )
         biases = [None] * 3 if source.in_proj_bias is None else list(source.in_proj_bias.detach().chunk(3))
         for name, w, b in zip(("q_proj", "k_proj", "v_proj"), weights, biases, strict=True):
             lin = nn.Linear(w.shape[1], e, bias=b is not None, device=w.device, dtype=w.dtype)
@@ -64,6 +69,9 @@ class SplitMultiheadAttention(nn.Module):
                 lin.weight.copy_(w)
                 if b is not None:
                     lin.bias.copy_(b)
+            lin.weight.requires_grad_(requires_grad[0])
+            if b is not None:
+                lin.bias.requires_grad_(requires_grad[1])
             self.add_module(name, lin)
         self.out_proj = source.out_proj
         self.bias_k = source.bias_k
