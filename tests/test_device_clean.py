@@ -152,8 +152,7 @@ def test_host_mirrors_follow_assigned_and_loaded_buffers() -> None:
 def test_mitigation_forward_paths_on_meta() -> None:
     """Compensation branches and drift compensation (conductance readout) run on meta after the move.
 
-    Not covered: drift compensation with the default ``forward`` readout, whose readouts are copied to the host
-    (``layer_readout`` returns ``.cpu()``), which meta (and a CUDA hot path) refuses.
+    The default ``forward`` readout is covered by :func:`test_drift_compensation_forward_readout_runs_on_meta`.
     """
     from xbarlab.mitigation import compensation, drift_compensation
 
@@ -171,6 +170,28 @@ def test_mitigation_forward_paths_on_meta() -> None:
     drift_compensation.record_reference(pcm, readout="conductance")
     xbarlab.drift(pcm.to(META), 3600.0)
     drift_compensation.compensate(pcm, readout="conductance")
+    with torch.no_grad():
+        y = pcm(X.to(META))
+    assert y.device == META and y.shape == (2, 10)
+
+
+@pytest.mark.parametrize("kind", ["global", "per_column"])
+def test_drift_compensation_forward_readout_runs_on_meta(kind: str) -> None:
+    """The default ``forward`` readout keeps read-outs and factors on the layer's device (no ``.cpu()`` copy).
+
+    The reference is recorded on CPU, the chip is moved to meta, drifted and compensated there; the factors and the
+    forward stay on meta. Fails on the old code, whose ``layer_readout`` returned ``.cpu()`` of meta values.
+    """
+    from xbarlab.mitigation import drift_compensation
+
+    net, keep = _nets()["mlp"]
+    pcm = xbarlab.program(
+        xbarlab.convert(net, xbarlab.load_preset("pcm-nandakumar").override({"keep_digital": keep})), 0
+    )
+    drift_compensation.record_reference(pcm, kind=kind)
+    xbarlab.drift(pcm.to(META), 3600.0)
+    res = drift_compensation.compensate(pcm, kind=kind)
+    assert res.scales and all(s.device == META for s in res.scales.values())
     with torch.no_grad():
         y = pcm(X.to(META))
     assert y.device == META and y.shape == (2, 10)

@@ -153,7 +153,7 @@ def _conductance_readout(layer: AnalogLayer, per_column: bool) -> Tensor:
 def layer_readout(layer: AnalogLayer, *, kind: str = "global", readout: str = "forward") -> Tensor:
     """The read-out of one programmed analog layer at its current chip time.
 
-    Returns a float64 scalar tensor (``kind="global"``) or a vector of length C_out (``"per_column"``), in output
+    Returns, on the layer's device (no host copy), a float64 scalar tensor (``kind="global"``) or a vector of length C_out (``"per_column"``), in output
     units (``forward``, ``weights``: mean |y| for the one-hot batch, floored at :data:`READOUT_FLOOR`) or in µS
     (``conductance``: summed device conductances).
     """
@@ -168,7 +168,7 @@ def layer_readout(layer: AnalogLayer, *, kind: str = "global", readout: str = "f
     else:
         y = _forward_readout(layer)
         values = y.mean(0) if per_column else y.mean().reshape(())
-    return values.clamp_min(READOUT_FLOOR).cpu()
+    return values.clamp_min(READOUT_FLOOR)  # stays on the layer's device (no host copy)
 
 
 def _at_time(layer: AnalogLayer, t_seconds: float, fn: Callable[[], Tensor]) -> Tensor:
@@ -296,7 +296,7 @@ def compensate(model: nn.Module, *, kind: str = "global", readout: str = "forwar
         ref, now = _reference(layer, kind, readout)
         measured = measured or now
         cur = layer_readout(layer, kind=kind, readout=readout)
-        scale = (ref / cur).to(torch.float32)
+        scale = (ref.to(cur.device) / cur).to(torch.float32)
         layer.register_forward_hook(OutputScale(scale.to(layer.weight.device)))
         scales[layer.layer_name] = scale
     return DriftCompensationResult(kind, readout, scales, measured)
