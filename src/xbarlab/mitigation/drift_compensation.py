@@ -153,9 +153,9 @@ def _conductance_readout(layer: AnalogLayer, per_column: bool) -> Tensor:
 def layer_readout(layer: AnalogLayer, *, kind: str = "global", readout: str = "forward") -> Tensor:
     """The read-out of one programmed analog layer at its current chip time.
 
-    Returns, on the layer's device (no host copy), a float64 scalar tensor (``kind="global"``) or a vector of length C_out (``"per_column"``), in output
-    units (``forward``, ``weights``: mean |y| for the one-hot batch, floored at :data:`READOUT_FLOOR`) or in µS
-    (``conductance``: summed device conductances).
+    Returns, on the layer's device (no host copy), a float64 scalar tensor (``kind="global"``) or a vector of
+    length C_out (``"per_column"``), in output units (``forward``, ``weights``: mean |y| for the one-hot batch,
+    floored at :data:`READOUT_FLOOR`) or in µS (``conductance``: summed device conductances).
     """
     _check(kind, readout)
     layer._require_programmed()
