@@ -344,3 +344,27 @@ def test_report_table_marks_bounded_interval() -> None:
     block = _summary_table(group_rows("s", rows), ())
     assert any(h.startswith("95 % CI (†") for h in block.headers)
     assert any("[99.82, 100.00]†" in cell for row in block.rows for cell in row)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["evaluate", "--hw", "fefet", "--pretrained", "resnet20-fmnist"],
+        ["mitigate", "--hw", "fefet", "--pretrained", "resnet20-fmnist"],
+        ["demo"],
+        ["distortion", "--hw", "fefet"],
+        ["p2", "drift"],
+        ["p2", "evaluate"],
+        ["train", "-m", "resnet20", "-d", "digits"],
+    ],
+)
+def test_cuda_unavailable_is_one_line_before_any_work(
+    args: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``--device cuda`` without a GPU: exit 2, one ``error:`` line naming --device and ``allowed: cpu``."""
+    out = tmp_path / "out"
+    flag = {"evaluate": "--out", "mitigate": "--out", "demo": "-o", "p2": "-o", "distortion": "--out"}.get(args[0])
+    full = [*args, "--device", "cuda", *([flag, str(out)] if flag else [])]
+    line = assert_refused(full, "--device", capsys, out)
+    assert "cuda requested but torch.cuda.is_available() is False" in line and "allowed: cpu" in line, line

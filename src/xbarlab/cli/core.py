@@ -60,7 +60,8 @@ def _check_device(device: str) -> Any:
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise typer.BadParameter(
-                f"--device {device}: CUDA is not available here (torch.cuda.is_available() is False); use --device cpu"
+                f"--device: {device} requested but torch.cuda.is_available() is False (CUDA is not available "
+                "here); allowed: cpu"
             )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise typer.BadParameter(
