@@ -195,3 +195,29 @@ def test_drift_compensation_forward_readout_runs_on_meta(kind: str) -> None:
     with torch.no_grad():
         y = pcm(X.to(META))
     assert y.device == META and y.shape == (2, 10)
+
+
+def test_training_loaders_are_made_for_the_training_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``train`` and ``evaluate`` pass their device to ``make_loader`` (pinned memory on CUDA, none on CPU)."""
+    from torch.utils.data import TensorDataset
+
+    from xbarlab import training
+    from xbarlab.data import base
+
+    seen: list[Any] = []
+    real = base.make_loader
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs.get("device"))
+        loader = real(*args, **kwargs)
+        seen.append(loader.pin_memory)
+        return loader
+
+    monkeypatch.setattr(training, "make_loader", spy)
+    data = TensorDataset(torch.randn(8, 4), torch.randint(0, 3, (8,)))
+    model = nn.Linear(4, 3)
+    cfg = training.TrainConfig(epochs=1, batch_size=4, lr=0.01)
+    training.train(model, data, None, cfg, progress=False)
+    loss, acc = training.evaluate(model, data, "cpu", batch_size=4)
+    assert seen == [torch.device("cpu"), False, torch.device("cpu"), False]
+    assert 0.0 <= acc <= 1.0 and loss > 0.0

@@ -69,6 +69,10 @@ class StopTraining(Exception):
     """Raise from a callback to end training after this epoch's checkpoint (the run stays resumable)."""
 
 
+# "sgd": SGD + momentum (+ Nesterov); "adamw": AdamW (betas 0.9/0.999), weight decay on >= 2-D tensors only.
+OPTIMIZERS = ("sgd", "adamw")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Hyper-parameters of :func:`train` (all stored in the checkpoints)."""
@@ -85,6 +89,7 @@ class TrainConfig:
     eval_batch_size: int = 512
     num_workers: int = 0
     channels_last: bool = False
+    optimizer: str = "sgd"
 
     def __post_init__(self) -> None:
         checks: list[tuple[str, bool, str]] = [
@@ -97,6 +102,7 @@ class TrainConfig:
             ("warmup_epochs", 0 <= self.warmup_epochs <= self.epochs, f"in [0, epochs={self.epochs}]"),
             ("eval_batch_size", self.eval_batch_size >= 1, ">= 1"),
             ("num_workers", self.num_workers >= 0, ">= 0"),
+            ("optimizer", self.optimizer in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
         ]
         for name, ok, allowed in checks:
             if not ok:
@@ -179,13 +185,13 @@ def evaluate(
 ) -> tuple[float, float]:
     """Mean cross-entropy and top-1 accuracy (fraction in [0, 1]) of ``model`` in eval mode."""
     dev = torch.device(device)
-    loader = data if isinstance(data, DataLoader) else make_loader(data, batch_size, shuffle=False)
+    loader = data if isinstance(data, DataLoader) else make_loader(data, batch_size, shuffle=False, device=dev)
     was_training = model.training
     model.eval()
     total_loss, correct, count = 0.0, 0, 0
     try:
         for inputs, targets in loader:
-            inputs, targets = inputs.to(dev), targets.to(dev)
+            inputs, targets = inputs.to(dev, non_blocking=True), targets.to(dev, non_blocking=True)
             if channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             logits = model(inputs)
@@ -236,6 +242,24 @@ def _check_resume_config(saved: dict[str, Any], config: TrainConfig, path: Path)
                 f"cannot resume from {path}: {name} was {saved[name]!r} but is now {getattr(config, name)!r} "
                 "(use the same hyper-parameters, or a new output directory / --no-resume)"
             )
+
+
+def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD (default) or AdamW; AdamW leaves biases, norms and embeddings (tensors of < 2 dims) undecayed."""
+    if config.optimizer == "adamw":
+        params = [p for p in model.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        ]
+        return torch.optim.AdamW(groups, lr=config.lr)
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        nesterov=config.nesterov,
+    )
 
 
 def train(
@@ -292,13 +316,7 @@ def train(
     run_dir = Path(out_dir) if out_dir is not None else None
     state_path = run_dir / STATE_NAME if run_dir is not None else None
 
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=config.lr,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-        nesterov=config.nesterov,
-    )
+    optimizer = _make_optimizer(model, config)
     generator = torch.Generator()
     loader = make_loader(
         train_set,
@@ -307,6 +325,7 @@ def train(
         generator=generator,
         num_workers=config.num_workers,
         persistent_workers=False,
+        device=dev,  # pinned host memory when dev is CUDA, so the non_blocking copies below overlap
     )
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
@@ -350,8 +369,8 @@ def train(
             lr = cosine_lr(step, total_steps, config.lr, warmup_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            inputs = inputs.to(dev, memory_format=memory_format)
-            targets = targets.to(dev)
+            inputs = inputs.to(dev, memory_format=memory_format, non_blocking=True)
+            targets = targets.to(dev, non_blocking=True)
             logits = forward_fn(model, inputs) if forward_fn is not None else model(inputs)
             loss = criterion(logits, targets)
             total = loss

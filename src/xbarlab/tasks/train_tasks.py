@@ -127,12 +127,12 @@ def evaluate_task(
             dets = []
             num_classes = data.num_classes
             for x, _ in batches(data, batch_size, target="index"):
-                dets += decode(model(x.to(device)).cpu(), num_classes)
+                dets += decode(model(x.to(device, non_blocking=True)).cpu(), num_classes)
             gts = [data.targets(i) for i in range(len(data))]
             return mean_average_precision(dets, gts, num_classes)[0]
         conf = torch.zeros(data.num_classes + 1, data.num_classes + 1, dtype=torch.int64)
         for x, y in batches(data, batch_size, target="mask"):
-            pred = model(x.to(device)).argmax(1).cpu()
+            pred = model(x.to(device, non_blocking=True)).argmax(1).cpu()
             conf += confusion_matrix(pred, y, data.num_classes + 1)
         return miou(conf)
 
