@@ -221,3 +221,15 @@ def test_training_loaders_are_made_for_the_training_device(monkeypatch: pytest.M
     loss, acc = training.evaluate(model, data, "cpu", batch_size=4)
     assert seen == [torch.device("cpu"), False, torch.device("cpu"), False]
     assert 0.0 <= acc <= 1.0 and loss > 0.0
+
+
+def test_save_chip_refuses_a_chip_on_meta_and_writes_nothing(tmp_path: Any) -> None:
+    """A chip moved to meta holds no values: ``save_chip`` refuses it in one line before creating any file."""
+    from xbarlab.chip import save_chip
+
+    net, keep = _nets()["mlp"]
+    chip = xbarlab.program(xbarlab.convert(net, xbarlab.load_preset("rram").override({"keep_digital": keep})), 0)
+    chip.to(META)
+    with pytest.raises(ValueError, match=r"^model: tensor .* is on the meta device.*allowed: a chip whose tensors"):
+        save_chip(chip, tmp_path / "sub" / "chip")
+    assert not (tmp_path / "sub").exists()

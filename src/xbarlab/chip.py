@@ -355,9 +355,16 @@ def save_chip(model: nn.Module, path: str | Path, *, extra: dict[str, Any] | Non
     hw: HardwareConfig | None = getattr(model, "xbarlab_hw", None)
     if hw is None:
         raise ValueError("model: has no xbarlab_hw attribute; was it made by xbarlab.convert?")
+    raw = model.state_dict()
+    on_meta = [k for k, v in raw.items() if v.is_meta]
+    if on_meta:
+        raise ValueError(
+            f"model: tensor {on_meta[0]!r} (and {len(on_meta) - 1} more) is on the meta device, which holds no "
+            "values; allowed: a chip whose tensors are on cpu or cuda"
+        )
     base, tensors_path, json_path = chip_paths(path)
     base.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().contiguous().cpu() for k, v in raw.items()}  # a GPU chip is written as CPU tensors
     for layer in layers:  # per-MVM noise streams continue where they were after loading
         for device, gen_state in layer.mvm_rng_state().items():
             state[_rng_key(layer, device)] = gen_state.contiguous().cpu()
