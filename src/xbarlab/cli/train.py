@@ -25,6 +25,7 @@ def run_training(
     momentum: float = 0.9,
     label_smoothing: float = 0.0,
     warmup_epochs: float = 0.0,
+    optimizer: str = "sgd",
     seed: int = 0,
     width: float = 1.0,
     out: Path | None = None,
@@ -102,6 +103,7 @@ def run_training(
         weight_decay=weight_decay,
         label_smoothing=label_smoothing,
         warmup_epochs=warmup_epochs,
+        optimizer=optimizer,
         seed=seed,
         channels_last=channels_last and torch.device(device).type == "cpu",
     )
@@ -221,6 +223,7 @@ def register(app: typer.Typer) -> None:
         warmup_epochs: float = typer.Option(
             0.0, "--warmup-epochs", callback=opt.non_negative, help="Linear learning-rate warm-up."
         ),
+        optimizer: str = typer.Option("sgd", "--optimizer", help="sgd (SGD + momentum) or adamw."),
         seed: int = typer.Option(0, "--seed", callback=opt.seed),
         width: float = typer.Option(1.0, "--width", callback=opt.positive, help="Channel width multiplier."),
         out: Path | None = typer.Option(None, "--out", help="Run directory (default runs/<model>_<data>_s<seed>)."),
@@ -285,6 +288,7 @@ def register(app: typer.Typer) -> None:
                 momentum=momentum,
                 label_smoothing=label_smoothing,
                 warmup_epochs=warmup_epochs,
+                optimizer=optimizer,
                 seed=seed,
                 width=width,
                 out=out,

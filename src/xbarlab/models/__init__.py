@@ -14,12 +14,14 @@ from xbarlab.models.lenet import LeNet5, lenet5
 from xbarlab.models.registry import ModelSpec, build_model, list_models, model_spec
 from xbarlab.models.resnet import ResNet, resnet18, resnet20
 from xbarlab.models.vgg import VGG, vgg16_bn, vgg_small
+from xbarlab.models.vit import ViT, vit_tiny
 
 __all__ = [
     "VGG",
     "LeNet5",
     "ModelSpec",
     "ResNet",
+    "ViT",
     "build_model",
     "channels_last",
     "get_classifier",
@@ -30,4 +32,5 @@ __all__ = [
     "resnet20",
     "vgg16_bn",
     "vgg_small",
+    "vit_tiny",
 ]

@@ -12,6 +12,7 @@ from torch import nn
 from xbarlab.models.lenet import lenet5
 from xbarlab.models.resnet import resnet18, resnet20
 from xbarlab.models.vgg import vgg16_bn, vgg_small
+from xbarlab.models.vit import vit_tiny
 
 __all__ = ["ModelSpec", "build_model", "list_models", "model_spec"]
 
@@ -72,6 +73,12 @@ _SPECS: dict[str, ModelSpec] = {
             "LeNet-5 as in CorrectNet (6@5×5, pool, 16@5×5, pool, fc 120-84-classes, ReLU), 61.7 k params",
             lenet5,
             ("lenet-5", "lenet"),
+        ),
+        ModelSpec(
+            "vit-tiny",
+            "ViT-tiny (7×7 patches via Conv2d, width 128, 4 pre-norm blocks, 4 heads, MLP 256, mean pool)",
+            vit_tiny,
+            ("vittiny", "vit"),
         ),
     )
 }

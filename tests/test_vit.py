@@ -1,0 +1,50 @@
+"""vit-tiny in the zoo and the AdamW option of the trainer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from xbarlab.models import build_model, model_spec
+from xbarlab.training import TrainConfig, _make_optimizer
+
+
+def test_vit_tiny_shapes_and_layers() -> None:
+    torch.manual_seed(0)
+    model = build_model("vit-tiny")
+    assert model_spec("vit").name == "vit-tiny"
+    assert model(torch.randn(3, 1, 28, 28)).shape == (3, 10)
+    assert isinstance(model.patch_embed, nn.Conv2d) and model.patch_embed.stride == (7, 7)
+    assert model.pos_embed.shape == (1, 16, 128)
+    lns = [m for m in model.modules() if isinstance(m, nn.LayerNorm)]
+    assert len(lns) == 2 * 4 + 1
+    assert sum(p.numel() for p in model.parameters()) == 539914
+
+
+def test_vit_width_multiplier() -> None:
+    model = build_model("vit-tiny", width=0.75)
+    assert model.fc.in_features == 96
+    assert sum(p.numel() for p in model.parameters()) == 306634
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [({"patch_size": 5}, "patch_size"), ({"depth": 7}, "depth"), ({"width": 1.5}, "width"), ({"heads": 5}, "heads")],
+)
+def test_vit_refuses_out_of_range(kwargs: dict[str, object], field: str) -> None:
+    with pytest.raises(ValueError, match=rf"vit_tiny\.{field}"):
+        build_model("vit-tiny", **kwargs)
+
+
+def test_optimizer_field() -> None:
+    assert TrainConfig(epochs=1).optimizer == "sgd"
+    with pytest.raises(ValueError, match=r"TrainConfig\.optimizer"):
+        TrainConfig(epochs=1, optimizer="adam")
+    model = build_model("vit-tiny", width=0.25, depth=1)
+    opt = _make_optimizer(model, TrainConfig(epochs=1, optimizer="adamw", weight_decay=0.05, lr=1e-3))
+    assert isinstance(opt, torch.optim.AdamW)
+    decayed, plain = opt.param_groups
+    assert decayed["weight_decay"] == 0.05 and plain["weight_decay"] == 0.0
+    assert all(p.ndim >= 2 for p in decayed["params"]) and all(p.ndim < 2 for p in plain["params"])
+    assert isinstance(_make_optimizer(model, TrainConfig(epochs=1)), torch.optim.SGD)
