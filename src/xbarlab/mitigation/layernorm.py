@@ -97,7 +97,7 @@ def finetune_ln(
                 loss.backward()
                 opt.step()
                 res.steps += 1
-                total += float(loss) * len(y)
+                total += float(loss.detach()) * len(y)
                 correct += int((out.argmax(1) == y).sum())
             sched.step()
             res.epoch_loss.append(total / seen)
