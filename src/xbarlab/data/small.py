@@ -34,6 +34,18 @@ FMNIST_SUBSET_FILE = "fmnist_subset.npz"
 FMNIST_SUBSET_SIZES = {"train": 1000, "test": 2000}
 
 
+def _read_npz_split(name: str, path: Path, split: str, how: str) -> tuple[np.ndarray, np.ndarray]:
+    """``<split>_images`` and ``<split>_labels`` of a built-in ``.npz`` (``allow_pickle=False``); a missing or
+    unreadable file raises the data set error naming it and ``how`` to regenerate it."""
+    if not path.is_file():
+        raise DatasetNotFoundError(name, path.parent, f"file {path.name}", how)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return np.asarray(npz[f"{split}_images"]), np.asarray(npz[f"{split}_labels"])
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise DatasetCorruptError(name, path, f"cannot read {split} arrays ({exc})", how) from exc
+
+
 def digits_path() -> Path:
     """Path of the built-in digits file inside the installed package."""
     return Path(str(resources.files("xbarlab") / "assets" / DIGITS_FILE))
@@ -51,14 +63,7 @@ def load_digits_split(split: str, path: Path | None = None) -> tuple[torch.Tenso
     name = "digits"
     path = digits_path() if path is None else path
     how = "Regenerate it with `python scripts/make_digits_npz.py` (needs scikit-learn)."
-    if not path.is_file():
-        raise DatasetNotFoundError(name, path.parent, f"file {path.name}", how)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            images = np.asarray(npz[f"{split}_images"])
-            labels = np.asarray(npz[f"{split}_labels"])
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-        raise DatasetCorruptError(name, path, f"cannot read {split} arrays ({exc})", how) from exc
+    images, labels = _read_npz_split(name, path, split, how)
     n = DIGITS_SPLIT_SIZES[split]
     if images.dtype != np.uint8 or images.shape != (n, 8, 8) or labels.shape != (n,) or int(labels.max()) > 9:
         raise DatasetCorruptError(
@@ -87,14 +92,7 @@ def load_fmnist_subset(split: str, path: Path | None = None) -> tuple[torch.Tens
     name = "fashion-mnist-mini"
     path = fmnist_subset_path() if path is None else path
     how = "Regenerate it with `python scripts/make_fmnist_subset.py` (needs the full Fashion-MNIST)."
-    if not path.is_file():
-        raise DatasetNotFoundError(name, path.parent, f"file {path.name}", how)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            images = np.asarray(npz[f"{split}_images"])
-            labels = np.asarray(npz[f"{split}_labels"])
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-        raise DatasetCorruptError(name, path, f"cannot read {split} arrays ({exc})", how) from exc
+    images, labels = _read_npz_split(name, path, split, how)
     n = FMNIST_SUBSET_SIZES[split]
     if images.dtype != np.uint8 or images.shape != (n, 28, 28) or labels.shape != (n,):
         raise DatasetCorruptError(

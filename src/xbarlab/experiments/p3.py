@@ -872,12 +872,10 @@ def _rl_branches(out: Path, placement: dict[str, Any]) -> tuple[list[str], Any, 
 
 
 def _file_sha256(path: Path) -> str:
-    """SHA-256 (hex) of a file's bytes."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """SHA-256 (hex) of a file's bytes (the checkpoints' hash)."""
+    from xbarlab.checkpoint import _sha256
+
+    return _sha256(path)
 
 
 def _safe(key: str) -> str:
