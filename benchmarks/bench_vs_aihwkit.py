@@ -31,6 +31,8 @@ from torch import nn
 RESULTS = Path(__file__).resolve().parent / "results"
 TIMES_S = {"1 h": 3600.0, "1 day": 86400.0, "1 year": 365.25 * 86400.0}
 TILE = 512
+XBARLAB_SIDES = {"xbarlab": TILE, "xbarlab-64x64": 64}
+"""Fidelity sides run by xbarlab and their tile size (rows = cols); ``xbarlab-64x64`` is the tile-size study."""
 # aihwkit IOParameters: out_bound 12, out_res 1/(2^9 − 2) of the full range 2·12 → LSB = 24/510; out_noise 0.06.
 AIHWKIT_OUT_NOISE = 0.06
 AIHWKIT_ADC_LSB = 2 * 12.0 / (2**9 - 2)
@@ -70,11 +72,11 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-def xbarlab_hw(overrides: dict[str, Any]) -> Any:
-    """pcm-nandakumar at 512×512, full-precision weights, every layer analog, plus ``overrides``."""
+def xbarlab_hw(overrides: dict[str, Any], tile: int = TILE) -> Any:
+    """pcm-nandakumar at ``tile``² (default 512²), full-precision weights, every layer analog, plus ``overrides``."""
     from xbarlab.presets import load_preset
 
-    base = {"crossbar.rows": TILE, "crossbar.cols": TILE, "weights.quantize": False, "keep_digital": []}
+    base = {"crossbar.rows": tile, "crossbar.cols": tile, "weights.quantize": False, "keep_digital": []}
     return load_preset("pcm-nandakumar").override({**base, **overrides})
 
 
@@ -266,7 +268,7 @@ def run_fidelity(chips: int, images: int, out: Path, sides: tuple[str, ...] = ("
             if side == "aihwkit":
                 c = make_aihwkit_chip(model, aihwkit_config(perfect=True), seed, TIMES_S[todo[0]])
             else:
-                c = make_xbarlab_chip(model, xbarlab_hw({}), seed, TIMES_S[todo[0]], x[:64])
+                c = make_xbarlab_chip(model, xbarlab_hw({}, XBARLAB_SIDES[side]), seed, TIMES_S[todo[0]], x[:64])
             for t_name in todo:
                 if side == "aihwkit":
                     c.drift_analog_weights(TIMES_S[t_name])  # re-drifts from the programmed state
@@ -315,15 +317,21 @@ def main() -> None:
     parser.add_argument("--fidelity", action="store_true")
     parser.add_argument("--chips", type=int, default=20)
     parser.add_argument("--images", type=int, default=2000)
-    parser.add_argument("--sides", default="aihwkit,xbarlab", help="comma-separated: aihwkit, xbarlab")
+    parser.add_argument(
+        "--sides", default="aihwkit,xbarlab", help="comma-separated: aihwkit, xbarlab, xbarlab-64x64 (tile study)"
+    )
     parser.add_argument("--summary-only", action="store_true", help="only rewrite the fidelity summary")
     args = parser.parse_args()
+    sides = tuple(args.sides.split(","))
+    unknown = [s for s in sides if s != "aihwkit" and s not in XBARLAB_SIDES]
+    if unknown:
+        parser.error(f"--sides: unknown side(s) {unknown}; allowed: aihwkit, {', '.join(XBARLAB_SIDES)}")
     torch.set_num_threads(2)
     RESULTS.mkdir(exist_ok=True)
     if args.fidelity:
         jsonl = RESULTS / "bench_vs_aihwkit_fidelity.jsonl"
         if not args.summary_only:
-            run_fidelity(args.chips, args.images, jsonl, tuple(args.sides.split(",")))
+            run_fidelity(args.chips, args.images, jsonl, sides)
         md = summarize_fidelity(jsonl)
         (RESULTS / "bench_vs_aihwkit_fidelity.md").write_text(md)
         print(md)
