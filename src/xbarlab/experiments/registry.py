@@ -364,3 +364,5 @@ register_trial_kind("accuracy", "xbarlab.experiments.trial:accuracy_trial")
 # Mitigations defined in other modules, imported on first use.
 register_lazy_mitigation("drift_comp_global", "xbarlab.mitigation.drift_compensation")
 register_lazy_mitigation("drift_comp_column", "xbarlab.mitigation.drift_compensation")
+register_lazy_mitigation("ln_finetune", "xbarlab.mitigation.layernorm")
+register_lazy_mitigation("ln_distill", "xbarlab.mitigation.layernorm")
