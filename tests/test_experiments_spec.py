@@ -193,6 +193,8 @@ def _architecture(model: dict[str, str]):  # type: ignore[no-untyped-def]
 
     if model.get("pretrained") == "resnet20-fmnist":
         return build_model("resnet20", in_channels=1)
+    if model.get("pretrained") == "vit-tiny-fmnist":
+        return build_model("vit-tiny")
     assert "vgg16" in str(model.get("checkpoint"))
     return build_model("vgg16-bn")
 

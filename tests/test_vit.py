@@ -48,3 +48,24 @@ def test_optimizer_field() -> None:
     assert decayed["weight_decay"] == 0.05 and plain["weight_decay"] == 0.0
     assert all(p.ndim >= 2 for p in decayed["params"]) and all(p.ndim < 2 for p in plain["params"])
     assert isinstance(_make_optimizer(model, TrainConfig(epochs=1)), torch.optim.SGD)
+
+
+def test_shipped_vit_tiny_fmnist_matches_its_record() -> None:
+    """The shipped vit-tiny-fmnist: metadata of its training run, and its accuracy on a test-set slice."""
+    from xbarlab.checkpoint import list_pretrained, load_pretrained
+    from xbarlab.data import get_dataset
+    from xbarlab.training import evaluate
+
+    assert "vit-tiny-fmnist" in list_pretrained()
+    model, meta = load_pretrained("vit-tiny-fmnist")
+    assert meta["model"] == "vit-tiny" and meta["model_kwargs"]["width"] == 1.0
+    assert meta["hyperparameters"]["optimizer"] == "adamw" and meta["epochs"] == 30
+    assert meta["command"].startswith("xbarlab train --model vit-tiny --dataset fashion-mnist --width 1.0")
+    history = meta["history"]
+    assert [h["epoch"] for h in history] == list(range(1, 31))
+    assert history[-1]["test_acc"] == meta["test_accuracy"] == 0.8985  # below the issue's 90 %: documented
+    n = 1000
+    test = get_dataset("fashion-mnist", "test")
+    _, acc = evaluate(model, test.subset(range(n)))
+    # the first 1,000 test images vs the full-test-set record: within 3 binomial standard errors (±2.9 points)
+    assert abs(acc - 0.8985) < 3 * (0.8985 * 0.1015 / n) ** 0.5, acc
