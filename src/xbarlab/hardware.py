@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -456,10 +457,8 @@ class HardwareConfig:
             raise ConfigError(_join(path, unknown[0]), data[unknown[0]], "a key among " + ", ".join(sorted(allowed)))
         base: HardwareConfig
         if "preset" in data:
-            from xbarlab.presets import load_preset
-
             try:
-                base = load_preset(str(data["preset"]))
+                base = preset_config(str(data["preset"]))
             except ConfigError as exc:
                 raise exc.prefixed(path) from None
         else:
@@ -582,6 +581,73 @@ class HardwareConfig:
             and self.adc.bits is None
             and not self.parasitics.enabled
         )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# presets: data files shipped with the package (the catalogue API is xbarlab.presets)
+
+PRESET_DIR = Path(__file__).resolve().parent / "assets" / "presets"
+"""Folder of the preset files: ``index.yaml`` (the names, in listing order) and one ``NAME.yaml`` per preset."""
+
+_PRESET_KEYS = ("description", "hardware")
+
+
+def preset_names() -> list[str]:
+    """The preset names in the order of ``index.yaml``; the index and the ``NAME.yaml`` files must agree."""
+    return list(_preset_index())
+
+
+def preset_entry(name: str) -> tuple[str, dict[str, Any]]:
+    """``(description, hardware settings)`` of preset ``name``, read from ``PRESET_DIR/NAME.yaml`` (a fresh copy).
+
+    The settings are a partial hardware mapping (sections not given keep their defaults). An unknown name raises
+    :class:`ConfigError` at ``preset``; a malformed file raises :class:`ConfigError` naming the file and key.
+    """
+    if name not in _preset_index():
+        raise ConfigError("preset", name, "one of " + ", ".join(sorted(_preset_index())))
+    description, settings = _read_preset_file(name)
+    return description, _plain(settings)
+
+
+def preset_config(name: str) -> HardwareConfig:
+    """The validated :class:`HardwareConfig` of preset ``name``; errors in the file name the file and the field."""
+    _, settings = preset_entry(name)
+    return HardwareConfig.from_dict(settings, path=f"{PRESET_DIR / name}.yaml: hardware")
+
+
+@functools.lru_cache(maxsize=1)
+def _preset_index() -> tuple[str, ...]:
+    path = PRESET_DIR / "index.yaml"
+    data = yamlio.load_file(path, what="a mapping with the key 'presets'")
+    names = data.get("presets") if isinstance(data, Mapping) else None
+    if not isinstance(data, Mapping) or set(data) != {"presets"} or not isinstance(names, list):
+        raise ConfigError(f"{path}: presets", names, "a mapping with one key 'presets': a list of preset names")
+    files = sorted(p.stem for p in PRESET_DIR.glob("*.yaml") if p.name != "index.yaml")
+    if sorted(names) != files or len(set(names)) != len(names):
+        raise ConfigError(f"{path}: presets", names, "each preset file of the folder listed once: " + ", ".join(files))
+    return tuple(str(n) for n in names)
+
+
+@functools.cache
+def _read_preset_file(name: str) -> tuple[str, Mapping[str, Any]]:
+    path = PRESET_DIR / f"{name}.yaml"
+    data = yamlio.load_file(path, what="a mapping with the keys description and hardware")
+    if not isinstance(data, Mapping):
+        raise ConfigError(str(path), data, "a mapping with the keys " + ", ".join(_PRESET_KEYS))
+    odd = sorted(set(data) ^ set(_PRESET_KEYS))
+    if odd:
+        what = "unknown key" if odd[0] in data else "missing key"
+        raise ConfigError(f"{path}: {odd[0]}", data.get(odd[0]), "the keys " + ", ".join(_PRESET_KEYS), problem=what)
+    description, settings = data["description"], data["hardware"]
+    if not isinstance(description, str) or not description.strip() or "\n" in description.strip():
+        raise ConfigError(f"{path}: description", description, "a one-line description")
+    if not isinstance(settings, Mapping):
+        raise ConfigError(f"{path}: hardware", settings, "a mapping of hardware sections")
+    if "preset" in settings:
+        raise ConfigError(f"{path}: hardware.preset", settings["preset"], "no 'preset' key (a preset names no other)")
+    if settings.get("name") != name:
+        raise ConfigError(f"{path}: hardware.name", settings.get("name"), f"{name!r} (the file's name)")
+    return description.strip(), settings
 
 
 # --------------------------------------------------------------------------------------------------------------
