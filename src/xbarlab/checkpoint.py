@@ -46,6 +46,8 @@ __all__ = [
 
 CHECKPOINT_FORMAT = "xbarlab-checkpoint"
 STATE_FORMAT = "xbarlab-state"
+TASK_MODEL_FORMAT = "xbarlab-task-model/1"
+"""Format of a P2 task model (:func:`xbarlab.tasks.train_tasks.save_task_model`); its hash key is ``sha256``."""
 FORMAT_VERSION = 1
 
 
@@ -177,8 +179,6 @@ def rehash(path: str | Path, *, force: bool = False) -> str:
     safetensors file. A recorded hash that differs from the file's is only replaced with ``force=True``: the
     weights changed since they were hashed.
     """
-    from xbarlab.tasks.train_tasks import TASK_MODEL_FORMAT
-
     st_path, js_path = checkpoint_paths(path)
     for p in (js_path, st_path):
         if not p.is_file():

@@ -29,14 +29,33 @@ import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    import torch
-    from torch import nn
-    from torch.utils.data import DataLoader
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
 
-    from xbarlab.data import ImageDataset
+from xbarlab import __version__
+from xbarlab.checkpoint import (
+    CheckpointNotFoundError,
+    checkpoint_paths,
+    load_checkpoint,
+    load_model_state,
+    load_pretrained,
+)
+from xbarlab.chip import calibrate, drift, needs_calibration, program
+from xbarlab.conversion import convert
+from xbarlab.data import AUGMENTATIONS, ImageDataset, dataset_info, get_dataset, make_loader
+from xbarlab.evaluation import accuracy
+from xbarlab.experiments.registry import get_mitigation, get_trial_kind, import_plugins
+from xbarlab.hardware import HardwareConfig
+from xbarlab.layers import analog_layers
+from xbarlab.metrics import pc2, pc2_proj
+from xbarlab.models import build_model
+from xbarlab.models.common import channels_last
+from xbarlab.models.registry import KWARGS_ATTR, NAME_ATTR
+from xbarlab.seeding import derive_seed
 
 __all__ = [
     "TrialContext",
@@ -69,15 +88,10 @@ def _now() -> str:
 def environment() -> dict[str, Any]:
     """Versions, host and device of this worker process (cached)."""
     if "env" not in _CACHE:
-        import numpy
-        import torch
-
-        import xbarlab
-
         _CACHE["env"] = {
-            "xbarlab": xbarlab.__version__,
+            "xbarlab": __version__,
             "torch": torch.__version__,
-            "numpy": numpy.__version__,
+            "numpy": np.__version__,
             "python": platform.python_version(),
             "platform": platform.platform(),
             "host": socket.gethostname(),
@@ -105,8 +119,6 @@ def model_fingerprint(model: Mapping[str, Any]) -> str:
     ``model`` is ``{"pretrained": name}`` or ``{"checkpoint": path}``. Raises ``FileNotFoundError`` (a
     :class:`xbarlab.checkpoint.CheckpointNotFoundError`) naming the missing file.
     """
-    from xbarlab.checkpoint import checkpoint_paths, load_pretrained
-
     if model.get("pretrained"):
         net, meta = load_pretrained(str(model["pretrained"]))
         sha = str(meta.get("weights_sha256") or _state_sha256(net))
@@ -115,8 +127,6 @@ def model_fingerprint(model: Mapping[str, Any]) -> str:
     st_path, js_path = checkpoint_paths(str(model["checkpoint"]))
     for p in (js_path, st_path):
         if not p.is_file():
-            from xbarlab.checkpoint import CheckpointNotFoundError
-
             raise CheckpointNotFoundError(
                 f"model.checkpoint: file {p} not found (a checkpoint is .json + .safetensors)"
             )
@@ -142,16 +152,12 @@ def _model_key(model: Mapping[str, Any]) -> str:
 def _load_model(model: Mapping[str, Any]) -> nn.Module:
     key = _model_key(model)
     if key not in _CACHE:
-        from xbarlab.checkpoint import load_checkpoint, load_pretrained
-
         if model.get("pretrained"):
             net, _ = load_pretrained(str(model["pretrained"]))
         else:
             net, _ = load_checkpoint(str(model["checkpoint"]))
         net.eval()
         _CACHE[key] = net
-    from xbarlab.models.common import channels_last
-
     net = _CACHE[key]
     # zoo models accept NHWC: 25–35 % faster convolutions on CPU (also for the analog layers converted from them)
     return channels_last(net)
@@ -162,8 +168,6 @@ def _load_model(model: Mapping[str, Any]) -> nn.Module:
 
 
 def _data_key(data: Mapping[str, Any], split: str) -> str:
-    from xbarlab.data import dataset_info
-
     return f"data:{dataset_info(str(data['dataset'])).name}:{split}:{data.get('data_dir') or ''}"
 
 
@@ -171,8 +175,6 @@ def _load_split(data: Mapping[str, Any], split: str) -> ImageDataset:
     """The split with the data set's training augmentation for ``train`` (cached per process)."""
     key = _data_key(data, split)
     if key not in _CACHE:
-        from xbarlab.data import get_dataset
-
         _CACHE[key] = get_dataset(str(data["dataset"]), split, data.get("data_dir"), augment=(split == "train"))
     ds = _CACHE[key]
     return ds  # type: ignore[no-any-return]
@@ -188,8 +190,6 @@ def shared_payloads(configs: list[Mapping[str, Any]]) -> dict[str, dict[str, Any
         model = config["model"]
         mkey = _model_key(model)
         if mkey not in out:
-            from xbarlab.models.registry import KWARGS_ATTR, NAME_ATTR
-
             net = _load_model(model)
             out[mkey] = {
                 "kind": "model",
@@ -222,21 +222,13 @@ def install_payload(payload: Mapping[str, Any]) -> None:
     key = str(payload["key"])
     if key in _CACHE:
         return
-    import numpy as np
-    import torch
-
     if payload["kind"] == "model":
-        from xbarlab.checkpoint import load_model_state
-        from xbarlab.models import build_model
-
         net = build_model(str(payload["model"]), **dict(payload["model_kwargs"]))
         state = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in payload["state"].items()}
         load_model_state(net, state, "shared model")
         net.eval()
         _CACHE[key] = net
     elif payload["kind"] == "dataset":
-        from xbarlab.data import AUGMENTATIONS, ImageDataset
-
         name = str(payload["name"])
         _CACHE[key] = ImageDataset(
             torch.from_numpy(np.array(payload["images"], copy=True)),
@@ -267,9 +259,6 @@ class TrialContext:
 
     def train_loader(self, batch_size: int, *, augment: bool, purpose: str) -> DataLoader[Any]:
         """A shuffled training-split loader seeded by (chip seed, ``purpose``); augmentation on request."""
-        from xbarlab.data import make_loader
-        from xbarlab.seeding import derive_seed
-
         ds = self.train_set if augment else self.train_set.with_augmentation(None)
         return make_loader(ds, batch_size, shuffle=True, seed=derive_seed(self.seed, purpose), device=self.device)
 
@@ -284,8 +273,6 @@ def run_trial(config: Mapping[str, Any]) -> dict[str, Any]:
     cpu0 = time.process_time()
     timings: dict[str, float] = {}
     try:
-        from xbarlab.experiments.registry import get_trial_kind, import_plugins
-
         import_plugins(list(config.get("plugins", [])))
         fn = get_trial_kind(str(config.get("kind", "accuracy")))
         result = fn(config)
@@ -312,8 +299,6 @@ def run_trial(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _find_layer(chip: nn.Module, name: str) -> nn.Module:
-    from xbarlab.layers import analog_layers
-
     layers = {la.layer_name: la for la in analog_layers(chip)}
     if name not in layers:
         raise ValueError(
@@ -324,16 +309,6 @@ def _find_layer(chip: nn.Module, name: str) -> nn.Module:
 
 def accuracy_trial(config: Mapping[str, Any]) -> dict[str, Any]:
     """The ``accuracy`` trial kind (see the module docstring); returns ``{"metrics", "timings"}``."""
-    import torch
-
-    from xbarlab.chip import calibrate, drift, needs_calibration, program
-    from xbarlab.conversion import convert
-    from xbarlab.data import make_loader
-    from xbarlab.evaluation import accuracy
-    from xbarlab.experiments.registry import get_mitigation
-    from xbarlab.hardware import HardwareConfig
-    from xbarlab.seeding import derive_seed
-
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -379,8 +354,6 @@ def accuracy_trial(config: Mapping[str, Any]) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     probe = config.get("metrics", {}).get("pc2_layer")
     if probe:
-        from xbarlab.metrics import pc2, pc2_proj
-
         layer = _find_layer(chip, str(probe))
         with torch.no_grad():
             value = pc2(layer.weight, layer.effective_weight())  # type: ignore[operator]

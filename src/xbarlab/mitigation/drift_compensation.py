@@ -50,6 +50,7 @@ from torch import Tensor, nn
 from xbarlab import devices
 from xbarlab.layers import AnalogConv, AnalogLayer, AnalogLinear, analog_layers
 from xbarlab.mapping import weight_to_matrix
+from xbarlab.mitigation.registry import MitigationDef, MitigationOutcome, OptionLimit, register_mitigation
 
 __all__ = [
     "KINDS",
@@ -318,8 +319,6 @@ def drift_compensation(kind: str = "global", readout: str = "forward") -> Callab
 
 def _sweep_mitigation(kind: str) -> Callable[[nn.Module, Any, Mapping[str, Any]], Any]:
     def apply(chip: nn.Module, ctx: Any, options: Mapping[str, Any]) -> Any:
-        from xbarlab.experiments.registry import MitigationOutcome
-
         readout = str(options.get("readout", "forward"))
         return MitigationOutcome(compensate(chip, kind=kind, readout=readout).info())
 
@@ -328,8 +327,6 @@ def _sweep_mitigation(kind: str) -> Callable[[nn.Module, Any, Mapping[str, Any]]
 
 def register_sweep_mitigations() -> None:
     """Register ``drift_comp_global`` and ``drift_comp_column`` in the sweep mitigation registry (idempotent)."""
-    from xbarlab.experiments.registry import MitigationDef, OptionLimit, register_mitigation
-
     for name, kind, text in (
         ("drift_comp_global", "global", "one factor per layer (GDC; aihwkit GlobalDriftCompensation)"),
         ("drift_comp_column", "per_column", "one factor per output column (aihwkit PerColumnDriftCompensation)"),

@@ -35,9 +35,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from xbarlab.checkpoint import TASK_MODEL_FORMAT, checkpoint_paths, load_state, pretrained_dir, save_state
+from xbarlab.mitigation.noise_injection import NoiseInjection
 from xbarlab.tasks.canvas import CanvasConfig, CanvasSet, batches, generate_canvases, source_images
 from xbarlab.tasks.detection import TinyCenterNet, decode, detection_loss, encode_targets, mean_average_precision
 from xbarlab.tasks.segmentation import TinySegNet, confusion_matrix, miou
+from xbarlab.training import cosine_lr, epoch_seed
 
 __all__ = [
     "TASKS",
@@ -55,7 +58,6 @@ __all__ = [
 
 TASKS = ("detector", "segmenter")
 """Task names: ``detector`` (mAP@0.5) and ``segmenter`` (mIoU)."""
-TASK_MODEL_FORMAT = "xbarlab-task-model/1"
 SHIPPED_NAMES = {"detector": "detector_fmnist-canvas", "segmenter": "segmenter_fmnist-canvas"}
 """File stems of the shipped weights under ``xbarlab/assets/pretrained/tasks/``."""
 
@@ -207,8 +209,6 @@ def load_task_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
 def shipped_path(task: str) -> Path:
     """Stem of the shipped weights of ``task`` (``xbarlab/assets/pretrained/tasks/<name>``)."""
-    from xbarlab.checkpoint import pretrained_dir
-
     _check_task(task)
     return pretrained_dir() / "tasks" / SHIPPED_NAMES[task]
 
@@ -278,9 +278,6 @@ def train_task(
     ``train_data``/``test_data`` override the generated canvases (tests use small sets). ``stop_after``: run at
     most that many epochs now and return ``None`` if training is not finished (rerun to continue).
     """
-    from xbarlab.checkpoint import checkpoint_paths, load_state, save_state
-    from xbarlab.training import cosine_lr, epoch_seed
-
     cfg = config
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -300,8 +297,6 @@ def train_task(
         model.load_state_dict(init_model.state_dict())
     injection = None
     if cfg.noise_inject:
-        from xbarlab.mitigation.noise_injection import NoiseInjection
-
         injection = NoiseInjection(model, eta=cfg.noise_inject, alpha=cfg.clip_alpha).attach()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
