@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from xbarlab.demo import MITIGATIONS, PRESETS, run_demo
 from xbarlab.experiments import Store
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_demo_quick(tmp_path: Path) -> None:
     result = run_demo(tmp_path / "demo", quick=True, executor="local", progress=False)
     assert result.settings.chips == 2 and result.settings.test_samples == 100

@@ -69,6 +69,8 @@ def test_local_metrics_are_real(local_run: Path, toy_spec: SweepSpec) -> None:
     assert {k: v for k, v in out["metrics"].items() if not k.endswith("_s")} == stored
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_process_executor_gives_identical_results(local_run: Path, toy_spec: SweepSpec, tmp_path: Path) -> None:
     store = tmp_path / "process.sqlite"
     summary = run_sweep(toy_spec, store=store, executor="process", workers=2)
@@ -79,6 +81,8 @@ def test_process_executor_gives_identical_results(local_run: Path, toy_spec: Swe
         assert len({r.worker for r in db.rows()}) == 2  # both workers ran trials
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 @pytest.mark.ray
 def test_ray_executor_gives_identical_results(local_run: Path, toy_spec: SweepSpec, tmp_path: Path) -> None:
     ray = pytest.importorskip("ray", reason="the Ray executor test needs the ray extra: pip install 'xbarlab[ray]'")

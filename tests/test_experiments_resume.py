@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from experiments_util import cli, toy_checkpoint, write_toy_sweep
 from xbarlab.experiments import load_spec, resolve_trials, run_sweep, run_trial
 from xbarlab.experiments.store import Store
@@ -46,6 +48,8 @@ def _run_and_kill(args: list[str], cwd: Path, store: Path, at_least: int, timeou
     return _count(store)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_resume_after_sigkill(toy_checkpoint: Path, tmp_path: Path) -> None:
     sweep = write_toy_sweep(
         tmp_path / "resume.yaml", toy_checkpoint, name="resume", sigmas="[0.05, 0.1, 0.2]", chips=4, test_samples=300

@@ -208,6 +208,8 @@ def test_foreign_sqlite_files_are_refused(tmp_path: Path) -> None:
         assert [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")] == ["inventory"]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_cli_refuses_bad_store_files_sweep_names_and_executor_options(tmp_path: Path) -> None:
     from experiments_util import cli
 

@@ -73,6 +73,8 @@ def p3_run(toy_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
     return out, res.stdout
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_pipeline_writes_every_stage_and_a_consistent_table(p3_run: tuple[Path, str]) -> None:
     out, _log = p3_run
     for name in ("models.json", "sweep.json", "placement.json", "quant.json", "perchip.json", "results.md"):
@@ -136,6 +138,8 @@ def test_pipeline_writes_every_stage_and_a_consistent_table(p3_run: tuple[Path, 
     assert "compensation (rl:" in table and "quantisation search" in table
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_ranked_greedy_and_rl_reuse_the_search_cache(p3_run: tuple[Path, str]) -> None:
     out, _log = p3_run
     cache = json.loads((out / "placement" / "search_cache.json").read_text())
@@ -146,6 +150,8 @@ def test_ranked_greedy_and_rl_reuse_the_search_cache(p3_run: tuple[Path, str]) -
     assert placement["search"]["distinct_placements_trained"] == len(cache)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_rerun_resumes_from_the_stage_files(p3_run: tuple[Path, str], toy_checkpoint: Path) -> None:  # noqa: F811
     out, _log = p3_run
     before = {p.name: p.read_text() for p in out.glob("*.json") if p.name != "config.json"}

@@ -58,6 +58,8 @@ def run_copy(first_run: Path, tmp_path: Path) -> Path:
     return out
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_stage_files_record_their_settings(first_run: Path) -> None:
     placement = _stage(first_run, "placement")
     assert placement["settings"]["test_images"] == 150 and placement["settings"]["chips"] == 2
@@ -67,6 +69,8 @@ def test_stage_files_record_their_settings(first_run: Path) -> None:
     assert "150 test images" in (first_run / "results.md").read_text()
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_unchanged_rerun_reuses_every_stage(run_copy: Path, toy_checkpoint: Path) -> None:  # noqa: F811
     before = {n: (run_copy / n).stat().st_mtime_ns for n in STAGE_FILES}
     code, stdout, stderr = _run(toy_checkpoint, run_copy)
@@ -78,6 +82,8 @@ def test_unchanged_rerun_reuses_every_stage(run_copy: Path, toy_checkpoint: Path
     assert {n: (run_copy / n).stat().st_mtime_ns for n in STAGE_FILES} == before
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_changed_setting_recomputes_its_stage_and_relabels(run_copy: Path, toy_checkpoint: Path) -> None:  # noqa: F811
     models_mtime = (run_copy / "models.json").stat().st_mtime_ns
     sweep_mtime = (run_copy / "sweep.json").stat().st_mtime_ns
@@ -95,6 +101,8 @@ def test_changed_setting_recomputes_its_stage_and_relabels(run_copy: Path, toy_c
     assert (run_copy / "placement.key").read_text().strip() == _stage(run_copy, "placement")["key"]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_upstream_change_recomputes_downstream_stages(run_copy: Path, toy_checkpoint: Path) -> None:  # noqa: F811
     old_models = _stage(run_copy, "models")["key"]
     placement_before = (run_copy / "placement.json").read_text()
