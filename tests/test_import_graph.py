@@ -2,9 +2,10 @@
 
 Every ``import``/``from … import`` statement counts wherever it stands: at module level, inside a function, under
 ``if TYPE_CHECKING:`` or ``try:``. Relative imports are resolved. ``from package import name`` is an edge to the
-submodule ``package.name`` when that is a file, else to ``package`` (its ``__init__.py``). A string literal that is
-exactly a module path (``"xbarlab.x.y"`` or ``"xbarlab.x.y:function"``, as lazy registries use) is an edge too
-for the layering rule, because it imports that module on first use.
+submodule ``package.name`` when that is a file, else to ``package`` (its ``__init__.py``). Importing
+``pkg.sub`` from outside ``pkg`` is also an edge to ``pkg`` (Python runs ``pkg/__init__.py`` first). A string
+literal that is exactly a module path (``"xbarlab.x.y"`` or ``"xbarlab.x.y:function"``, as lazy registries use)
+is an edge too for the layering rule, because it imports that module on first use.
 
 Asserted: (a) no import cycle between files (the message lists the cycle with file:line of each import), and
 (b) no core module imports a paper module (core = everything except ``xbarlab.papers.*``, ``xbarlab.cli.*`` and
@@ -87,9 +88,19 @@ def imports_of(module: str, files: dict[str, Path]) -> list[Edge]:
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     edges: list[Edge] = []
 
+    own_packages = {module.rsplit(".", k)[0] for k in range(module.count(".") + 1)}
+
     def add(target: str | None, line: int, lazy: bool = False) -> None:
-        if target is not None and target != module:
-            edges.append(Edge(module, target, line, lazy))
+        if target is None or target == module:
+            return
+        edges.append(Edge(module, target, line, lazy))
+        # importing pkg.sub first runs pkg/__init__.py: an edge to every package above the target that does
+        # not also contain this module (those are already initialised when this module runs)
+        parts = target.split(".")
+        for k in range(1, len(parts)):
+            parent = ".".join(parts[:k])
+            if parent not in own_packages and parent in files:
+                edges.append(Edge(module, parent, line, lazy))
 
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -228,18 +239,35 @@ def test_reader_sees_nested_relative_and_string_imports(tmp_path: Path) -> None:
     files = module_files(pkg)
     assert sorted(files) == ["xbarlab", "xbarlab.a", "xbarlab.sub", "xbarlab.sub.b"]
     graph = import_graph(files)
-    assert [(e.target, e.line) for e in graph["xbarlab.a"]] == [("xbarlab.sub.b", 2)]
+    # ``from .sub import b`` in xbarlab.a: the submodule, and the package whose __init__ runs first
+    assert [(e.target, e.line) for e in graph["xbarlab.a"]] == [("xbarlab.sub.b", 2), ("xbarlab.sub", 2)]
     assert [(e.target, e.line) for e in graph["xbarlab.sub"]] == [("xbarlab.a", 3)]
     assert sorted((e.target, e.line, e.lazy) for e in graph["xbarlab.sub.b"]) == [
         ("xbarlab.a", 1, False),
         ("xbarlab.sub", 2, True),
     ]
     real = {m: [e for e in es if not e.lazy] for m, es in graph.items()}
-    assert strongly_connected(real) == [{"xbarlab.a", "xbarlab.sub.b"}]
+    assert strongly_connected(real) == [{"xbarlab.a", "xbarlab.sub", "xbarlab.sub.b"}]
     cycle = find_cycle(real)
     assert cycle is not None
-    assert [(e.source, e.target) for e in cycle] == [("xbarlab.a", "xbarlab.sub.b"), ("xbarlab.sub.b", "xbarlab.a")]
-    assert describe(cycle, files) == ("xbarlab.a (xbarlab/a.py:2) -> xbarlab.sub.b (xbarlab/sub/b.py:1) -> xbarlab.a")
+    assert [(e.source, e.target) for e in cycle] == [("xbarlab.a", "xbarlab.sub"), ("xbarlab.sub", "xbarlab.a")]
+    assert (
+        describe(cycle, files) == "xbarlab.a (xbarlab/a.py:2) -> xbarlab.sub (xbarlab/sub/__init__.py:3) -> xbarlab.a"
+    )
+
+
+def test_a_package_init_cycle_is_seen(tmp_path: Path) -> None:
+    """top → pkg.x runs pkg/__init__, which imports pkg.y, which imports top: a cycle through the __init__."""
+    pkg = tmp_path / "xbarlab"
+    _write(pkg, "__init__.py", "")
+    _write(pkg, "top.py", "from xbarlab.pkg.x import f\n")
+    _write(pkg, "pkg/__init__.py", "from xbarlab.pkg.y import g\n")
+    _write(pkg, "pkg/x.py", "def f(): pass\n")
+    _write(pkg, "pkg/y.py", "from xbarlab.pkg import x\nfrom xbarlab import top\n")
+    graph = import_graph(module_files(pkg))
+    # a submodule importing its own package's modules adds no edge to that package's __init__
+    assert sorted(e.target for e in graph["xbarlab.pkg.y"]) == ["xbarlab.pkg.x", "xbarlab.top"]
+    assert strongly_connected(graph) == [{"xbarlab.top", "xbarlab.pkg", "xbarlab.pkg.y"}]
 
 
 def test_reader_finds_no_cycle_in_a_layered_package(tmp_path: Path) -> None:
