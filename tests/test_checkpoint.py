@@ -167,7 +167,7 @@ def test_pretrained_models() -> None:
     for name in names:
         model, meta = load_pretrained(name)
         assert meta["dataset"] == "fashion-mnist" and meta["test_accuracy"] >= (
-            0.89 if "lenet5" in name else 0.895 if "vit-tiny" in name else 0.92
+            0.89 if "lenet5" in name else 0.90 if "vit-tiny" in name else 0.92
         )
         assert (SRC / "assets" / "pretrained" / f"{meta['model']}_fashion-mnist.safetensors").stat().st_size < 5e6
         _, acc = evaluate(model, test.subset(range(0, 2000, 4)))

@@ -51,7 +51,7 @@ def test_optimizer_field() -> None:
 
 
 def test_shipped_vit_tiny_fmnist_matches_its_record() -> None:
-    """The shipped vit-tiny-fmnist: metadata of its training run, and its accuracy on a test-set slice."""
+    """The shipped vit-tiny-fmnist: both training runs recorded, and its accuracy on a test-set slice."""
     from xbarlab.checkpoint import list_pretrained, load_pretrained
     from xbarlab.data import get_dataset
     from xbarlab.training import evaluate
@@ -59,13 +59,16 @@ def test_shipped_vit_tiny_fmnist_matches_its_record() -> None:
     assert "vit-tiny-fmnist" in list_pretrained()
     model, meta = load_pretrained("vit-tiny-fmnist")
     assert meta["model"] == "vit-tiny" and meta["model_kwargs"]["width"] == 1.0
-    assert meta["hyperparameters"]["optimizer"] == "adamw" and meta["epochs"] == 30
-    assert meta["command"].startswith("xbarlab train --model vit-tiny --dataset fashion-mnist --width 1.0")
-    history = meta["history"]
-    assert [h["epoch"] for h in history] == list(range(1, 31))
-    assert history[-1]["test_acc"] == meta["test_accuracy"] == 0.8985  # below the issue's 90 %: documented
+    # 30 epochs from scratch (89.85 %), then 8 epochs fine-tuned from those weights (90.55 %)
+    base = meta["init_from_record"]
+    assert base["command"].startswith("xbarlab train --model vit-tiny --dataset fashion-mnist --width 1.0")
+    assert [h["epoch"] for h in base["history"]] == list(range(1, 31)) and base["test_accuracy"] == 0.8985
+    assert "--init-from vit-tiny-fmnist" in meta["command"] and meta["total_epochs"] == 38
+    assert meta["hyperparameters"]["optimizer"] == "adamw" and meta["epochs"] == 8
+    assert [h["epoch"] for h in meta["history"]] == list(range(1, 9))
+    assert meta["history"][-1]["test_acc"] == meta["test_accuracy"] == 0.9055
     n = 1000
     test = get_dataset("fashion-mnist", "test")
     _, acc = evaluate(model, test.subset(range(n)))
-    # the first 1,000 test images vs the full-test-set record: within 3 binomial standard errors (±2.9 points)
-    assert abs(acc - 0.8985) < 3 * (0.8985 * 0.1015 / n) ** 0.5, acc
+    # the first 1,000 test images vs the full-test-set record: within 3 binomial standard errors (±2.8 points)
+    assert abs(acc - 0.9055) < 3 * (0.9055 * 0.0945 / n) ** 0.5, acc
