@@ -29,6 +29,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from xbarlab import __version__
+from xbarlab.models.registry import KWARGS_ATTR, NAME_ATTR, build_model
+
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CheckpointError",
@@ -61,8 +64,6 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
 
 def _version() -> str:
     try:
-        from xbarlab import __version__
-
         return str(__version__)
     except ImportError:  # pragma: no cover - only while the package __init__ is incomplete
         from importlib.metadata import version
@@ -222,8 +223,6 @@ def save_checkpoint(
     are cast to ``dtype`` (float32; ``None`` keeps them as they are). ``xbarlab_version`` and ``saved_at``
     are added.
     """
-    from xbarlab.models.registry import KWARGS_ATTR, NAME_ATTR
-
     meta = dict(metadata or {})
     meta.setdefault("model", getattr(model, NAME_ATTR, None))
     meta.setdefault("model_kwargs", getattr(model, KWARGS_ATTR, None))
@@ -286,8 +285,6 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         CheckpointNotFoundError: a file is missing.
         CheckpointError: corrupt files, unknown model, or weights not matching the architecture.
     """
-    from xbarlab.models.registry import build_model
-
     tensors, meta = _read_pair(path, CHECKPOINT_FORMAT)
     name, kwargs = meta.get("model"), meta.get("model_kwargs")
     js_path = checkpoint_paths(path)[1]
