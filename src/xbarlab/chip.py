@@ -21,7 +21,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from xbarlab import devices
+from xbarlab import __version__, devices
+from xbarlab.conversion import convert
 from xbarlab.hardware import ConfigError, HardwareConfig
 from xbarlab.jsonio import json_safe, write_json
 from xbarlab.layers import CHIP_BUFFERS, CONVERTER_BUFFERS, DERIVED_BUFFERS, AnalogLayer, analog_layers
@@ -347,8 +348,6 @@ def save_chip(model: nn.Module, path: str | Path, *, extra: dict[str, Any] | Non
     ``content_sha256`` (SHA-256 of its own canonical content, which includes ``tensors_sha256``): editing either
     file is detected by :func:`load_chip`. Returns the base path (what :func:`load_chip` takes).
     """
-    from xbarlab import __version__
-
     layers = _layers(model)
     for layer in layers:
         layer._require_programmed()
@@ -400,8 +399,6 @@ def load_chip(digital_model: nn.Module, path: str | Path) -> nn.Module:
     buffers. Any problem raises :class:`ChipFileError` (a ``ValueError``) with one line
     ``<file>: <tensor or key>: <what>; expected <…>``.
     """
-    from xbarlab.conversion import convert
-
     _, tensors_path, json_path = chip_paths(path)
     for p in (json_path, tensors_path):
         if not p.is_file():
