@@ -27,6 +27,7 @@ from xbarlab.chip import (
     verify_coverage,
 )
 from xbarlab.conversion import convert
+from xbarlab.data import make_loader
 from xbarlab.hardware import HardwareConfig
 from xbarlab.layers import AnalogLayer
 from xbarlab.seeding import derive_seed
@@ -192,7 +193,6 @@ def evaluate_chips(
 def seeded_calibration(dataset: Any, batch_size: int) -> Callable[[int], Iterable[Any]]:
     """Calibration batches of a chip as a function of its seed: ``dataset`` shuffled with a seed derived from
     (chip seed, "calibration") — the same choice as a sweep trial (:mod:`xbarlab.experiments.trial`)."""
-    from xbarlab.data import make_loader
 
     def batches(chip_seed: int) -> Iterable[Any]:
         return make_loader(dataset, batch_size, shuffle=True, seed=derive_seed(chip_seed, "calibration"))
