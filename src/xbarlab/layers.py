@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xbarlab import devices
+from xbarlab.circuits import effective_conductance
 from xbarlab.converters import ConverterRangeError, RangeObserver, max_code, quantize_uniform, straight_through
 from xbarlab.hardware import HardwareConfig
 from xbarlab.mapping import (
@@ -289,8 +290,6 @@ class AnalogLayer(nn.Module):
         return tiles.permute(0, 2, 3, 1, 4).reshape(lay.groups * lay.tiles_r, lay.rows, -1).contiguous()
 
     def _apply_parasitics(self, g_us: torch.Tensor) -> torch.Tensor:
-        from xbarlab.circuits import effective_conductance
-
         p = self.hw.parasitics
         lay = self.layout
         arrays = g_us.reshape(-1, lay.rows, lay.cols) * 1e-6
