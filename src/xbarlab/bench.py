@@ -19,6 +19,7 @@ from torch import nn
 
 from xbarlab.chip import calibrate, program
 from xbarlab.conversion import convert
+from xbarlab.models import build_model
 from xbarlab.presets import load_preset
 
 BENCH_CONFIGS: dict[str, dict[str, Any]] = {
@@ -101,8 +102,6 @@ def run_forward_bench(
     digital median of those same pairs: on a shared machine a slow minute then slows both sides alike.
     """
     if model is None:
-        from xbarlab.models import build_model
-
         model = build_model("resnet20", in_channels=input_shape[0], num_classes=10)
     model = model.eval().to(device)
     x = torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(0)).to(device)
