@@ -34,7 +34,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from xbarlab.conversion import convert
 from xbarlab.hardware import HardwareConfig
+from xbarlab.layers import analog_layers
 from xbarlab.mapping import TileLayout
 
 __all__ = [
@@ -246,9 +248,6 @@ def adc_energy_report(
     ``adc_bits`` overrides the resolution of named layers (a what-if without a new config). ``positions``
     (from :func:`output_positions`) skips the shape-inference forward pass. Layers kept digital are left out.
     """
-    from xbarlab.conversion import convert
-    from xbarlab.layers import analog_layers
-
     power = power or ADCPowerModel()
     pos = dict(positions) if positions is not None else output_positions(model, example)
     chip = convert(model, hw)
