@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from xbarlab.data.errors import DatasetError
+from xbarlab.data.registry import dataset_info
 
 __all__ = ["DataShapeError", "check_model_input", "expected_input_shape"]
 
@@ -34,8 +35,6 @@ def _shape_text(shape: tuple[int, ...]) -> str:
 
 def expected_input_shape(meta: Mapping[str, Any] | None) -> tuple[int, ...] | None:
     """The C×H×W input shape a model was trained on, from its metadata (None when it does not say)."""
-    from xbarlab.data.registry import dataset_info
-
     if not meta:
         return None
     shape = meta.get("input_shape")
