@@ -30,11 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xbarlab.experiments.results import tidy, write_table
 from xbarlab.experiments.spec import format_value
+from xbarlab.experiments.store import ResultRow, Store
 from xbarlab.reports.aggregate import Group, Row, SweepData, group_rows, normalize_rows, short_key
 from xbarlab.reports.plots import bar_plot, choose_x, line_plot, metric_label, pareto_plot
 from xbarlab.reports.render import Block, to_html, to_markdown
-from xbarlab.stats import BOUNDED_MARK
+from xbarlab.stats import BOUNDED_MARK, summarize
 
 __all__ = ["MAX_TRIAL_ROWS", "Report", "render_report"]
 
@@ -300,9 +302,6 @@ def render_report(
         notes: Markdown paragraphs (``- `` lines become bullet lists) put after the title.
         x, log_x, pareto: plot hints for rows given directly (store sweeps use their file's ``report`` key).
     """
-    from xbarlab.experiments.results import tidy, write_table
-    from xbarlab.experiments.store import ResultRow, Store
-
     out = Path(out_dir)
     plots_dir = out / "plots"
     if out.exists() and not out.is_dir():
@@ -416,8 +415,6 @@ def _extra_blocks(extra: Mapping[str, Any]) -> list[Block]:
         )
     timings = extra.get("timings") or {}
     if timings:
-        from xbarlab.stats import summarize
-
         blocks.append(Block("h2", "Timings per trial (s)"))
         rows = []
         for phase in sorted(timings, key=lambda p: (p == "total_s", p)):
