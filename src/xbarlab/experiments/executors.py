@@ -26,6 +26,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from xbarlab.experiments.trial import _data_key, _model_key, install_payload, run_trial, shared_payloads
+
 __all__ = [
     "EXECUTORS",
     "Executor",
@@ -93,8 +95,6 @@ class LocalExecutor(Executor):
         super().__init__(1, threads)
 
     def run(self, jobs: Iterable[Job]) -> Iterator[tuple[str, dict[str, Any]]]:
-        from xbarlab.experiments.trial import run_trial
-
         _set_threads(self.threads)
         for trial_hash, config in jobs:
             yield trial_hash, run_trial(config)
@@ -143,8 +143,6 @@ class ProcessExecutor(Executor):
         import multiprocessing
         from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
-        from xbarlab.experiments.trial import run_trial
-
         self._pool = ProcessPoolExecutor(
             max_workers=self.workers,
             mp_context=multiprocessing.get_context("spawn"),
@@ -176,8 +174,6 @@ class ProcessExecutor(Executor):
 
 def _ray_trial(config: Mapping[str, Any], threads: int, *payloads: Mapping[str, Any]) -> dict[str, Any]:
     """Ray task body: install the shared model/data payloads (once per worker), then run the trial."""
-    from xbarlab.experiments.trial import install_payload, run_trial
-
     for payload in payloads:
         install_payload(payload)
     _set_threads(threads)
@@ -210,8 +206,6 @@ class RayExecutor(Executor):
         super().__init__(workers, threads if threads is not None else 1)
 
     def run(self, jobs: Iterable[Job]) -> Iterator[tuple[str, dict[str, Any]]]:
-        from xbarlab.experiments.trial import _data_key, _model_key, shared_payloads
-
         ray = self._ray
         job_list = list(jobs)
         payloads = shared_payloads([config for _, config in job_list])
