@@ -14,6 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from xbarlab.checkpoint import save_checkpoint
+from xbarlab.data import get_dataset, make_loader
+from xbarlab.evaluation import accuracy
+from xbarlab.models import build_model
+
 __all__ = ["save_small_checkpoint", "train_small_model"]
 
 
@@ -29,10 +34,6 @@ def train_small_model(
     max_train: int | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Train a small model; returns ``(model in eval mode, metadata: clean test accuracy, settings)``."""
-    from xbarlab.data import get_dataset, make_loader
-    from xbarlab.evaluation import accuracy
-    from xbarlab.models import build_model
-
     torch.manual_seed(seed)
     train = get_dataset(dataset, "train")
     test = get_dataset(dataset, "test")
@@ -69,8 +70,6 @@ def save_small_checkpoint(
 
     ``extra``: more metadata stored in the checkpoint's JSON.
     """
-    from xbarlab.checkpoint import save_checkpoint
-
     net, meta = train_small_model(dataset, **kwargs)
     meta.update(extra or {})
     save_checkpoint(net, path, meta)
