@@ -21,6 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xbarlab.checkpoint import CheckpointError, list_pretrained, load_pretrained
+from xbarlab.experiments.executors import check_executor
+from xbarlab.experiments.spec import check_inputs, parse_spec
+from xbarlab.experiments.store import Store
+from xbarlab.experiments.sweep import run_sweep
+from xbarlab.experiments.toy import save_small_checkpoint
+from xbarlab.reports import render_report
+
 __all__ = ["DemoResult", "DemoSettings", "demo_settings", "run_demo"]
 
 PRETRAINED = "resnet20-fmnist"
@@ -93,8 +101,6 @@ def demo_settings(*, chips: int | None = None, quick: bool = False) -> DemoSetti
 
 def _model_source(out: Path, s: DemoSettings) -> tuple[dict[str, str], str, list[str]]:
     """The sweep's model entry, a description and report notes (pre-trained, or a fallback trained now)."""
-    from xbarlab.checkpoint import CheckpointError, list_pretrained, load_pretrained
-
     if PRETRAINED in list_pretrained():
         try:
             _, shipped = load_pretrained(PRETRAINED)
@@ -110,8 +116,6 @@ def _model_source(out: Path, s: DemoSettings) -> tuple[dict[str, str], str, list
     import json
 
     import torch
-
-    from xbarlab.experiments.toy import save_small_checkpoint
 
     t0 = time.perf_counter()
     path = out / "fallback-model"
@@ -207,12 +211,6 @@ def run_demo(
     cores, ``local`` for ``quick``). ``device``: torch device of the chip evaluations (``cpu``, ``cuda``).
     Options are checked before anything is written (an unknown executor, ``chips`` < 1).
     """
-    from xbarlab.experiments.executors import check_executor
-    from xbarlab.experiments.spec import check_inputs, parse_spec
-    from xbarlab.experiments.store import Store
-    from xbarlab.experiments.sweep import run_sweep
-    from xbarlab.reports import render_report
-
     t0 = time.perf_counter()
     if executor is not None:
         check_executor(executor, allowed=("local", "process"))
