@@ -41,7 +41,14 @@ from typing import Any
 import yaml
 
 from xbarlab import yamlio
+from xbarlab.checkpoint import list_pretrained, load_checkpoint, load_pretrained
+from xbarlab.data import DatasetError, get_dataset
+from xbarlab.data.check import check_model_input
+from xbarlab.data.registry import dataset_info, list_datasets
+from xbarlab.experiments.registry import check_options, import_plugins, list_mitigations, list_trial_kinds
+from xbarlab.experiments.trial import model_fingerprint
 from xbarlab.hardware import SECTIONS, ConfigError, HardwareConfig
+from xbarlab.presets import load_preset
 from xbarlab.yamlio import Loader as _Loader
 
 __all__ = [
@@ -423,8 +430,6 @@ def _hardware_changes(hw: Mapping[str, Any]) -> dict[str, Any]:
 
 def build_hardware(hw: Mapping[str, Any]) -> HardwareConfig:
     """The :class:`HardwareConfig` of hardware settings (preset or file, then sections and overrides)."""
-    from xbarlab.presets import load_preset
-
     if hw.get("preset"):
         base = load_preset(str(hw["preset"]))
     elif hw.get("file"):
@@ -487,7 +492,6 @@ def _validate_settings(
 
     ``blame``: the grid key that produced these settings (errors then name it and the value).
     """
-    from xbarlab.experiments.registry import check_options, list_mitigations
 
     def fail(path: Path_, message: str) -> SweepSpecError:
         if blame is not None:
@@ -507,18 +511,13 @@ def _validate_settings(
             ("base", "model"),
             f"{'both' if given else 'neither'} 'pretrained' and 'checkpoint' given; allowed: exactly one of them",
         )
-    if check_model and model.get("pretrained"):
-        from xbarlab.checkpoint import list_pretrained
-
-        if model["pretrained"] not in list_pretrained():
-            raise fail(
-                ("base", "model", "pretrained"),
-                f"invalid value {model['pretrained']!r}; allowed: one of {', '.join(list_pretrained())}",
-            )
+    if check_model and model.get("pretrained") and model["pretrained"] not in list_pretrained():
+        raise fail(
+            ("base", "model", "pretrained"),
+            f"invalid value {model['pretrained']!r}; allowed: one of {', '.join(list_pretrained())}",
+        )
     dataset = settings["data"].get("dataset")
     if dataset is not None:
-        from xbarlab.data.registry import dataset_info, list_datasets
-
         try:
             dataset_info(str(dataset))
         except KeyError:
@@ -715,7 +714,6 @@ def parse_spec(text: str, source: str | None = None, overrides: Mapping[str, Any
     top = _check_mapping(ctx, (), data, _TOP_FIELDS)
     if not _NAME_RE.match(top["name"]):
         raise ctx.error(("name",), f"invalid value {top['name']!r}; allowed: letters, digits, '.', '_', '-'")
-    from xbarlab.experiments.registry import import_plugins, list_trial_kinds
 
     plugins = tuple(str(p) for p in top["plugins"])
     try:
@@ -862,9 +860,6 @@ def resolve_trials(spec: SweepSpec, *, fingerprint: bool = True) -> list[Trial]:
     With ``fingerprint`` the model files are read to add their SHA-256 to the identity (the sweep runner
     needs this); without it (validation only) the hashes are provisional.
     """
-    from xbarlab.experiments.registry import check_options
-    from xbarlab.experiments.trial import model_fingerprint
-
     ctx = _Ctx(spec.source, {})
     hw_cache: dict[str, HardwareConfig] = {}
     fp_cache: dict[str, str | None] = {}
@@ -911,9 +906,6 @@ def check_inputs(spec: SweepSpec) -> None:
     ``xbarlab sweep`` (also with ``--dry-run``) and the demo, so a sweep never starts (or creates its store) with
     inputs that fail in every trial.
     """
-    from xbarlab.checkpoint import load_checkpoint, load_pretrained
-    from xbarlab.data import DatasetError, get_dataset
-    from xbarlab.data.check import check_model_input
 
     def fail(key: str, exc: BaseException) -> SweepSpecError:
         return SweepSpecError(" ".join(str(exc).split()), key=key, source=spec.source)
