@@ -471,6 +471,47 @@ class AnalogLayer(nn.Module):
         values = codes.round_().clamp_(-top, top).mul_(step)
         return straight_through(partial, values)
 
+    def _fused_weights(self, *, slice_dim: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Tile weights with the ADC scale folded in, for the per-MVM noise path: (W/step, σ²/step²), or None.
+
+        Outside calibration and with per-MVM noise: then the partial sums come out of the convolution / matmul
+        in LSB (codes before rounding) and their variances in LSB², which saves two passes over every partial
+        sum. The values differ from scaling after the convolution by float rounding only (≈ 1e-7 relative); the
+        noise distribution is unchanged. With gradients the same values are produced (the unscaled partial sums
+        carry the straight-through gradient). ``slice_dim``: 2 for linear layers, 3 for convolutions.
+        """
+        if self.var_tiles is None or self.w_tiles is None or self._calibration_stage is not None:
+            return None
+        if self.adc_range is None or self.hw.adc.bits is None:
+            return None
+        top = max_code(self.hw.adc.bits, True)
+        rng = self.adc_range.to(self.w_tiles.dtype)
+        inv_step = torch.where(rng > 0, top / rng.clamp_min(torch.finfo(rng.dtype).tiny), 0.0)  # (S,)
+        s, n = self.layout.num_slices, self.layout.n
+        if slice_dim == 2:  # linear: weights (Tr, R, S·N)
+            scale = inv_step.view(s, 1).expand(s, n).reshape(1, 1, s * n)
+        else:  # convolution: weights (G·Tr·S·N, cg, *kernel), output channels in (g, t, s, n) order
+            groups = self.layout.groups * self.layout.tiles_r
+            scale = inv_step.view(1, s, 1).expand(groups, s, n).reshape(-1, *([1] * (self.w_tiles.dim() - 1)))
+        return self.w_tiles * scale, self.var_tiles * scale.square()
+
+    def _adc_codes_noisy(self, codes: torch.Tensor, var: torch.Tensor, *, slice_dim: int) -> torch.Tensor:
+        """ADC of partial sums already in LSB (``codes``) with per-MVM read-noise variance in LSB² (``var``).
+
+        The same conversion as :meth:`_adc_sums` (one Gaussian draw with the summed variance of read noise and
+        ADC input noise, round, clamp to the signed code range, times the step); both inputs are consumed.
+        """
+        hw = self.hw
+        assert hw.adc.bits is not None and self.adc_range is not None
+        top = max_code(hw.adc.bits, True)
+        shape = [1] * codes.dim()
+        shape[slice_dim] = -1
+        step = (self.adc_range.to(codes.dtype) / top).view(shape)
+        if hw.adc.noise_lsb > 0:
+            var.add_(hw.adc.noise_lsb**2)
+        codes.addcmul_(var.clamp_min_(0).sqrt_(), self._gaussian(codes))
+        return codes.round_().clamp_(-top, top).mul_(step)
+
     def _chunk(self, per_sample_elements: int) -> int:
         """Samples per chunk so that the partial sums of one chunk stay under :data:`MAX_PARTIAL_BYTES`."""
         return max(1, MAX_PARTIAL_BYTES // max(1, per_sample_elements * self.weight.element_size()))
@@ -482,19 +523,33 @@ class AnalogLayer(nn.Module):
         tr, r, s, n = lay.tiles_r, lay.rows, lay.num_slices, lay.n
         outs = []
         chunk = self._chunk(tr * s * n)
+        fused = self._fused_weights(slice_dim=2)
+        grad = rows.requires_grad or self.w_tiles.requires_grad
+        out = None if grad else rows.new_empty((rows.shape[0], n))
         for start in range(0, rows.shape[0], chunk):
             part = rows[start : start + chunk]
             mc = part.shape[0]
             xt = F.pad(part, (0, lay.k_pad - lay.k)).reshape(mc, tr, r).transpose(0, 1)  # (Tr, mc, R)
-            p = torch.bmm(xt, self.w_tiles)  # (Tr, mc, S·N)
-            var = (
-                torch.bmm(xt.detach() ** 2, self.var_tiles).reshape(tr, mc, s, n)
-                if self.var_tiles is not None
-                else None
-            )
-            q = self._adc_sums(p.reshape(tr, mc, s, n), var, slice_dim=2)
-            outs.append(q.sum((0, 2)))
-        return torch.cat(outs, 0)
+            if fused is not None:  # partial sums in LSB, variances in LSB² (ADC scale folded into the weights)
+                with torch.no_grad():
+                    codes = torch.bmm(xt.detach(), fused[0]).reshape(tr, mc, s, n)
+                    var_lsb = torch.bmm(xt.detach() ** 2, fused[1]).reshape(tr, mc, s, n)
+                    q = self._adc_codes_noisy(codes, var_lsb, slice_dim=2)
+                if grad:  # straight-through gradient of the unscaled partial sums, the same forward values
+                    q = straight_through(torch.bmm(xt, self.w_tiles).reshape(tr, mc, s, n), q)
+            else:
+                p = torch.bmm(xt, self.w_tiles)  # (Tr, mc, S·N)
+                var = (
+                    torch.bmm(xt.detach() ** 2, self.var_tiles).reshape(tr, mc, s, n)
+                    if self.var_tiles is not None
+                    else None
+                )
+                q = self._adc_sums(p.reshape(tr, mc, s, n), var, slice_dim=2)
+            if out is None:
+                outs.append(q.sum((0, 2)))
+            else:  # written in place: no concatenation copy (same reduction kernel, bit-identical)
+                torch.sum(q, (0, 2), out=out[start : start + mc])
+        return out if out is not None else torch.cat(outs, 0)
 
     def _compute(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
@@ -594,20 +649,42 @@ class AnalogConv(AnalogLayer):
         g, s, tr, n = lay.groups, lay.num_slices, lay.tiles_r, lay.n
         outs = []
         chunk = self._chunk_for(x)
+        fused = self._fused_weights(slice_dim=3)
+        in_place = not (x.requires_grad or self.w_tiles.requires_grad)
+        y: torch.Tensor | None = None
         for start in range(0, x.shape[0], chunk):
             xs = x[start : start + chunk].index_select(1, self.tile_channels)
-            p = self._compute(xs, self.w_tiles, None, groups=g * tr)  # (b, G·Tr·S·N, *out)
-            spatial = p.shape[2:]
-            shape = (p.shape[0], g, tr, s, n, *spatial)
-            var = None
-            if self.var_tiles is not None:
-                var = self._compute(xs.detach() ** 2, self.var_tiles, None, groups=g * tr).view(shape)
-            q = self._adc_sums(p.view(shape), var, slice_dim=3)
+            if fused is not None:  # partial sums in LSB, variances in LSB² (ADC scale folded into the weights)
+                with torch.no_grad():
+                    codes = self._compute(xs.detach(), fused[0], None, groups=g * tr)
+                    spatial = codes.shape[2:]
+                    mc = codes.shape[0]
+                    shape = (mc, g, tr, s, n, *spatial)
+                    var_lsb = self._compute(xs.detach() ** 2, fused[1], None, groups=g * tr).view(shape)
+                    q = self._adc_codes_noisy(codes.view(shape), var_lsb, slice_dim=3)
+                if not in_place:  # straight-through gradient of the unscaled partial sums, same forward values
+                    q = straight_through(self._compute(xs, self.w_tiles, None, groups=g * tr).view(shape), q)
+            else:
+                p = self._compute(xs, self.w_tiles, None, groups=g * tr)  # (b, G·Tr·S·N, *out)
+                spatial = p.shape[2:]
+                mc = p.shape[0]
+                shape = (mc, g, tr, s, n, *spatial)
+                var = None
+                if self.var_tiles is not None:
+                    var = self._compute(xs.detach() ** 2, self.var_tiles, None, groups=g * tr).view(shape)
+                q = self._adc_sums(p.view(shape), var, slice_dim=3)
             # tiles and slices accumulated digitally (the slice significance is folded into the decoded values)
-            outs.append(q.sum((2, 3)).reshape(q.shape[0], g * n, *spatial))
-        y = torch.cat(outs, 0)
+            if not in_place:
+                outs.append(q.sum((2, 3)).reshape(mc, g * n, *spatial))
+                continue
+            if y is None:  # the whole output, allocated once: each chunk's sum is written into it (no cat copy)
+                y = q.new_empty((x.shape[0], g * n, *spatial))
+            torch.sum(q, (2, 3), out=y[start : start + mc].view(mc, g, n, *spatial))
+        if y is None:
+            y = torch.cat(outs, 0)
         if self.bias is not None:
-            y = y + self.bias.view(1, -1, *([1] * self.ndim))
+            bias = self.bias.view(1, -1, *([1] * self.ndim))
+            y = y.add_(bias) if in_place and not self.bias.requires_grad else y + bias
         return y
 
     def _chunk_for(self, x: torch.Tensor) -> int:
