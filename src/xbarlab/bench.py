@@ -1,4 +1,4 @@
-"""Forward-pass benchmark: digital vs analog ResNet-20 (the numbers the README records).
+"""Forward-pass benchmark: digital vs analog ResNet-20 or the tiny ViT (the numbers the README records).
 
 Run ``xbarlab bench`` (or ``python benchmarks/bench_forward.py``). Median of repeated timed runs after warm-up,
 in one process, with the ratio analog/digital per configuration and the peak resident memory.
@@ -41,6 +41,17 @@ BENCH_CONFIGS: dict[str, dict[str, Any]] = {
         "read_noise.mode": "per_mvm",
     },
 }
+
+
+BENCH_MODELS: dict[str, tuple[int, int, int]] = {"resnet20": (3, 32, 32), "vit-tiny": (1, 28, 28)}
+"""Models ``xbarlab bench --model`` times (registry name → input shape C×H×W; random initialisation, 10 classes)."""
+
+
+def bench_input_shape(model_name: str) -> tuple[int, int, int]:
+    """Input shape (C, H, W) of a benchmark model; ``ValueError`` naming the allowed models otherwise."""
+    if model_name not in BENCH_MODELS:
+        raise ValueError(f"bench --model: unknown model {model_name!r}; allowed: {', '.join(BENCH_MODELS)}")
+    return BENCH_MODELS[model_name]
 
 
 @dataclass(frozen=True)
@@ -95,14 +106,19 @@ def run_forward_bench(
     repeats: int = 5,
     device: str = "cpu",
     configs: dict[str, dict[str, Any]] | None = None,
+    model_name: str = "resnet20",
 ) -> tuple[float, list[BenchRow]]:
     """Median digital forward time (s) and one row per analog configuration.
 
     Each configuration is timed alternately with the digital model (``repeats`` pairs) and its ratio uses the
-    digital median of those same pairs: on a shared machine a slow minute then slows both sides alike.
+    digital median of those same pairs: on a shared machine a slow minute then slows both sides alike. Without
+    ``model``, ``model_name`` (a key of :data:`BENCH_MODELS`, e.g. ``vit-tiny`` with ``input_shape=(1, 28, 28)``)
+    is built, randomly initialised from seed 0 (timing only).
     """
     if model is None:
-        model = build_model("resnet20", in_channels=input_shape[0], num_classes=10)
+        bench_input_shape(model_name)  # refuses an unknown name
+        torch.manual_seed(0)
+        model = build_model(model_name, in_channels=input_shape[0], num_classes=10)
     model = model.eval().to(device)
     x = torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(0)).to(device)
     digital = _median_time(lambda: model(x), repeats)

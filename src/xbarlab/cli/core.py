@@ -286,13 +286,19 @@ def bench(
     batch: int = typer.Option(256, callback=opt.positive_int),
     repeats: int = typer.Option(5, callback=opt.positive_int),
     device: str = typer.Option("cpu"),
+    model: str = typer.Option("resnet20", help="resnet20 (3×32×32) or vit-tiny (1×28×28)"),
 ) -> None:
-    """Digital vs analog forward of ResNet-20 (CIFAR shape 3×32×32): median time and ratio analog/digital."""
-    from xbarlab.bench import peak_rss_mb, run_forward_bench
+    """Digital vs analog forward of ResNet-20 (3×32×32) or the tiny ViT (1×28×28): median time and ratio."""
+    from xbarlab.bench import bench_input_shape, peak_rss_mb, run_forward_bench
 
+    try:
+        shape = bench_input_shape(model)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     _check_device(device)
-    digital, rows = run_forward_bench(batch=batch, repeats=repeats, device=device)
-    table = Table(title=f"ResNet-20 forward, batch {batch}, median of {repeats} ({device})")
+    digital, rows = run_forward_bench(batch=batch, repeats=repeats, device=device, model_name=model, input_shape=shape)
+    dims = "×".join(map(str, shape))
+    table = Table(title=f"{model} forward, {dims}, batch {batch}, median of {repeats} ({device})")
     for col in ("configuration", "median (s)", "digital, paired (s)", "analog/digital", "program (s)"):
         table.add_column(col)
     table.add_row("digital", f"{digital:.3f}", "", "1.00", "")
