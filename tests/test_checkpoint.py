@@ -275,8 +275,8 @@ def test_every_shipped_pair_records_a_matching_hash() -> None:
 
 
 def test_task_model_without_hash_is_refused_until_rehashed(tmp_path: Path) -> None:
-    from xbarlab.tasks.segmentation import TinySegNet
-    from xbarlab.tasks.train_tasks import load_task_model, save_task_model
+    from xbarlab.papers.p2.segmentation import TinySegNet
+    from xbarlab.papers.p2.train_tasks import load_task_model, save_task_model
 
     torch.manual_seed(0)
     net = TinySegNet(num_classes=3, width=4).eval()

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from xbarlab.tasks.canvas import CanvasConfig, generate_canvas, generate_canvases, source_images
-from xbarlab.tasks.detection import (
+from xbarlab.papers.p2.canvas import CanvasConfig, generate_canvas, generate_canvases, source_images
+from xbarlab.papers.p2.detection import (
     STRIDE,
     Detections,
     TinyCenterNet,
@@ -19,7 +19,7 @@ from xbarlab.tasks.detection import (
     mean_average_precision,
     nms,
 )
-from xbarlab.tasks.segmentation import TinySegNet, confusion_matrix, iou_per_class, miou
+from xbarlab.papers.p2.segmentation import TinySegNet, confusion_matrix, iou_per_class, miou
 
 MINI = "fashion-mnist-mini"
 
@@ -184,7 +184,7 @@ def test_model_shapes_and_sizes() -> None:
 
 
 def test_training_resume_is_identical(tmp_path: Path) -> None:
-    from xbarlab.tasks.train_tasks import TaskTrainConfig, load_task_model, make_canvases, train_task
+    from xbarlab.papers.p2.train_tasks import TaskTrainConfig, load_task_model, make_canvases, train_task
 
     torch.set_num_threads(1)
     tr = make_canvases("train", 16, 0, dataset=MINI)
@@ -205,7 +205,7 @@ def test_training_resume_is_identical(tmp_path: Path) -> None:
 
 def test_p2_noise_hardware_gives_eta_max_w() -> None:
     import xbarlab
-    from xbarlab.tasks.p2_eval import measured_noise_ratio, p2_noise_hardware
+    from xbarlab.papers.p2.p2_eval import measured_noise_ratio, p2_noise_hardware
 
     torch.manual_seed(0)
     net = TinySegNet(11)
@@ -220,8 +220,8 @@ def test_p2_noise_hardware_gives_eta_max_w() -> None:
 
 
 def test_shipped_models_and_p2_pipeline(tmp_path: Path) -> None:
-    from xbarlab.tasks.p2_eval import DriftConfig, P2Config, drift_experiment, p2_experiment
-    from xbarlab.tasks.train_tasks import load_shipped, shipped_path
+    from xbarlab.papers.p2.p2_eval import DriftConfig, P2Config, drift_experiment, p2_experiment
+    from xbarlab.papers.p2.train_tasks import load_shipped, shipped_path
 
     for task in ("detector", "segmenter"):
         if not shipped_path(task).with_suffix(".json").is_file():
@@ -252,8 +252,8 @@ def test_p2_pipelines_refuse_an_analog_layer_that_never_runs(tmp_path: Path, mon
     """P2's noise and drift experiments calibrate/verify every chip, converters or not: a converted layer that the
     model never calls is a CoverageError naming it, not a silently digital number."""
     from xbarlab.chip import CoverageError
-    from xbarlab.tasks import p2_eval
-    from xbarlab.tasks.train_tasks import load_shipped, shipped_path
+    from xbarlab.papers.p2 import p2_eval
+    from xbarlab.papers.p2.train_tasks import load_shipped, shipped_path
 
     if not shipped_path("segmenter").with_suffix(".json").is_file():
         pytest.skip("shipped task weights missing")

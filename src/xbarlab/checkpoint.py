@@ -50,7 +50,7 @@ __all__ = [
 CHECKPOINT_FORMAT = "xbarlab-checkpoint"
 STATE_FORMAT = "xbarlab-state"
 TASK_MODEL_FORMAT = "xbarlab-task-model/1"
-"""Format of a P2 task model (:func:`xbarlab.tasks.train_tasks.save_task_model`); its hash key is ``sha256``."""
+"""Format of a P2 task model (:func:`xbarlab.papers.p2.train_tasks.save_task_model`); its hash key is ``sha256``."""
 FORMAT_VERSION = 1
 
 
@@ -175,7 +175,7 @@ def _read_pair(path: str | Path, kind: str) -> tuple[dict[str, Tensor], dict[str
 def rehash(path: str | Path, *, force: bool = False) -> str:
     """Record the SHA-256 of ``<path>.safetensors`` (``weights_sha256``) in ``<path>.json``; returns the hash.
 
-    For a checkpoint, state or task-model file (:func:`xbarlab.tasks.train_tasks.save_task_model`, whose key is
+    For a checkpoint, state or task-model file (:func:`xbarlab.papers.p2.train_tasks.save_task_model`, whose key is
     ``sha256``) you trust that was written without a hash (or by hand). The tensors file must be a readable
     safetensors file. A recorded hash that differs from the file's is only replaced with ``force=True``: the
     weights changed since they were hashed.

@@ -24,7 +24,7 @@ def _threads(threads: int) -> None:
 def _check_train_inputs(task: str, dataset: str, init_from: str | None, out: Path) -> None:
     """The object data set, the start model and the run folder, checked before anything is written."""
     from xbarlab.data import dataset_info
-    from xbarlab.tasks.train_tasks import load_task_model, shipped_path
+    from xbarlab.papers.p2.train_tasks import load_task_model, shipped_path
 
     with opt.named("--dataset"):
         dataset_info(dataset)
@@ -36,7 +36,7 @@ def _check_train_inputs(task: str, dataset: str, init_from: str | None, out: Pat
 
 
 def _train(task: str, **kw: Any) -> None:
-    from xbarlab.tasks.train_tasks import TaskTrainConfig, train_task
+    from xbarlab.papers.p2.train_tasks import TaskTrainConfig, train_task
 
     _threads(kw.pop("threads"))
     out = kw.pop("out") or Path("runs") / f"{task}_fmnist-canvas"
@@ -142,7 +142,7 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("cpu", "--device", help="Torch device of the chips: cpu, cuda, cuda:N."),
     ) -> None:
         """Clean / noisy / BN-adapted (offline, online) metrics over noise levels and chips (resumable)."""
-        from xbarlab.tasks.p2_eval import P2Config, p2_experiment
+        from xbarlab.papers.p2.p2_eval import P2Config, p2_experiment
 
         dev = _check_device(device)
         _threads(threads)
@@ -179,7 +179,7 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("cpu", "--device", help="Torch device of the chips: cpu, cuda, cuda:N."),
     ) -> None:
         """Drift: none vs global / per-column drift compensation vs BN adaptation / online BN (resumable)."""
-        from xbarlab.tasks.p2_eval import DriftConfig, drift_experiment
+        from xbarlab.papers.p2.p2_eval import DriftConfig, drift_experiment
 
         dev = _check_device(device)
         _threads(threads)

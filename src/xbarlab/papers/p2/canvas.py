@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from xbarlab.data import get_dataset
+
 __all__ = [
     "Canvas",
     "CanvasConfig",
@@ -257,8 +259,6 @@ def generate_canvases(
 def source_images(dataset: str = "fashion-mnist", split: str = "train") -> tuple[Tensor, Tensor, tuple[str, ...]]:
     """(uint8 images (N, 28, 28), labels, class names) of a registered data set (``fashion-mnist``, ``mnist``,
     ``fashion-mnist-mini``), loaded with :func:`xbarlab.data.get_dataset`."""
-    from xbarlab.data import get_dataset
-
     ds = get_dataset(dataset, split, augment=False)
     return ds.images[:, 0], ds.labels, tuple(ds.classes)
 

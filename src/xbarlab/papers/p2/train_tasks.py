@@ -1,6 +1,6 @@
 """Training and evaluation of the canvas detector and segmenter; checkpoints are safetensors + JSON, never pickle.
 
-Data (all deterministic, see :mod:`xbarlab.tasks.canvas`):
+Data (all deterministic, see :mod:`xbarlab.papers.p2.canvas`):
 
 * training canvases: ``train_count`` canvases with seed ``data_seed`` from the Fashion-MNIST **train** split;
 * test canvases: ``test_count`` canvases with seed ``data_seed + 1`` from the **test** split (objects never
@@ -37,9 +37,9 @@ from torch import Tensor, nn
 
 from xbarlab.checkpoint import TASK_MODEL_FORMAT, checkpoint_paths, load_state, pretrained_dir, save_state
 from xbarlab.mitigation.noise_injection import NoiseInjection
-from xbarlab.tasks.canvas import CanvasConfig, CanvasSet, batches, generate_canvases, source_images
-from xbarlab.tasks.detection import TinyCenterNet, decode, detection_loss, encode_targets, mean_average_precision
-from xbarlab.tasks.segmentation import TinySegNet, confusion_matrix, miou
+from xbarlab.papers.p2.canvas import CanvasConfig, CanvasSet, batches, generate_canvases, source_images
+from xbarlab.papers.p2.detection import TinyCenterNet, decode, detection_loss, encode_targets, mean_average_precision
+from xbarlab.papers.p2.segmentation import TinySegNet, confusion_matrix, miou
 from xbarlab.training import cosine_lr, epoch_seed
 
 __all__ = [

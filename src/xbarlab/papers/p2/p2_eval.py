@@ -40,9 +40,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from xbarlab.chip import calibrate, drift, needs_calibration, program
+from xbarlab.conversion import convert
+from xbarlab.data.registry import dataset_info, list_datasets
 from xbarlab.hardware import HardwareConfig
-from xbarlab.tasks.canvas import CanvasLoader, CanvasSet
-from xbarlab.tasks.train_tasks import evaluate_task, load_shipped, load_task_model, make_canvases, metric_name
+from xbarlab.layers import analog_layers
+from xbarlab.mitigation.bn import adapt_bn, online_bn, restore_bn_state, snapshot_bn_state
+from xbarlab.mitigation.drift_compensation import READOUTS, compensate, remove_compensation
+from xbarlab.papers.p2.canvas import CanvasLoader, CanvasSet
+from xbarlab.papers.p2.train_tasks import evaluate_task, load_shipped, load_task_model, make_canvases, metric_name
+from xbarlab.presets import list_presets, load_preset
+from xbarlab.stats import summarize
 
 __all__ = [
     "DriftConfig",
@@ -60,8 +68,6 @@ DRIFT_METHODS = ("none", "drift_comp_global", "drift_comp_column", "bn_adapt", "
 
 def p2_noise_hardware(eta: float) -> HardwareConfig:
     """Crossbar config giving additive Gaussian weight noise σ = η·max|W| per layer (see the module docstring)."""
-    from xbarlab.presets import load_preset
-
     if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0.0 <= eta <= 0.3:
         raise ValueError(f"eta: invalid value {eta!r}; allowed: a number in [0, 0.3]")
     kind = "relative_to_G_on" if eta > 0 else "none"
@@ -79,8 +85,6 @@ def p2_noise_hardware(eta: float) -> HardwareConfig:
 
 def measured_noise_ratio(chip: nn.Module, eta: float) -> float:
     """Pooled std of (W_eff − W)/(max|W_l|) over all analog layers, divided by η (≈ 1 when the encoding holds)."""
-    from xbarlab.layers import analog_layers
-
     parts = []
     for layer in analog_layers(chip):
         w = layer.weight.detach().double()
@@ -95,8 +99,6 @@ def _log(progress: bool, text: str) -> None:
 
 def _stats(values: Sequence[float]) -> dict[str, Any]:
     """Mean, std and 95 % CI of a task metric over chips (mAP / mIoU: fractions, CI within [0, 1])."""
-    from xbarlab.stats import summarize
-
     s = summarize(list(values), bounds=(0.0, 1.0))
     return {"mean": s.mean, "std": s.std, "ci95_low": s.ci95_low, "ci95_high": s.ci95_high, "ci95_bounded": s.bounded}
 
@@ -169,8 +171,6 @@ def _check_counts(config: Any, names: Sequence[str]) -> None:
 
 
 def _check_dataset(name: str) -> None:
-    from xbarlab.data.registry import dataset_info, list_datasets
-
     try:
         dataset_info(name)
     except KeyError:
@@ -180,8 +180,6 @@ def _check_dataset(name: str) -> None:
 
 def _drift_hardware(config: DriftConfig) -> Any:
     """The hardware of a drift experiment: ``config.preset`` with ``config.overrides``."""
-    from xbarlab.presets import load_preset
-
     hw = load_preset(config.preset)
     return hw.override(config.overrides) if config.overrides else hw
 
@@ -208,9 +206,6 @@ def _run_methods(
     device: torch.device | str = "cpu",
 ) -> dict[str, float]:
     """Metric of one programmed chip under each method (each method starts from the same chip state)."""
-    from xbarlab.mitigation.bn import adapt_bn, online_bn, restore_bn_state, snapshot_bn_state
-    from xbarlab.mitigation.drift_compensation import remove_compensation
-
     out: dict[str, float] = {}
     snap = snapshot_bn_state(chip)
     for method in methods:
@@ -243,9 +238,6 @@ def p2_experiment(
     Writes ``<out>/p2_results.json`` (after every (model, η) cell; reruns skip finished cells),
     ``<out>/p2_results.md`` and ``<out>/p2_results.png``. Returns the results dict.
     """
-    from xbarlab.chip import calibrate, program
-    from xbarlab.conversion import convert
-
     models = _models(config.models)  # every model file read before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -344,9 +336,6 @@ class DriftConfig:
     overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from xbarlab.mitigation.drift_compensation import READOUTS
-        from xbarlab.presets import list_presets
-
         bad = [m for m in self.methods if m not in DRIFT_METHODS]
         if bad:
             raise ValueError(f"methods: invalid value {bad[0]!r}; allowed: {', '.join(DRIFT_METHODS)}")
@@ -371,10 +360,6 @@ def drift_experiment(
     canvases, then each method from the same state. Writes ``<out>/drift_results.{json,md,png}``; reruns skip
     finished cells.
     """
-    from xbarlab.chip import calibrate, drift, needs_calibration, program
-    from xbarlab.conversion import convert
-    from xbarlab.mitigation.drift_compensation import compensate
-
     models = _models(config.models)  # every model file read before anything is written
     hw = _drift_hardware(config)
     out = Path(out_dir)

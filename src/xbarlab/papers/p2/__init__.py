@@ -1,0 +1,10 @@
+"""P2 beyond classification: detection and segmentation on multi-object Fashion-MNIST canvases (docs/p2_tasks.md).
+
+* :mod:`xbarlab.papers.p2.canvas` -- deterministic canvas generator with exact boxes, classes and masks;
+* :mod:`xbarlab.papers.p2.detection` -- a tiny CenterNet-style detector with BN, decoding, NMS and VOC mAP@0.5;
+* :mod:`xbarlab.papers.p2.segmentation` -- a tiny encoder-decoder with BN and mIoU (background included);
+* :mod:`xbarlab.papers.p2.train_tasks` -- resumable training of both, safetensors + JSON checkpoints;
+* :mod:`xbarlab.papers.p2.p2_eval` -- clean / noisy / BN-adapted (offline, online) evaluation over chips.
+"""
+
+from __future__ import annotations
