@@ -233,3 +233,69 @@ def test_save_chip_refuses_a_chip_on_meta_and_writes_nothing(tmp_path: Any) -> N
     with pytest.raises(ValueError, match=r"^model: tensor .* is on the meta device.*allowed: a chip whose tensors"):
         save_chip(chip, tmp_path / "sub" / "chip")
     assert not (tmp_path / "sub").exists()
+
+
+# ------------------------------------------------------------------------------------ P3 stages on meta
+
+
+def _meta_spy(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> list[Any]:
+    """Replace ``module.name`` (the one host read of a loop, at its end) by a recorder of what it was given."""
+    seen: list[Any] = []
+
+    def spy(pending: list[torch.Tensor], losses: list[float]) -> None:
+        seen.extend(pending)
+        losses.extend([0.0] * len(pending))
+        pending.clear()
+
+    monkeypatch.setattr(module, name, spy)
+    return seen
+
+
+@pytest.mark.parametrize(("pooled", "loss"), [(False, "ce_normalized"), (True, "ce_normalized"), (False, "feature")])
+def test_compensation_training_steps_run_on_meta(monkeypatch: pytest.MonkeyPatch, pooled: bool, loss: str) -> None:
+    """Branch forward + backward + Adam steps, a fresh chip programmed per step (or a chip pool), on meta.
+
+    The step losses stay on the device until the single read at the end (spied here: meta holds no values). Fails
+    on the old code, which read ``bool(torch.isfinite(loss))`` and ``float(loss)`` every step.
+    """
+    import copy
+
+    from xbarlab.mitigation import compensation
+
+    net, keep = _nets()["mlp"]
+    hw = xbarlab.load_preset("rram").override({"keep_digital": keep, "dac.bits": None})  # no converter to calibrate
+    chip = xbarlab.convert(net, hw)
+    compensation.attach_compensation(chip, compensation.layer_names(chip))
+    chip.to(META)
+    teacher = copy.deepcopy(net).to(META)
+    pool = compensation.ChipPool(chip, 2, seed=1) if pooled else None
+    seen = _meta_spy(monkeypatch, compensation, "_read_losses")
+    data = [(X, torch.tensor([0, 1])), (0.5 * X, torch.tensor([2, 3]))]
+    res = compensation.train_compensation(
+        chip, data, steps=3, chip_pool=pool, loss=loss, teacher=teacher, device=META, lr=1e-3
+    )
+    assert len(seen) == 3 and all(t.device == META and t.shape == () for t in seen)
+    assert res.losses == [0.0, 0.0, 0.0] and res.steps == 3
+    branches = [p for c in compensation.compensated_layers(chip).values() for p in c.branch.parameters()]
+    assert branches and all(p.device == META for p in branches)
+    _all_on_meta(chip)
+
+
+def test_compensation_loss_is_read_once_and_a_non_finite_step_is_named() -> None:
+    """The deferred read still refuses a non-finite loss, naming its first step (2 here), not a later one."""
+    from xbarlab.mitigation import compensation
+
+    net, keep = _nets()["mlp"]
+    hw = xbarlab.load_preset("rram").override({"keep_digital": keep, "dac.bits": None})
+    chip = xbarlab.convert(net, hw)
+    compensation.attach_compensation(chip, compensation.layer_names(chip))
+    calls = [0]
+
+    def loss(logits: torch.Tensor, labels: torch.Tensor, _x: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        value = torch.nn.functional.cross_entropy(logits, labels)
+        return value * float("nan") if calls[0] >= 2 else value
+
+    with pytest.raises(FloatingPointError, match=r"^non-finite compensation loss nan at step 2; lower lr$"):
+        compensation.train_compensation(chip, [(X, torch.tensor([0, 1]))], steps=4, loss=loss)
+    assert calls[0] == 4

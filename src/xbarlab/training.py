@@ -25,6 +25,7 @@ Extension points (used by later features such as noise-injection or Lipschitz-re
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -62,6 +63,9 @@ __all__ = [
 ]
 
 STATE_NAME = "state"
+PROGRESS_READS = 20
+"""Times per epoch the progress bar's running loss/accuracy is refreshed (each refresh is one host read of the
+device-side sums; without a progress bar the sums are read once per epoch)."""
 MODEL_NAME = "model"
 
 
@@ -151,6 +155,53 @@ class TrainCallback:
         """After each epoch, once its state checkpoint is written."""
 
 
+class _DeviceSums:
+    """Running sums of one training epoch kept on the training device (no host read per step).
+
+    Loss and regulariser sums are float64 (the same products and order as host float sums, so the epoch stats are
+    bit-identical); the first step whose total loss is not finite is recorded on the device and refused at the
+    next read (a progress text or the end of the epoch) with :class:`FloatingPointError` naming that step.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        f64 = torch.float64
+        self.loss = torch.zeros((), dtype=f64, device=device)
+        self.reg = torch.zeros((), dtype=f64, device=device)
+        self.correct = torch.zeros((), dtype=torch.int64, device=device)
+        self.bad_step = torch.full((), -1.0, dtype=f64, device=device)  # first non-finite step (0-based), -1: none
+        self.bad_value = torch.zeros((), dtype=f64, device=device)
+        self.bad_lr = torch.zeros((), dtype=f64, device=device)
+
+    def add_reg(self, reg: Tensor, n: int) -> None:
+        self.reg += reg.detach().double() * n
+
+    def watch(self, total: Tensor, step: int, lr: float) -> None:
+        first = ~torch.isfinite(total.detach()) & (self.bad_step < 0)
+        self.bad_step = torch.where(first, float(step), self.bad_step)
+        self.bad_value = torch.where(first, total.detach().double(), self.bad_value)
+        self.bad_lr = torch.where(first, lr, self.bad_lr)
+
+    def add(self, loss: Tensor, logits: Tensor, targets: Tensor, n: int) -> None:
+        self.loss += loss.detach().double() * n
+        self.correct += (logits.detach().argmax(1) == targets).sum()
+
+    def read(self, epoch: int) -> tuple[float, float, int]:
+        """(loss sum, regulariser sum, correct) in one host read; refuses a recorded non-finite step."""
+        loss, reg, correct, bad, value, lr = torch.stack(
+            [self.loss, self.reg, self.correct.double(), self.bad_step, self.bad_value, self.bad_lr]
+        ).tolist()
+        if bad >= 0:
+            raise FloatingPointError(
+                f"non-finite loss {value} at epoch {epoch + 1}, step {int(bad) + 1} (lr={lr:.4g}); "
+                "lower the learning rate"
+            )
+        return loss, reg, int(correct)
+
+    def text(self, epoch: int, count: int) -> str:
+        loss, _, correct = self.read(epoch)
+        return f"loss {loss / count:.4f} acc {correct / count:.4f}"
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """Seed of epoch ``epoch`` (0-based) derived from the run seed."""
     return (int(seed) * 1_000_003 + 7919 * (epoch + 1)) % (2**63 - 1)
@@ -188,21 +239,24 @@ def evaluate(
     loader = data if isinstance(data, DataLoader) else make_loader(data, batch_size, shuffle=False, device=dev)
     was_training = model.training
     model.eval()
-    total_loss, correct, count = 0.0, 0, 0
+    # summed on the device (the loss in float64, as the host sums were) and read once at the end
+    total_loss = torch.zeros((), dtype=torch.float64, device=dev)
+    correct = torch.zeros((), dtype=torch.int64, device=dev)
+    count = 0
     try:
         for inputs, targets in loader:
             inputs, targets = inputs.to(dev, non_blocking=True), targets.to(dev, non_blocking=True)
             if channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             logits = model(inputs)
-            total_loss += float(F.cross_entropy(logits, targets, reduction="sum"))
-            correct += int((logits.argmax(1) == targets).sum())
-            count += int(targets.numel())
+            total_loss += F.cross_entropy(logits, targets, reduction="sum").double()
+            correct += (logits.argmax(1) == targets).sum()
+            count += int(targets.numel())  # a shape, not a device read
     finally:
         model.train(was_training)
     if count == 0:
         raise ValueError("evaluate: the data set is empty")
-    return total_loss / count, correct / count
+    return float(total_loss) / count, int(correct) / count
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
@@ -356,14 +410,17 @@ def train(
     t_start = time.perf_counter()
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
-    def run_epoch(epoch: int, advance: Callable[[str], None]) -> EpochStats:
+    def run_epoch(epoch: int, advance: Callable[[Callable[[], str]], None]) -> EpochStats:
         nonlocal step
         t0 = time.perf_counter()
         es = epoch_seed(config.seed, epoch)
         torch.manual_seed(es)
         generator.manual_seed(es + 1)
         model.train()
-        loss_sum, reg_sum, correct, count = 0.0, 0.0, 0, 0
+        # running sums stay on the device (float64 like the host sums were) and are read only where a line is
+        # printed (the progress bar every PROGRESS_READS-th of an epoch, the epoch summary), never every step
+        acc = _DeviceSums(dev)
+        count = 0
         lr = config.lr
         for inputs, targets in loader:
             lr = cosine_lr(step, total_steps, config.lr, warmup_steps)
@@ -374,31 +431,27 @@ def train(
             logits = forward_fn(model, inputs) if forward_fn is not None else model(inputs)
             loss = criterion(logits, targets)
             total = loss
+            n = targets.numel()
             if regularizer is not None:
                 reg = regularizer(model)
                 total = loss + reg
-                reg_sum += float(reg.detach()) * targets.numel()
-            if not torch.isfinite(total):
-                raise FloatingPointError(
-                    f"non-finite loss {float(total)} at epoch {epoch + 1}, step {step + 1} (lr={lr:.4g}); "
-                    "lower the learning rate"
-                )
+                acc.add_reg(reg, n)
+            acc.watch(total, step, lr)
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
             step += 1
             for cb in callbacks:
                 cb.on_step_end(model, step)
-            n = targets.numel()
-            loss_sum += float(loss.detach()) * n
-            correct += int((logits.detach().argmax(1) == targets).sum())
+            acc.add(loss, logits, targets, n)
             count += n
-            advance(f"loss {loss_sum / count:.4f} acc {correct / count:.4f}")
+            advance(functools.partial(acc.text, epoch, count))
         test_loss = test_acc = None
         if test_set is not None:
             test_loss, test_acc = evaluate(
                 model, test_set, dev, config.eval_batch_size, channels_last=config.channels_last
             )
+        loss_sum, reg_sum, correct = acc.read(epoch)
         return EpochStats(
             epoch=epoch + 1,
             train_loss=loss_sum / count,
@@ -422,18 +475,28 @@ def train(
     stopped = False
     # Without a terminal (e.g. nohup ... > log) the bar is invisible: print a line every ~10 % of an epoch.
     log_every = 0 if (console.is_terminal or not progress) else max(1, steps_per_epoch // 10)
+    bar_every = max(1, steps_per_epoch // PROGRESS_READS)
     with Progress(*columns, console=console, disable=not progress, transient=True) as bar:
         for epoch in range(start_epoch, config.epochs):
             task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=steps_per_epoch, stats="")
 
             done_steps = [0]
 
-            def advance(text: str, task: Any = task, epoch: int = epoch, done_steps: list[int] = done_steps) -> None:
-                bar.update(task, advance=1, stats=text)
+            def advance(
+                text: Callable[[], str], task: Any = task, epoch: int = epoch, done_steps: list[int] = done_steps
+            ) -> None:
                 done_steps[0] += 1
                 done = done_steps[0]
+                shown = None  # the running sums are read only when a text is shown (a host read)
+                if progress and (done % bar_every == 0 or done == steps_per_epoch):
+                    shown = text()
                 if log_every and done % log_every == 0 and done < steps_per_epoch:
-                    console.print(f"  epoch {epoch + 1}: {done}/{steps_per_epoch} steps, {text}")
+                    shown = shown or text()
+                    console.print(f"  epoch {epoch + 1}: {done}/{steps_per_epoch} steps, {shown}")
+                if shown is None:
+                    bar.update(task, advance=1)
+                else:
+                    bar.update(task, advance=1, stats=shown)
 
             stats = run_epoch(epoch, advance)
             bar.remove_task(task)

@@ -182,7 +182,7 @@ class P3Config:
                 self.resume in ("auto", "strict"),
                 "'auto' (recompute stages whose settings changed) or 'strict' (refuse)",
             ),
-            ("device", self.device == "cpu", "'cpu' (the P3 chip pools and searches run on the CPU only)"),
+            ("device", _device_ok(self.device), _DEVICES_ALLOWED),
             ("chips", self.chips >= 1, ">= 1"),
             ("test_images", self.test_images >= 1, ">= 1"),
             ("sweep_images", self.sweep_images >= 1, ">= 1"),
@@ -227,6 +227,29 @@ class P3Config:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+
+
+_DEVICES_ALLOWED = (
+    "'cpu', or 'cuda' / 'cuda:N' when torch.cuda.is_available() (the meta device holds no values to report)"
+)
+
+
+def _device_ok(device: str) -> bool:
+    """``device`` names the CPU, or a CUDA device that exists here."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        return False
+    if dev.type == "cpu":
+        return True
+    if dev.type != "cuda" or not torch.cuda.is_available():
+        return False
+    return dev.index is None or dev.index < torch.cuda.device_count()
+
+
+def _device(cfg: P3Config) -> torch.device:
+    """The torch device every stage computes on (models, chips, chip pools, batches)."""
+    return torch.device(cfg.device)
 
 
 def _finite(value: float, lo: float, *, strict: bool = False) -> bool:
@@ -286,8 +309,12 @@ class _Data:
     """Loaders of the pipeline: training (augmented, minus the held-out tail), validation, calibration, test."""
 
     def __init__(self, cfg: P3Config) -> None:
-        from xbarlab.data import get_dataset, make_loader
+        from functools import partial
 
+        from xbarlab.data import get_dataset
+        from xbarlab.data import make_loader as _make_loader
+
+        make_loader = partial(_make_loader, device=_device(cfg))  # pinned host memory when the device is CUDA
         train_aug = get_dataset(cfg.dataset, "train", data_dir=cfg.data_dir, augment=True)
         train_plain = get_dataset(cfg.dataset, "train", data_dir=cfg.data_dir, augment=False)
         test = get_dataset(cfg.dataset, "test", data_dir=cfg.data_dir, augment=False)
@@ -337,13 +364,24 @@ def _mc(
     seed: int,
     calib: Any,
     mitigation: Callable[[nn.Module], Any] | None = None,
+    *,
+    device: torch.device,
 ) -> dict[str, Any]:
-    """Monte-Carlo accuracy over chips (``hw`` None: ``model`` is already converted); ``mitigation`` runs on
-    each programmed, calibrated chip before its test (its info dicts are kept under ``info``)."""
+    """Monte-Carlo accuracy over chips on ``device`` (``hw`` None: ``model`` is already converted; it is moved
+    to ``device`` in place); ``mitigation`` runs on each programmed, calibrated chip before its test (its info
+    dicts are kept under ``info``)."""
     from xbarlab.evaluation import evaluate_chips
 
     res = evaluate_chips(
-        model, hw, loader, chips=chips, seed=seed, calib_loader=calib, progress=False, mitigation=mitigation
+        model,
+        hw,
+        loader,
+        chips=chips,
+        seed=seed,
+        calib_loader=calib,
+        progress=False,
+        mitigation=mitigation,
+        device=device,
     )
     out = res.to_dict()
     info = out.pop("info", None)
@@ -352,10 +390,11 @@ def _mc(
     return out
 
 
-def _clean_accuracy(model: nn.Module, loader: Any) -> float:
+def _clean_accuracy(model: nn.Module, loader: Any, device: torch.device) -> float:
+    """Digital top-1 accuracy (%) of a copy of ``model`` on ``device`` (``model`` itself is not moved)."""
     from xbarlab.evaluation import accuracy
 
-    return accuracy(model, loader)
+    return accuracy(copy.deepcopy(model).to(device), loader, device=device)
 
 
 # ------------------------------------------------------------------------------------------------ stage keys
@@ -429,6 +468,9 @@ def _stage_settings(cfg: P3Config, name: str, fingerprints: dict[str, str | None
         settings = {f: getattr(cfg, f) for f in _STAGE_FIELDS[name]}
         if name != "sweep":
             settings["sigma"] = cfg.sigma_max
+    kind = _device(cfg).type
+    if kind != "cpu":  # CUDA draws other per-MVM noise streams and sums in another order: not the CPU's result
+        settings["device"] = kind
     return dict(json.loads(_canonical(settings)))
 
 
@@ -578,12 +620,13 @@ def _stage_models(cfg: P3Config, data: _Data, out: Path, log: Callable[[str], No
             regularizer=reg,
             progress=False,
             metadata=meta,
+            device=_device(cfg),
         )
         lip_info = {"source": "fine-tuned", "path": lip_path, "train": tcfg.as_dict()}
     lip, _ = load_model(lip_path)
     full_test = _full_test_loader(cfg, data)
-    clean_plain = _clean_accuracy(plain, full_test)
-    clean_lip = _clean_accuracy(lip, full_test)
+    clean_plain = _clean_accuracy(plain, full_test, _device(cfg))
+    clean_lip = _clean_accuracy(lip, full_test, _device(cfg))
     result = {
         "plain": {
             "spec": cfg.model,
@@ -611,7 +654,7 @@ def _stage_models(cfg: P3Config, data: _Data, out: Path, log: Callable[[str], No
 def _full_test_loader(cfg: P3Config, data: _Data) -> Any:
     from xbarlab.data import make_loader
 
-    return make_loader(data.test_set, cfg.batch_size)
+    return make_loader(data.test_set, cfg.batch_size, device=_device(cfg))
 
 
 def _lipschitz_model(cfg: P3Config, models: dict[str, Any]) -> nn.Module:
@@ -642,7 +685,13 @@ def _stage_sweep(
                 continue
             t0 = time.perf_counter()
             rows[key] = _mc(
-                net, p3_hardware(sigma, cfg.hardware_overrides), data.sweep, cfg.chips, cfg.eval_seed, data.calib
+                net,
+                p3_hardware(sigma, cfg.hardware_overrides),
+                data.sweep,
+                cfg.chips,
+                cfg.eval_seed,
+                data.calib,
+                device=_device(cfg),
             )
             log(
                 f"sweep {name} σ={key}: {rows[key]['mean']:.2f} % ± {rows[key]['std']:.2f} "
@@ -684,11 +733,14 @@ def _stage_placement(
 
     pdir = out / "placement"
     pdir.mkdir(parents=True, exist_ok=True)
-    lip = _lipschitz_model(cfg, models)
+    dev = _device(cfg)
+    lip = _lipschitz_model(cfg, models)  # on the CPU: chips are converted from it, then moved to dev
+    teacher = copy.deepcopy(lip).to(dev)
+    example = data.example.to(dev)
     sigma = cfg.sigma_max
     hw, train_hw = _hardware_pair(cfg)
     comp_cfg = CompensationConfig(reduction=cfg.comp_reduction, affine=cfg.comp_affine)
-    base = convert(lip, train_hw)
+    base = convert(lip, train_hw).to(dev)
     layers = tuple(la.layer_name for la in analog_layers(base))
 
     # per-layer overhead (branches are independent, so costs add up)
@@ -697,8 +749,8 @@ def _stage_placement(
     from xbarlab.chip import calibrate, program
 
     program(probe, 0)
-    calibrate(probe, data.calib, num_batches=1)
-    overhead = compensation_overhead(probe, data.example)
+    calibrate(probe, data.calib, num_batches=1, device=dev)
+    overhead = compensation_overhead(probe, example)
     costs = []
     for name in layers:
         pl = overhead.per_layer[name]
@@ -732,9 +784,10 @@ def _stage_placement(
                 chip_pool=pool,
                 calib_loader=data.calib,
                 loss=cfg.comp_loss,
-                teacher=lip,
+                teacher=teacher,
+                device=dev,
             )
-        acc = _mc(chip, None, data.val, cfg.search_chips, cfg.search_seed, data.calib)["mean"]
+        acc = _mc(chip, None, data.val, cfg.search_chips, cfg.search_seed, data.calib, device=dev)["mean"]
         cache[key] = acc
         _write_json(cache_path, cache)
         log(f"search: placement [{key}] → {acc:.2f} % on held-out images ({time.perf_counter() - t0:.0f} s)")
@@ -749,7 +802,7 @@ def _stage_placement(
         budget=cfg.budget_pct,
         evaluate=evaluate,
         penalty=cfg.penalty,
-        features=layer_features(params, _layer_macs(base, data.example)),
+        features=layer_features(params, _layer_macs(base, example)),
     )
     results = {
         "none": none_placement(problem, CachedEvaluator(problem)),
@@ -781,21 +834,22 @@ def _stage_placement(
                     seed=cfg.seed + 1,
                     calib_loader=data.calib,
                     loss=cfg.comp_loss,
-                    teacher=lip,
+                    teacher=teacher,
+                    device=dev,
                 )
                 state = compensation_state(chip)
                 branches = _branches_path(out, res.placement)
-                save_file(state, str(branches))
+                save_file({k: v.cpu() for k, v in state.items()}, str(branches))
                 info["branches_sha256"] = _file_sha256(branches)
                 info["train_wall_time_s"] = tr.wall_time_s
                 info["final_loss"] = sum(tr.losses[-20:]) / len(tr.losses[-20:])
-            test_chip = convert(lip, hw)
+            test_chip = convert(lip, hw).to(dev)
             if res.placement:
                 attach_compensation(test_chip, res.placement, comp_cfg, state=compensation_state(chip))
-            mc = _mc(test_chip, None, data.test, cfg.chips, cfg.eval_seed, data.calib)
+            mc = _mc(test_chip, None, data.test, cfg.chips, cfg.eval_seed, data.calib, device=dev)
             program(test_chip, 0)
-            calibrate(test_chip, data.calib, num_batches=1)
-            ov = compensation_overhead(test_chip, data.example)
+            calibrate(test_chip, data.calib, num_batches=1, device=dev)
+            ov = compensation_overhead(test_chip, example)
             final_cache[key] = {"test": mc, "overhead": ov.to_dict(), **info}
             _write_json(final_cache_path, final_cache)
             log(
@@ -806,7 +860,7 @@ def _stage_placement(
     # the unprotected (plain) network under the same test protocol, for the table
     if "__plain__" not in final_cache:
         plain, _ = load_model(cfg.model)
-        final_cache["__plain__"] = {"test": _mc(plain, hw, data.test, cfg.chips, cfg.eval_seed, data.calib)}
+        final_cache["__plain__"] = {"test": _mc(plain, hw, data.test, cfg.chips, cfg.eval_seed, data.calib, device=dev)}
         _write_json(final_cache_path, final_cache)
         log(f"final unprotected (plain) at σ={sigma:g}: {final_cache['__plain__']['test']['mean']:.2f} %")
     summary = {
@@ -892,7 +946,7 @@ def _layer_macs(base: nn.Module, example: torch.Tensor) -> list[int]:
     if hw is not None and (hw.dac.bits is not None or hw.adc.bits is not None):
         from xbarlab.chip import calibrate
 
-        calibrate(probe, [(example, torch.zeros(1, dtype=torch.long))], num_batches=1)
+        calibrate(probe, [(example, torch.zeros(1, dtype=torch.long, device=example.device))], num_batches=1)
     macs = count_macs(probe, example)
     from xbarlab.layers import analog_layers
 
@@ -915,6 +969,7 @@ def _stage_quant(
 
     qdir = out / "quant"
     qdir.mkdir(parents=True, exist_ok=True)
+    dev = _device(cfg)  # chips are converted on the CPU and moved; ADC energies are exact counts on the CPU
     lip = _lipschitz_model(cfg, models)
     hw = p3_hardware(cfg.sigma_max, cfg.hardware_overrides)
     rl_layers, comp_cfg, state = _rl_branches(out, placement)
@@ -936,7 +991,10 @@ def _stage_quant(
     def evaluate(qc: QuantConfig) -> float:
         key = qc.label()
         if key not in cache:
-            cache[key] = _mc(chip_for(qc), None, data.quant_val, cfg.quant_chips, cfg.search_seed, data.calib)["mean"]
+            chip = chip_for(qc)
+            cache[key] = _mc(chip, None, data.quant_val, cfg.quant_chips, cfg.search_seed, data.calib, device=dev)[
+                "mean"
+            ]
             _write_json(cache_path, cache)
         return cache[key]
 
@@ -956,7 +1014,7 @@ def _stage_quant(
     # test-set numbers of the reference (uniform 8-bit) and of the chosen configuration
     tests = {}
     for name, point in (("reference", result.reference), ("best", result.best)):
-        tests[name] = _mc(chip_for(point.config), None, data.test, cfg.chips, cfg.eval_seed, data.calib)
+        tests[name] = _mc(chip_for(point.config), None, data.test, cfg.chips, cfg.eval_seed, data.calib, device=dev)
         log(
             f"quant {name} {point.config.label()}: {tests[name]['mean']:.2f} % on the test set, "
             f"ADC energy {point.energy_pj:.1f} pJ/inference"
@@ -1021,8 +1079,10 @@ def _stage_perchip(
     )
 
     sigma = cfg.sigma_max
+    dev = _device(cfg)
     hw, train_hw = _hardware_pair(cfg)
     lip = _lipschitz_model(cfg, models)
+    teacher = copy.deepcopy(lip).to(dev)
     rl_layers, comp_cfg, state = _rl_branches(out, placement)
     summary: dict[str, Any] = {
         "sigma": sigma,
@@ -1039,6 +1099,7 @@ def _stage_perchip(
         attach_compensation(test_chip, rl_layers, comp_cfg, state=state)
         trainer = convert(lip, train_hw)
         attach_compensation(trainer, rl_layers, comp_cfg, state=state)
+        trainer.to(dev)
 
         def fine_tune(chip: nn.Module) -> dict[str, Any]:
             layers = analog_layers(chip)
@@ -1059,7 +1120,8 @@ def _stage_perchip(
                 resample=False,
                 calib_loader=data.calib,
                 loss=cfg.comp_loss,
-                teacher=lip,
+                teacher=teacher,
+                device=dev,
             )
             load_compensation_state(chip, compensation_state(trainer))
             tail = tr.losses[-10:]
@@ -1068,7 +1130,9 @@ def _stage_perchip(
             return {"chip_seed": seed, "train_wall_time_s": tr.wall_time_s, "final_loss": final_loss}
 
         t0 = time.perf_counter()
-        summary["finetuned"] = _mc(test_chip, None, data.test, cfg.chips, cfg.eval_seed, data.calib, fine_tune)
+        summary["finetuned"] = _mc(
+            test_chip, None, data.test, cfg.chips, cfg.eval_seed, data.calib, fine_tune, device=dev
+        )
         log(
             f"per-chip compensation [{_placement_key(rl_layers)}] at σ={sigma:g}: "
             f"{summary['finetuned']['mean']:.2f} % on the test set ({time.perf_counter() - t0:.0f} s)"
@@ -1081,7 +1145,7 @@ def _stage_perchip(
             return dataclasses.asdict(adapt_bn(chip, data.bn, num_batches=n_batches))
 
         t0 = time.perf_counter()
-        summary["bn_adapt"] = _mc(plain, hw, data.test, cfg.chips, cfg.eval_seed, data.calib, adapt)
+        summary["bn_adapt"] = _mc(plain, hw, data.test, cfg.chips, cfg.eval_seed, data.calib, adapt, device=dev)
         summary["bn_images"] = data.n_bn
         log(
             f"BN adaptation (plain model) at σ={sigma:g}: {summary['bn_adapt']['mean']:.2f} % on the test set "

@@ -314,7 +314,7 @@ def adapt_bn(
                 if n_batches >= num_batches:
                     break
                 x, _ = _split_batch(batch, need_labels=False, fn=fn)
-                model(x.to(dev))
+                model(x.to(dev, non_blocking=True))
                 n_batches += 1
                 n_images += int(x.shape[0])
     except BaseException:
@@ -531,15 +531,16 @@ def finetune_bn(
                 samples_used = sum(int(x.shape[0]) for x, _ in cached)
             for epoch in range(epochs):
                 epoch_lr = float(opt.param_groups[0]["lr"])
-                loss_sum = 0.0
-                correct = 0
+                # summed on the device (float64, as the host sums were), read once per epoch
+                loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+                correct = torch.zeros((), dtype=torch.int64, device=dev)
                 n_epoch = 0
                 batches: Iterable[Any] = cached if cached is not None else loader
                 for batch in batches:
                     x, y = _split_batch(batch, need_labels=True, fn=fn)
                     assert y is not None
-                    x = x.to(dev)
-                    y = y.to(dev)
+                    x = x.to(dev, non_blocking=True)
+                    y = y.to(dev, non_blocking=True)
                     opt.zero_grad(set_to_none=True)
                     logits = model(x)
                     loss = nn.functional.cross_entropy(logits, y)
@@ -548,15 +549,15 @@ def finetune_bn(
                     steps += 1
                     b = int(x.shape[0])
                     n_epoch += b
-                    loss_sum += float(loss.detach()) * b
-                    correct += int((logits.detach().argmax(dim=1) == y).sum())
+                    loss_sum += loss.detach().double() * b
+                    correct += (logits.detach().argmax(dim=1) == y).sum()
                 if n_epoch == 0:
                     raise ValueError(f"{fn}: the loader yielded no batches in epoch {epoch + 1}")
                 if cached is None and epoch == 0:
                     samples_used = n_epoch
                 samples_seen += n_epoch
-                losses.append(loss_sum / n_epoch)
-                accs.append(correct / n_epoch)
+                losses.append(float(loss_sum) / n_epoch)
+                accs.append(int(correct) / n_epoch)
                 lrs.append(epoch_lr)
                 sched.step()
                 if progress:

@@ -495,7 +495,8 @@ class NormalizedCrossEntropy:
     every analog layer, so plain cross-entropy is dominated by over-confident errors and rewards branches that
     shrink the features (the cheapest way to lower the loss), which collapses the predictions. Normalising the
     logits removes that incentive; the arg-max, hence the accuracy, is unchanged. τ is the mean logit norm of
-    the digital ``teacher`` on the first batch it sees (or the given ``tau``).
+    the digital ``teacher`` on the first batch it sees (or the given ``tau``). A τ measured from the teacher stays
+    a 0-d tensor on the logits' device (no host read); ``tau`` is then that tensor.
     """
 
     def __init__(self, teacher: nn.Module | None = None, *, tau: float | None = None) -> None:
@@ -504,7 +505,7 @@ class NormalizedCrossEntropy:
         if tau is not None and not (math.isfinite(tau) and tau > 0):
             raise ValueError(f"tau: invalid value {tau!r}; allowed: a finite number > 0")
         self.teacher = teacher
-        self.tau = tau
+        self.tau: float | Tensor | None = tau
 
     def __call__(self, logits: Tensor, labels: Tensor, inputs: Tensor) -> Tensor:
         if self.tau is None:
@@ -512,7 +513,7 @@ class NormalizedCrossEntropy:
             was_training = self.teacher.training
             self.teacher.eval()
             with torch.no_grad():
-                self.tau = float(self.teacher(inputs).norm(dim=1).mean())
+                self.tau = self.teacher(inputs).norm(dim=1).mean().detach()
             self.teacher.train(was_training)
         z = logits.flatten(1)
         z = self.tau * z / z.norm(dim=1, keepdim=True).clamp_min(1e-12)
@@ -608,6 +609,19 @@ def _cycle(loader: Iterable[Any]) -> Iterator[Any]:
             raise ValueError("train_loader: yielded no batch")
 
 
+def _read_losses(pending: list[Tensor], losses: list[float]) -> None:
+    """Move the device-side step losses of ``pending`` to ``losses`` in one host read; a non-finite loss raises
+    :class:`FloatingPointError` naming its step (1-based)."""
+    if not pending:
+        return
+    values = torch.stack(pending).tolist()
+    pending.clear()
+    for i, v in enumerate(values):
+        if not math.isfinite(v):
+            raise FloatingPointError(f"non-finite compensation loss {v} at step {len(losses) + i + 1}; lower lr")
+    losses.extend(values)
+
+
 def train_compensation(
     model: nn.Module,
     train_loader: Iterable[Any],
@@ -640,6 +654,13 @@ def train_compensation(
     ``"ce"`` (cross-entropy on the labels), ``"feature"``
     (:class:`FeatureMatchingLoss` against the ``teacher``, plus ``ce_weight`` × cross-entropy), ``"kd"`` (MSE to
     the teacher's logits) or any :data:`LossFn`. Same arguments and seed → identical branch weights.
+
+    Device: ``model`` (and ``teacher``) live on ``device``; batches are copied there with ``non_blocking`` (pinned
+    loaders overlap the copy on CUDA). The step losses stay on the device and are read once at the end (and at
+    each ``log_every`` step), so training never waits for the host per step; a non-finite loss raises
+    :class:`FloatingPointError` naming its first step when they are read (the branch weights are then left as the
+    optimizer made them: discard the model). The only other host read is the converter calibration on the first
+    chip (:func:`xbarlab.calibrate`, once per call).
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps: invalid value {steps!r}; allowed: an integer >= 1")
@@ -677,6 +698,7 @@ def train_compensation(
     was_training = model.training
     model.eval()
     losses: list[float] = []
+    pending: list[Tensor] = []
     ranges: dict[str, dict[str, Tensor | None]] | None = None
     start = time.perf_counter()
     dev = torch.device(device)
@@ -697,18 +719,18 @@ def train_compensation(
                 calibrate(model, calib_loader, num_batches=calib_batches, device=dev)
                 ranges = _converter_ranges(model)
             inputs, labels = next(batches)
-            inputs, labels = inputs.to(dev), labels.to(dev)
+            inputs, labels = inputs.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
             logits = model(inputs)
             value = loss_fn(logits, labels, inputs)
-            if not torch.isfinite(value):
-                raise FloatingPointError(f"non-finite compensation loss {float(value)} at step {step + 1}; lower lr")
             optimizer.zero_grad(set_to_none=True)
             value.backward()
             optimizer.step()
-            losses.append(float(value.detach()))
+            pending.append(value.detach())  # stays on the device: no host read per step
             if log is not None and log_every and (step + 1) % log_every == 0:
+                _read_losses(pending, losses)
                 recent = losses[-log_every:]
                 log(f"compensation step {step + 1}/{steps}: loss {sum(recent) / len(recent):.4f}")
+        _read_losses(pending, losses)
     finally:
         for p in model.parameters():
             p.requires_grad_(saved_flags.get(id(p), False))

@@ -196,7 +196,8 @@ class LipschitzRegularizer:
             else:
                 terms.append(spectral_penalty(weight, self.iterations, key=name))
         if not terms:
-            return torch.zeros(())
+            device = next((t.device for t in model.parameters()), torch.device("cpu"))
+            return torch.zeros((), device=device)  # on the model's device: adds to its loss without a copy
         return torch.stack([t.to(terms[0].dtype) for t in terms]).sum()
 
     def __call__(self, model: nn.Module) -> Tensor:
@@ -231,12 +232,13 @@ def lipschitz_regularizer(
 @torch.no_grad()
 def layer_spectral_norms(model: nn.Module, iterations: int = 50) -> dict[str, float]:
     """σ_max of every Conv/Linear layer's reshaped 2-D weight (power iteration), by module name."""
-    out: dict[str, float] = {}
+    norms: dict[str, Tensor] = {}
     for name, module in weighted_modules(model):
         weight = module.weight
         assert isinstance(weight, Tensor)
-        out[name] = float(spectral_norm_estimate(weight.detach().double(), iterations, key=name))
-    return out
+        norms[name] = spectral_norm_estimate(weight.detach().double(), iterations, key=name)
+    values = torch.stack(list(norms.values())).cpu().tolist() if norms else []  # one host read for all layers
+    return dict(zip(norms, values, strict=True))
 
 
 def lipschitz_upper_bound(model: nn.Module, iterations: int = 50) -> float:

@@ -64,20 +64,36 @@ def noise_sigma(weight: Tensor, eta: float) -> float:
     return float(eta) * float(weight.detach().abs().max()) if weight.numel() else 0.0
 
 
+def _noise_sigma_t(weight: Tensor, eta: float) -> Tensor:
+    """:func:`noise_sigma` as a 0-d float64 tensor on the weight's device (no host read; the same product in
+    float64 as the host value, so the noise is bit-identical)."""
+    if not weight.numel():
+        return torch.zeros((), dtype=torch.float64, device=weight.device)
+    return weight.detach().abs().max().double() * float(eta)
+
+
 @torch.no_grad()
-def clip_weights(layers: Sequence[nn.Module], alpha: float) -> int:
-    """Clip each layer's weight in place to ``[−α·std(W), α·std(W)]``; returns the number of changed weights."""
-    changed = 0
+def _clip_weights_t(layers: Sequence[nn.Module], alpha: float) -> Tensor:
+    """:func:`clip_weights` on the layers' device: the count of changed weights as a 0-d int64 tensor (no host
+    read). A layer whose bound α·std(W) is not > 0 is left unchanged, as on the host."""
+    changed: Tensor | None = None
     for layer in layers:
         w = layer.weight
         if not isinstance(w, Tensor) or w.numel() < 2:
             continue
-        bound = float(alpha) * float(w.std())
-        if bound <= 0.0:
-            continue
-        changed += int((w.abs() > bound).sum())
-        w.clamp_(-bound, bound)
+        bound = w.std().double() * float(alpha)
+        bound = torch.where(bound > 0, bound, torch.full_like(bound, math.inf))  # bound <= 0: no clipping
+        over = (w.abs() > bound).sum()
+        w.clamp_(-bound, bound)  # bounds cast to the weight dtype, as the host floats were
+        changed = over if changed is None else changed + over
+    if changed is None:
+        return torch.zeros((), dtype=torch.int64)
     return changed
+
+
+def clip_weights(layers: Sequence[nn.Module], alpha: float) -> int:
+    """Clip each layer's weight in place to ``[−α·std(W), α·std(W)]``; returns the number of changed weights."""
+    return int(_clip_weights_t(layers, alpha))
 
 
 class NoiseInjection:
@@ -168,7 +184,7 @@ class NoiseInjection:
             return
         param = module._parameters["weight"]
         assert isinstance(param, nn.Parameter)
-        sigma = noise_sigma(param, self.eta)
+        sigma = _noise_sigma_t(param, self.eta)  # on the device: no host read per forward
         noise = torch.randn(param.shape, generator=self.generator, dtype=param.dtype, device=param.device)
         noisy = param + (sigma * noise).detach()
         self._saved[id(module)] = param
@@ -190,9 +206,13 @@ class NoiseInjection:
     # ---------------------------------------------------------------------------------------------- clipping
     def clip_weights(self) -> int:
         """Clip every selected layer to ±α·std(W_l) (no-op when ``alpha`` is None); returns weights changed."""
+        return int(self.clip_weights_on_device())
+
+    def clip_weights_on_device(self) -> Tensor:
+        """:meth:`clip_weights` without a host read: the count of changed weights as a 0-d device tensor."""
         if self.alpha is None:
-            return 0
-        return clip_weights(list(self.layers.values()), self.alpha)
+            return torch.zeros((), dtype=torch.int64)
+        return _clip_weights_t(list(self.layers.values()), self.alpha)
 
     def callback(self) -> NoiseInjectionCallback:
         """A :class:`xbarlab.training.TrainCallback` that clips the weights after every optimizer step."""
@@ -226,7 +246,13 @@ class NoiseInjectionCallback(TrainCallback):
 
     def __init__(self, injection: NoiseInjection) -> None:
         self.injection = injection
-        self.clipped = 0
+        self._clipped: Tensor | int = 0
+
+    @property
+    def clipped(self) -> int:
+        """Weights clipped so far (one host read, when asked)."""
+        return int(self._clipped)
 
     def on_step_end(self, model: nn.Module, step: int) -> None:
-        self.clipped += self.injection.clip_weights()
+        count = self.injection.clip_weights_on_device()  # stays on the device: no host read per step
+        self._clipped = count if isinstance(self._clipped, int) else self._clipped + count.to(self._clipped.device)
