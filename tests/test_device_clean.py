@@ -299,3 +299,31 @@ def test_compensation_loss_is_read_once_and_a_non_finite_step_is_named() -> None
     with pytest.raises(FloatingPointError, match=r"^non-finite compensation loss nan at step 2; lower lr$"):
         compensation.train_compensation(chip, [(X, torch.tensor([0, 1]))], steps=4, loss=loss)
     assert calls[0] == 4
+
+
+def test_lipschitz_noise_injection_and_bn_adaptation_steps_run_on_meta() -> None:
+    """A Lipschitz-regularised, noise-injected SGD step with post-step clipping, then BN adaptation, on meta.
+
+    Fails on the old code: noise injection read ``float(max|W|)`` every forward and clipping ``float(std(W))``.
+    """
+    from xbarlab.mitigation.bn import adapt_bn
+    from xbarlab.mitigation.lipschitz import lipschitz_regularizer
+    from xbarlab.mitigation.noise_injection import NoiseInjection
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(400, 10)).to(META)
+    reg = lipschitz_regularizer("parseval_neft", 1e-3)
+    injection = NoiseInjection(net, 0.05, 2.0).attach()
+    callback = injection.callback()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    x, y = X.to(META), torch.tensor([1, 2], device=META)
+    loss = nn.functional.cross_entropy(net(x), y) + reg(net)
+    loss.backward()
+    opt.step()
+    callback.on_step_end(net, 1)
+    injection.detach()
+    assert injection.forward_count == 2 and loss.device == META
+    assert all(p.device == META and p.grad is not None and p.grad.device == META for p in net.parameters())
+    # adapt_bn with momentum=None is not meta-clean: torch's BatchNorm reads float(num_batches_tracked) per batch
+    res = adapt_bn(net, [(X, y)], num_batches=1, momentum=0.1)
+    assert res.num_batches == 1 and net[1].running_mean.device == META

@@ -49,7 +49,8 @@ def accuracy(
     raises :class:`xbarlab.chip.CoverageError`)."""
     was_training = model.training
     model.eval()
-    correct = total = 0
+    correct = torch.zeros((), dtype=torch.int64, device=device)  # counted on the device, read once at the end
+    total = 0
     verify = any(isinstance(m, AnalogLayer) for m in model.modules()) and not is_verified(model)
     try:
         for i, (x, y) in enumerate(loader):
@@ -57,13 +58,13 @@ def accuracy(
                 break
             x = x.to(device, non_blocking=True)  # overlaps the copy with pinned CUDA batches
             logits = verify_coverage(model, x) if verify and i == 0 else model(x)
-            correct += int((logits.argmax(1) == y.to(device, non_blocking=True)).sum())
-            total += int(y.numel())
+            correct += (logits.argmax(1) == y.to(device, non_blocking=True)).sum()
+            total += int(y.numel())  # a shape, not a device read
     finally:
         model.train(was_training)
     if total == 0:
         raise ValueError("loader: yielded no samples")
-    return 100.0 * correct / total
+    return 100.0 * int(correct) / total
 
 
 @dataclass(frozen=True)

@@ -108,7 +108,7 @@ def run(
         "after it), printing one line saying which settings changed; 'strict' refuses the run (exit 2, nothing "
         "written).",
     ),
-    device: str = typer.Option("cpu", help="torch device; the P3 pipeline runs on the CPU only (cpu)."),
+    device: str = typer.Option("cpu", help="torch device of every stage: cpu, cuda or cuda:N."),
 ) -> None:
     """Run the P3 pipeline and write results.json / results.md to OUT.
 
