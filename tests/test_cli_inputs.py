@@ -85,7 +85,8 @@ def test_bad_option_values_are_one_line(
     args: list[str], field: str, message: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    flag = {"evaluate": "--out", "mitigate": "--out", "demo": "-o", "p2": "-o", "distortion": "--out"}.get(args[0])
+    flags = {"evaluate": "--out", "mitigate": "--out", "demo": "-o", "p2": "-o", "distortion": "--out"}
+    flag = {**flags, "correctnet": "--out"}.get(args[0])
     line = assert_refused([*args, flag, str(out)] if flag else args, field, capsys, out)
     assert message in line
 
@@ -357,6 +358,7 @@ def test_report_table_marks_bounded_interval() -> None:
         ["p2", "drift"],
         ["p2", "evaluate"],
         ["train", "-m", "resnet20", "-d", "digits"],
+        ["correctnet", "run", "--model", "lenet5-fmnist"],
     ],
 )
 def test_cuda_unavailable_is_one_line_before_any_work(
@@ -364,7 +366,8 @@ def test_cuda_unavailable_is_one_line_before_any_work(
 ) -> None:
     """``--device cuda`` without a GPU: exit 2, one ``error:`` line naming --device and ``allowed: cpu``."""
     out = tmp_path / "out"
-    flag = {"evaluate": "--out", "mitigate": "--out", "demo": "-o", "p2": "-o", "distortion": "--out"}.get(args[0])
+    flags = {"evaluate": "--out", "mitigate": "--out", "demo": "-o", "p2": "-o", "distortion": "--out"}
+    flag = {**flags, "correctnet": "--out"}.get(args[0])
     full = [*args, "--device", "cuda", *([flag, str(out)] if flag else [])]
     line = assert_refused(full, "--device", capsys, out)
     assert "cuda requested but torch.cuda.is_available() is False" in line and "allowed: cpu" in line, line
