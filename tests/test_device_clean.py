@@ -327,3 +327,23 @@ def test_lipschitz_noise_injection_and_bn_adaptation_steps_run_on_meta() -> None
     # adapt_bn with momentum=None is not meta-clean: torch's BatchNorm reads float(num_batches_tracked) per batch
     res = adapt_bn(net, [(X, y)], num_batches=1, momentum=0.1)
     assert res.num_batches == 1 and net[1].running_mean.device == META
+
+
+def test_load_chip_with_device_lands_every_tensor_there(tmp_path: Any) -> None:
+    """``load_chip(..., device=meta)``: params, buffers and static chip state on meta, shapes and dtypes as saved."""
+    from xbarlab.chip import load_chip, save_chip
+
+    net, keep = _nets()["mlp"]
+    hw = xbarlab.load_preset("rram").override({"keep_digital": keep, "adc.bits": 6})
+    chip = xbarlab.program(xbarlab.convert(net, hw), 4)
+    calibrate(chip, [X], num_batches=1)
+    save_chip(chip, tmp_path / "chip")
+    loaded = load_chip(_nets()["mlp"][0], tmp_path / "chip", device=META)
+    saved = chip.state_dict()
+    got = loaded.state_dict()
+    assert set(got) == set(saved)
+    for name, t in got.items():
+        assert t.device == META and (t.shape, t.dtype) == (saved[name].shape, saved[name].dtype), name
+    _all_on_meta(loaded)
+    same = load_chip(_nets()["mlp"][0], tmp_path / "chip", device="cpu")
+    assert all(torch.equal(same.state_dict()[k], v) for k, v in saved.items())  # static state identical

@@ -387,7 +387,7 @@ def save_chip(model: nn.Module, path: str | Path, *, extra: dict[str, Any] | Non
     return base
 
 
-def load_chip(digital_model: nn.Module, path: str | Path) -> nn.Module:
+def load_chip(digital_model: nn.Module, path: str | Path, *, device: str | torch.device | None = None) -> nn.Module:
     """Rebuild a saved chip on a digital model of the same architecture (no pickle: safetensors + JSON).
 
     Nothing is trusted blindly: every expected tensor must be present with the shape and dtype that the model
@@ -433,7 +433,8 @@ def load_chip(digital_model: nn.Module, path: str | Path) -> nn.Module:
         except (RuntimeError, ValueError) as exc:
             key = _rng_key(layer, next(iter(usable), "cpu"))
             raise _fail(tensors_path, key, f"not a generator state ({exc})", "a torch.Generator state") from None
-    return model
+    # checked on the CPU, then moved: the static state is the saved one on any device (meta: shapes only)
+    return model if device is None else model.to(torch.device(device))
 
 
 # ---------------------------------------------------------------------------------------------- load helpers
