@@ -19,7 +19,7 @@ Forward paths:
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +55,24 @@ HOST_MIRRORS = {"chip_time": "_host_time_s", "chip_seed": "_host_seed", "dac_sig
 """Scalar buffers the hot path needs as Python values → the attribute caching that value (None: read it from the
 buffer once, when next needed). Assigning the buffer (``setattr``, ``load_state_dict``) clears the cache; moving
 the layer (``.to``) keeps it, so a chip moved to CUDA or ``meta`` never reads these values back on the host."""
+
+
+ROW_CONSTANT_NOISE_KINDS = ("absolute_uS", "relative_to_G_on")
+"""Read-noise kinds whose σ does not depend on the conductance: every weight of a (group, slice) has the same
+per-MVM variance c, so a tile column's variance is c·Σx² over the tile's rows (a sum, no variance convolution)."""
+
+
+class FusedTiles(NamedTuple):
+    """Per-forward tile weights of the per-MVM noise path, in ADC LSB (see :meth:`AnalogLayer._fused_weights`)."""
+
+    weights: torch.Tensor
+    """Tile weights divided by the ADC step of their slice: partial sums come out as codes before rounding."""
+    variances: torch.Tensor | None
+    """Per-weight variances / step² (LSB²), for the general variance convolution; None on the row-sum path."""
+    row_var: torch.Tensor | None
+    """(G, S) variance per unit Σx² in LSB² when σ does not depend on G (``ROW_CONSTANT_NOISE_KINDS``)."""
+    row_mask: torch.Tensor | None
+    """Convolutions on the row-sum path: (G·Tr, cg, *kernel) indicator of the rows each tile holds."""
 
 
 class NotProgrammedError(RuntimeError):
@@ -471,7 +489,7 @@ class AnalogLayer(nn.Module):
         values = codes.round_().clamp_(-top, top).mul_(step)
         return straight_through(partial, values)
 
-    def _fused_weights(self, *, slice_dim: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def _fused_weights(self, *, slice_dim: int) -> FusedTiles | None:
         """Tile weights with the ADC scale folded in, for the per-MVM noise path: (W/step, σ²/step²), or None.
 
         Outside calibration and with per-MVM noise: then the partial sums come out of the convolution / matmul
@@ -479,6 +497,11 @@ class AnalogLayer(nn.Module):
         sum. The values differ from scaling after the convolution by float rounding only (≈ 1e-7 relative); the
         noise distribution is unchanged. With gradients the same values are produced (the unscaled partial sums
         carry the straight-through gradient). ``slice_dim``: 2 for linear layers, 3 for convolutions.
+
+        When σ does not depend on the conductance (``ROW_CONSTANT_NOISE_KINDS``) every weight of a (group, slice)
+        has the same variance c (read here from the first row of the first tile, a real weight; nothing is read
+        on the host), and a column's variance is c·Σx² over its tile's rows: the row-sum path computes Σx² once
+        per tile and output position instead of a variance convolution over every column and slice.
         """
         if self.var_tiles is None or self.w_tiles is None or self._calibration_stage is not None:
             return None
@@ -488,18 +511,29 @@ class AnalogLayer(nn.Module):
         rng = self.adc_range.to(self.w_tiles.dtype)
         inv_step = torch.where(rng > 0, top / rng.clamp_min(torch.finfo(rng.dtype).tiny), 0.0)  # (S,)
         s, n = self.layout.num_slices, self.layout.n
+        g, tr = self.layout.groups, self.layout.tiles_r
         if slice_dim == 2:  # linear: weights (Tr, R, S·N)
             scale = inv_step.view(s, 1).expand(s, n).reshape(1, 1, s * n)
+            first = self.var_tiles[0, 0].view(1, s, n)[:, :, 0]  # (G = 1, S): row 0 of tile 0, column 0
         else:  # convolution: weights (G·Tr·S·N, cg, *kernel), output channels in (g, t, s, n) order
-            groups = self.layout.groups * self.layout.tiles_r
-            scale = inv_step.view(1, s, 1).expand(groups, s, n).reshape(-1, *([1] * (self.w_tiles.dim() - 1)))
-        return self.w_tiles * scale, self.var_tiles * scale.square()
+            scale = inv_step.view(1, s, 1).expand(g * tr, s, n).reshape(-1, *([1] * (self.w_tiles.dim() - 1)))
+            first = self.var_tiles.reshape(g, tr, s, n, -1)[:, 0, :, 0, 0]  # (G, S): channel 0, kernel position 0
+        weights = self.w_tiles * scale
+        if self.hw.read_noise.kind not in ROW_CONSTANT_NOISE_KINDS:
+            return FusedTiles(weights, self.var_tiles * scale.square(), None, None)
+        row_var = first * inv_step.view(1, s).square()
+        mask = None
+        if slice_dim != 2:  # the rows of each tile: where its first column (slice 0, column 0) has a weight
+            per_tile = self.var_tiles.reshape(g * tr, s * n, *self.var_tiles.shape[1:])[:, 0]
+            mask = (per_tile != 0).to(self.w_tiles.dtype)
+        return FusedTiles(weights, None, row_var, mask)
 
     def _adc_codes_noisy(self, codes: torch.Tensor, var: torch.Tensor, *, slice_dim: int) -> torch.Tensor:
         """ADC of partial sums already in LSB (``codes``) with per-MVM read-noise variance in LSB² (``var``).
 
         The same conversion as :meth:`_adc_sums` (one Gaussian draw with the summed variance of read noise and
         ADC input noise, round, clamp to the signed code range, times the step); both inputs are consumed.
+        ``var`` may broadcast against ``codes`` (the row-sum path: one variance for every column of a tile).
         """
         hw = self.hw
         assert hw.adc.bits is not None and self.adc_range is not None
@@ -532,8 +566,13 @@ class AnalogLayer(nn.Module):
             xt = F.pad(part, (0, lay.k_pad - lay.k)).reshape(mc, tr, r).transpose(0, 1)  # (Tr, mc, R)
             if fused is not None:  # partial sums in LSB, variances in LSB² (ADC scale folded into the weights)
                 with torch.no_grad():
-                    codes = torch.bmm(xt.detach(), fused[0]).reshape(tr, mc, s, n)
-                    var_lsb = torch.bmm(xt.detach() ** 2, fused[1]).reshape(tr, mc, s, n)
+                    codes = torch.bmm(xt.detach(), fused.weights).reshape(tr, mc, s, n)
+                    if fused.row_var is not None:  # σ independent of G: c·Σx² per (tile, sample, slice)
+                        sq = (xt.detach() ** 2).sum(-1).view(tr, mc, 1, 1)
+                        var_lsb = sq * fused.row_var.view(1, 1, s, 1)
+                    else:
+                        assert fused.variances is not None
+                        var_lsb = torch.bmm(xt.detach() ** 2, fused.variances).reshape(tr, mc, s, n)
                     q = self._adc_codes_noisy(codes, var_lsb, slice_dim=2)
                 if grad:  # straight-through gradient of the unscaled partial sums, the same forward values
                     q = straight_through(torch.bmm(xt, self.w_tiles).reshape(tr, mc, s, n), q)
@@ -656,11 +695,18 @@ class AnalogConv(AnalogLayer):
             xs = x[start : start + chunk].index_select(1, self.tile_channels)
             if fused is not None:  # partial sums in LSB, variances in LSB² (ADC scale folded into the weights)
                 with torch.no_grad():
-                    codes = self._compute(xs.detach(), fused[0], None, groups=g * tr)
+                    codes = self._compute(xs.detach(), fused.weights, None, groups=g * tr)
                     spatial = codes.shape[2:]
                     mc = codes.shape[0]
                     shape = (mc, g, tr, s, n, *spatial)
-                    var_lsb = self._compute(xs.detach() ** 2, fused[1], None, groups=g * tr).view(shape)
+                    if fused.row_var is not None:  # σ independent of G: c·Σx² per (tile, position, slice)
+                        assert fused.row_mask is not None
+                        sq = self._compute(xs.detach() ** 2, fused.row_mask, None, groups=g * tr)
+                        row = fused.row_var.view(1, g, 1, s, 1, *([1] * len(spatial)))
+                        var_lsb = sq.view(mc, g, tr, 1, 1, *spatial) * row
+                    else:
+                        assert fused.variances is not None
+                        var_lsb = self._compute(xs.detach() ** 2, fused.variances, None, groups=g * tr).view(shape)
                     q = self._adc_codes_noisy(codes.view(shape), var_lsb, slice_dim=3)
                 if not in_place:  # straight-through gradient of the unscaled partial sums, same forward values
                     q = straight_through(self._compute(xs, self.w_tiles, None, groups=g * tr).view(shape), q)
