@@ -1,7 +1,7 @@
 """ADC energy model: energy per conversion from a figure of merit, and total ADC energy per inference.
 
 CorrectNet+ optimises the quantisation setting for total ADC power, which grows with the ADC resolution
-(papers.md §3.7, §4.9). Two scalings are offered:
+(docs/papers.md §3.7, §4.9). Two scalings are offered:
 
 * ``walden`` (default): the Walden figure of merit ``FOM_W = P / (2^ENOB · f_s)`` is an energy per conversion
   step, so at a fixed FOM one conversion costs ``E(B) = FOM_W · 2^B`` (doubling per added bit). ENOB is taken

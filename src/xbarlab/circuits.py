@@ -132,7 +132,8 @@ class Parasitics:
 
 
 P1_PARASITICS = Parasitics(r_driver_ohm=1000.0, r_wire_row_ohm=5.0, r_wire_col_ohm=10.0, r_sense_ohm=1000.0)
-"""P1's parasitics (papers.md §1.3): driver 1 kΩ, row wire 5 Ω and column wire 10 Ω per cell segment, sense 1 kΩ."""
+"""P1 parasitics (docs/papers.md §1.3): driver 1 kΩ, row wire 5 Ω and column wire 10 Ω per cell segment, sense 1 kΩ.
+"""
 
 
 # --------------------------------------------------------------------------------------------------------------

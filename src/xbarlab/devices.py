@@ -154,7 +154,7 @@ def read_noise_sigma_us(
 ) -> torch.Tensor:
     """Read-noise standard deviation (µS) per device.
 
-    For the P1 forms σ is set by the as-programmed conductance (papers.md §1.10: noise fixed at programming and
+    For the P1 forms σ is set by the as-programmed conductance (docs/papers.md §1.10: noise fixed at programming and
     added to the drifted mean); for ``pcm_1f`` σ = |g_drift|·Q_s(g_prog)·sqrt(ln((t + t_read)/(2 t_read))).
     """
     if cfg.kind == "none":

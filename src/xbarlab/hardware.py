@@ -117,7 +117,7 @@ class WeightConfig:
     (offset-binary weights, one reference column per tile subtracted per slice). ``quantize``: when false, weights
     keep full precision on one analog device pair (no slicing). ``noise_granularity``: ``slice`` (every physical
     device is perturbed independently) or ``weight`` (P1's reading: one device pair holds the full ``bits``-bit
-    magnitude, papers.md §1.10). With ``weight`` there is one cell per weight, so ``bits_per_cell`` must equal
+    magnitude, docs/papers.md §1.10). With ``weight`` there is one cell per weight, so ``bits_per_cell`` must equal
     ``bits``: any other value would be a field that does nothing, and is refused (docs/hardware.md, "Bit slices").
     """
 

@@ -1,6 +1,6 @@
 """Weights → quantised integers → bit slices → conductances on crossbar tiles, and back.
 
-Layout conventions (papers.md §1.10): a layer's weight becomes, per group, the matrix ``W2d`` of shape
+Layout conventions (docs/papers.md §1.10): a layer's weight becomes, per group, the matrix ``W2d`` of shape
 (K, N) = (C_in/groups · prod(kernel), C_out/groups): rows are crossbar inputs (word lines), columns outputs
 (bit lines). It is zero-padded to whole tiles of ``rows × data_cols`` and every physical array is a tensor slice
 of shape (groups, slices, polarities, row_tiles, col_tiles, rows, cols): tiles are tensor dimensions.

@@ -1,7 +1,7 @@
 """Distortion metrics: PC2 (P1 §1.6), PC2-proj under drift, MAC signal-to-noise ratio, per-layer distortion.
 
 * :func:`pc2` -- the proportion of variance on the 2nd principal component of the 2-D scatter
-  ``{(W_ideal,k, W_NI,k)}`` of one layer (papers.md §1.6 implementation note). 0 for an ideal chip.
+  ``{(W_ideal,k, W_NI,k)}`` of one layer (docs/papers.md §1.6 implementation note). 0 for an ideal chip.
 * :func:`pc2_proj` -- ``PC2 · (T/T0)^ν`` (P1's drift-projected PC2).
 * :func:`snr_db`, :func:`mac_error_stats` -- dot-product (MAC) error of a layer's outputs against the ideal
   digital outputs.
@@ -72,7 +72,7 @@ def _pair(a: ArrayLike, b: ArrayLike, fn: str, na: str, nb: str) -> tuple[np.nda
 def pc2(w_ideal: ArrayLike, w_nonideal: ArrayLike) -> float:
     """Fraction of the variance on the 2nd principal component of the scatter (w_ideal, w_nonideal).
 
-    Implementation (papers.md §1.6 note, float64): centre both coordinates, form the 2×2 sample covariance
+    Implementation (docs/papers.md §1.6 note, float64): centre both coordinates, form the 2×2 sample covariance
     ``C = [[a, b], [b, d]]`` (no standardisation: both axes in weight units), and return ``λ2 / (λ1 + λ2)``
     with the eigenvalues λ1 ≥ λ2 of C. To avoid cancellation for nearly collinear points, the determinant is
     computed as ``a · Var(y − (b/a)·x)`` (= ``a·d − b²``, regressing the lower-variance axis on the other),

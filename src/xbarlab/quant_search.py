@@ -1,10 +1,10 @@
-"""Quantisation-setting search for accuracy under variation and total ADC power (CorrectNet+, papers.md §3.7).
+"""Quantisation-setting search for accuracy under variation and total ADC power (CorrectNet+, docs/papers.md §3.7).
 
 Search space: one global ``bits_per_cell`` (cells of 1, 2 or 4 bits: fewer slices per weight means fewer ADC
 conversions but more levels per device) and per-layer ADC resolution ``B_l ∈ {4, …, 8}``; the weight precision
 is fixed (``weight_bits``, default 8) unless several values are given.
 
-Algorithm (greedy bit-lowering, the default of papers.md §3.7), for every (weight bits, bits per cell):
+Algorithm (greedy bit-lowering, the default of docs/papers.md §3.7), for every (weight bits, bits per cell):
 
 1. **uniform descent**: evaluate uniform ADC resolutions from the highest down and keep the lowest whose
    accuracy is within ``tolerance`` points of the reference accuracy (a cheap coarse step: L-fold fewer

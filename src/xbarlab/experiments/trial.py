@@ -377,7 +377,7 @@ def accuracy_trial(config: Mapping[str, Any]) -> dict[str, Any]:
     metrics["accuracy"] = acc
     metrics["test_samples"] = len(test)
     if hw.adc.bits is not None:
-        # Walden scaling (papers.md §4.9): energy per conversion ∝ 2^B, relative to 8-bit ADCs, same mapping
+        # Walden scaling (docs/papers.md §4.9): energy per conversion ∝ 2^B, relative to 8-bit ADCs, same mapping
         metrics["adc_power_rel"] = 2.0 ** (hw.adc.bits - 8)
     metrics.update(outcome.info)
     if config.get("metrics", {}).get("clean_accuracy"):

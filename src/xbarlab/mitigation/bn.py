@@ -1,4 +1,4 @@
-"""BatchNorm-based mitigation of crossbar non-idealities (P1 and P2 of ``papers.md``).
+"""BatchNorm-based mitigation of crossbar non-idealities (P1 and P2 of ``docs/papers.md``).
 
 Every function here works on an arbitrary :class:`torch.nn.Module`. The simulated chip is just a model whose
 analog layers compute with non-ideal weights, so the mitigation needs no knowledge of the noise model:
@@ -47,7 +47,7 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-#: Fraction of the old statistics left after n AdaBS calibration batches (Joshi et al. 2020, papers.md §4.2).
+#: Fraction of the old statistics left after n AdaBS calibration batches (Joshi et al. 2020, docs/papers.md §4.2).
 ADABS_RESIDUAL = 0.015
 
 
@@ -65,7 +65,7 @@ def bn_modules(model: nn.Module) -> list[tuple[str, _BatchNorm]]:
 
 
 def adabs_momentum(n: int) -> float:
-    """AdaBS momentum for ``n`` calibration batches, in PyTorch's convention (papers.md §4.2).
+    """AdaBS momentum for ``n`` calibration batches, in PyTorch's convention (docs/papers.md §4.2).
 
     Joshi et al. (2020) update ``µ ← p·µ + (1 − p)·µ_B`` with ``p = 0.015^(1/n)``, so that the old statistics
     keep a weight of 1.5 % after the n batches. PyTorch's ``momentum`` is ``1 − p``; e.g. n = 13 → 0.276.
@@ -269,7 +269,7 @@ def adapt_bn(
 ) -> BNAdaptResult:
     """Re-estimate every BN layer's running statistics on the (noisy) model; P2 reading A / P1 §1.7 A.
 
-    Procedure (papers.md §1.10 and §2.5 defaults): reset the running statistics, set ``momentum=None`` (exact
+    Procedure (docs/papers.md §1.10 and §2.5 defaults): reset the running statistics, set ``momentum=None`` (exact
     cumulative average over the calibration batches), put only the BN modules in train mode (dropout and every
     other module, e.g. analog layers, in eval mode) and forward ``num_batches`` batches from ``loader`` under
     ``torch.no_grad()``. Labels are not used. γ/β and all weights are never changed.
@@ -449,7 +449,7 @@ def finetune_bn(
 
     Every parameter is frozen except the BN ``weight`` (γ) and ``bias`` (β); only the BN modules are in train
     mode (so the running statistics are re-estimated implicitly, with ``bn_momentum``, PyTorch's default 0.1,
-    as papers.md §1.10 recommends), every other module (dropout, analog layers) is in eval mode. The
+    as docs/papers.md §1.10 recommends), every other module (dropout, analog layers) is in eval mode. The
     optimiser is SGD (``momentum``, ``weight_decay``) with ``StepLR(step_size=lr_step_epochs,
     gamma=lr_gamma)`` stepped per
     epoch: the defaults give P1's schedule 0.01, 0.01, 0.002, 0.002, 0.0004. Gradients flow through all

@@ -1,10 +1,10 @@
-"""Digital error compensation after analog layers (CorrectNet's "error compensation", papers.md §3.6).
+"""Digital error compensation after analog layers (CorrectNet's "error compensation", docs/papers.md §3.6).
 
 A compensated layer computes ``y' = y + g(y)`` where ``y`` is the analog layer's output and ``g`` a small
 digital, noise-free branch (it runs after the ADC, in the digital domain, and never sees device variation):
 
 * convolutions: ``g = B ∘ ReLU ∘ A`` with A a 1×1 conv C → max(1, C/r) and B a 1×1 conv back to C (r = 4,
-  papers.md §3.6 default);
+  docs/papers.md §3.6 default);
 * linear layers: the same bottleneck with ``nn.Linear`` maps (a low-rank branch of rank max(1, C/r));
 * optionally (``affine=True``, default) a per-channel affine term ``a ⊙ y + s`` (2·C parameters), the exact
   correction of a per-channel gain/offset error, which a rank-C/r branch cannot represent.
@@ -60,7 +60,7 @@ __all__ = [
 ]
 
 DEFAULT_REDUCTION = 4
-"""Bottleneck reduction r: the branch is C → C/r → C (papers.md §3.6)."""
+"""Bottleneck reduction r: the branch is C → C/r → C (docs/papers.md §3.6)."""
 
 
 @dataclass(frozen=True)

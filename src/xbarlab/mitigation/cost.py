@@ -1,4 +1,4 @@
-"""On-chip training cost model: BN-only fine-tuning vs full retraining (P1 §5, papers.md §1.9 R5).
+"""On-chip training cost model: BN-only fine-tuning vs full retraining (P1 §5, docs/papers.md §1.9 R5).
 
 P1 reports that fine-tuning only γ/β on a chip of 64×64 RRAM crossbars that support online training saves
 ~95 % (VGG16/CIFAR-10) and ~52 % (ResNet-18/TinyImageNet) of the training memory but only ~8 % of the energy,
@@ -76,7 +76,7 @@ class EnergyConstants:
             (Horowitz 2014) = 1.25 pJ/B.
         sram_write_pj_per_byte: SRAM write energy per byte, assumed equal to a read (1.25 pJ/B).
         cell_read_pj: crossbar array energy per cell per MVM (one analog MAC): ``V_read² · G · t_read`` with
-            V_read = 0.2 V, mean G = 10 µS (RRAM 2–20 µS, papers.md Table 1), t_read = 10 ns → 0.004 pJ.
+            V_read = 0.2 V, mean G = 10 µS (RRAM 2–20 µS, docs/papers.md Table 1), t_read = 10 ns → 0.004 pJ.
         dac_pj: driving one 8-bit input onto one crossbar row (or column, for the transposed MVM): 0.1 pJ
             (assumption; driver/DAC dominated, the line's C·V² is ~1 fJ for 64 cells).
         adc_pj: one 8-bit ADC conversion: 2.0 pJ = Walden figure of merit ≈ 8 fJ/conversion-step × 2^8

@@ -2,7 +2,7 @@
 
 Conductance drift ``G(t) = G(t0)·(t/t0)^(−ν)`` shrinks every crossbar output. Drift compensation measures a
 *read-out* of each analog layer right after programming (the reference, at t0) and again at inference time t
-(the current read-out), and multiplies the layer's outputs digitally by ``ref / cur`` (papers.md §4.2-§4.3):
+(the current read-out), and multiplies the layer's outputs digitally by ``ref / cur`` (docs/papers.md §4.2-§4.3):
 
 * ``kind="global"`` (aihwkit ``GlobalDriftCompensation``, Joshi's GDC): one factor per layer;
 * ``kind="per_column"`` (aihwkit ``PerColumnDriftCompensation``): one factor per output column (output channel).
@@ -20,7 +20,7 @@ Read-outs (``readout=``):
   noise): ``mean|W_eff|``.
 * ``"conductance"``: Joshi's hardware formulation: the summed current of all columns at a constant read
   voltage, i.e. ``Σ G(t)`` over every device of the layer (both devices of a pair, idle ones included), so
-  ``cur/ref = α̂`` of papers.md §4.2. Parasitics are ignored by this read-out.
+  ``cur/ref = α̂`` of docs/papers.md §4.2. Parasitics are ignored by this read-out.
 
 The factors are applied by a forward hook on each analog layer (``xbarlab.layers`` is not modified): the hook
 rescales the analog part of the output, ``y' = s·(y − b) + b`` (b: the digital bias), i.e. **after the ADC, in

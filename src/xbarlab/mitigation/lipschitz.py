@@ -1,4 +1,4 @@
-"""Lipschitz regularisation for error suppression (CorrectNet / CorrectNet+, papers.md §3.5 and §4.8).
+"""Lipschitz regularisation for error suppression (CorrectNet / CorrectNet+, docs/papers.md §3.5 and §4.8).
 
 Weight variations perturb every layer's output; a layer whose Lipschitz constant (its largest singular value
 for the ℓ2 norm) exceeds 1 amplifies the perturbation it receives, and the amplification compounds with depth
@@ -53,7 +53,7 @@ __all__ = [
 LIPSCHITZ_KINDS = ("parseval_neft", "parseval_matrix", "spectral")
 """Names accepted by :func:`lipschitz_regularizer`."""
 DEFAULT_BETA = 5e-4
-"""Penalty weight β (NeFT's value for its CorrectNet baseline, papers.md §3.5)."""
+"""Penalty weight β (NeFT's value for its CorrectNet baseline, docs/papers.md §3.5)."""
 DEFAULT_LAMBDA = 1.0
 """Target Gram scale λ (``WᵀW → λI``); λ = 1 is a Parseval (1-Lipschitz) layer."""
 DEFAULT_POWER_ITERATIONS = 10

@@ -1,4 +1,4 @@
-"""Noise-injection (hardware-aware) training, Joshi et al. 2020 (papers.md §4.1).
+"""Noise-injection (hardware-aware) training, Joshi et al. 2020 (docs/papers.md §4.1).
 
 During training, every selected Conv/Linear layer computes its forward pass with perturbed weights
 ``W + δW``, ``δW ~ N(0, σ_l²)`` independently per weight, with
@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 DEFAULT_ETA = 0.038
-"""η_tr = σ_δG / G_max = 0.94 µS / 25 µS ≈ 3.8 % (Joshi et al. 2020, papers.md §4.1)."""
+"""η_tr = σ_δG / G_max = 0.94 µS / 25 µS ≈ 3.8 % (Joshi et al. 2020, docs/papers.md §4.1)."""
 DEFAULT_ALPHA = 2.0
 """Clipping factor α: weights of layer l are clipped to ±α·std(W_l) (ResNet-32 value of Joshi et al.)."""
 NOISY_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -231,7 +231,7 @@ class NoiseInjection:
         """JSON-ready description (for checkpoint metadata)."""
         return {
             "method": "noise_injection",
-            "reference": "Joshi et al. 2020 (papers.md §4.1)",
+            "reference": "Joshi et al. 2020 (docs/papers.md §4.1)",
             "eta": self.eta,
             "alpha": self.alpha,
             "layers": list(self.layers),

@@ -1,6 +1,6 @@
 """P2 beyond classification: detection and segmentation under weight noise, with and without noise-aware BN.
 
-Noise model (papers.md §2.5 default): additive Gaussian noise on every conv weight, σ_l = η·max|W_l| per layer,
+Noise model (docs/papers.md §2.5 default): additive Gaussian noise on every conv weight, σ_l = η·max|W_l| per layer,
 one frozen instance per chip. On xbarlab crossbars (:func:`p2_noise_hardware`) this is the ``ideal`` preset
 with unquantised weights on one differential device pair with ON/OFF ratio 2 (G_on = 20 µS, G_off = 10 µS,
 ΔG = 10 µS) and frozen read noise relative to G_on with ``sigma = η/(2√2)``: each device carries
@@ -9,7 +9,7 @@ The idle device sits at 10 µS, ≥ 7σ_G above 0 up to η = 0.2, so the clamp a
 This is the encoding of the ``p2-noise-aware-bn`` sweep; :func:`measured_noise_ratio` checks it numerically on
 every evaluated chip (measured std of W_eff − W divided by η·max|W|).
 
-Methods, per chip instance (papers.md §2.6):
+Methods, per chip instance (docs/papers.md §2.6):
 
 * ``none``: the noisy chip with the pre-trained BN statistics;
 * ``bn_adapt`` (reading A, offline calibrated BN): reset the running statistics and re-estimate them with a
