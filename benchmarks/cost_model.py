@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from xbarlab.mitigation.cost import CostConfig, EnergyConstants, training_cost
+from xbarlab.analysis.cost import CostConfig, EnergyConstants, training_cost
 from xbarlab.models import build_model
 
 CASES = (

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from xbarlab.mitigation.cost import CostConfig, EnergyConstants, TrainingCostReport, training_cost
+from xbarlab.analysis.cost import CostConfig, EnergyConstants, TrainingCostReport, training_cost
 
 ZERO = {f.name: 0.0 for f in fields(EnergyConstants)}
 

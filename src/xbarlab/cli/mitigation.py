@@ -234,7 +234,7 @@ def cost(
     per_layer: bool = typer.Option(False, help="Print the per-layer table."),
 ) -> None:
     """On-chip training cost (P1 §5): memory and energy of BN-only fine-tuning vs full retraining."""
-    from xbarlab.mitigation.cost import training_cost
+    from xbarlab.analysis.cost import training_cost
     from xbarlab.models import build_model
 
     try:

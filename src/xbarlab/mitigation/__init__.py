@@ -2,8 +2,8 @@
 
 * BatchNorm methods (:mod:`xbarlab.mitigation.bn`): BN adaptation / noise-aware BN (P2 reading A, P1's
   baseline), online test-batch statistics (P2 reading B), BN γ/β fine-tuning (P1), BN state snapshots.
-* On-chip training cost model (:mod:`xbarlab.mitigation.cost`): memory and energy of BN-only fine-tuning vs
-  full retraining (P1 §5).
+
+The on-chip training cost model (P1 §5) is analysis, not mitigation: :mod:`xbarlab.analysis.cost`.
 """
 
 from __future__ import annotations
@@ -20,26 +20,11 @@ from xbarlab.mitigation.bn import (
     restore_bn_state,
     snapshot_bn_state,
 )
-from xbarlab.mitigation.cost import (
-    CostConfig,
-    EnergyBreakdown,
-    EnergyConstants,
-    LayerCost,
-    MemoryBreakdown,
-    TrainingCostReport,
-    training_cost,
-)
 
 __all__ = [
     "BNAdaptResult",
     "BNFinetuneResult",
     "BNModuleState",
-    "CostConfig",
-    "EnergyBreakdown",
-    "EnergyConstants",
-    "LayerCost",
-    "MemoryBreakdown",
-    "TrainingCostReport",
     "adabs_momentum",
     "adapt_bn",
     "bn_modules",
@@ -47,5 +32,4 @@ __all__ = [
     "online_bn",
     "restore_bn_state",
     "snapshot_bn_state",
-    "training_cost",
 ]
