@@ -1,13 +1,12 @@
 """Accuracy and Monte-Carlo evaluation over chip instances.
 
 Chip k of an evaluation with seed s is programmed with seed s + k, so a single chip is easy to reproduce.
-Each chip starts from a fresh copy of the converted model: mitigations on one chip never leak into the next.
+Each chip runs through the per-chip runner :func:`xbarlab.runner.run_chip` (a fresh copy of the converted
+model, seeded per chip as in a sweep trial): mitigations on one chip never leak into the next.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -16,20 +15,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from xbarlab.chip import (
-    MAX_SEED,
-    calibrate,
-    check_seed,
-    drift,
-    is_verified,
-    needs_calibration,
-    program,
-    verify_coverage,
-)
+from xbarlab.chip import MAX_SEED, check_seed, is_verified, verify_coverage
 from xbarlab.conversion import convert
 from xbarlab.data import make_loader
 from xbarlab.hardware import HardwareConfig
 from xbarlab.layers import AnalogLayer
+from xbarlab.runner import Calibration, Mitigation, RegisteredMitigation, run_chip
 from xbarlab.seeding import derive_seed
 from xbarlab.stats import Summary, summarize
 
@@ -107,24 +98,6 @@ class MonteCarloResult:
         }
 
 
-Mitigation = Callable[[nn.Module], Any]
-"""A function applied to each programmed (and calibrated) chip before testing.
-
-It may return ``None``, a dict of info for the record, or an object with ``info`` (dict) and ``evaluation`` (a
-context manager entered around the test, e.g. online BN) such as
-:class:`xbarlab.experiments.registry.MitigationOutcome`.
-"""
-
-
-def _unpack_outcome(outcome: Any) -> tuple[dict[str, Any], Any]:
-    if outcome is None:
-        return {}, contextlib.nullcontext()
-    if isinstance(outcome, dict):
-        return dict(outcome), contextlib.nullcontext()
-    evaluation = getattr(outcome, "evaluation", None)
-    return dict(getattr(outcome, "info", {}) or {}), evaluation or contextlib.nullcontext()
-
-
 def evaluate_chips(
     model: nn.Module,
     hw: HardwareConfig | None,
@@ -132,10 +105,10 @@ def evaluate_chips(
     *,
     chips: int = 5,
     seed: int = 0,
-    calib_loader: Iterable[Any] | Callable[[int], Iterable[Any]] | None = None,
+    calib_loader: Calibration | None = None,
     calib_batches: int = 4,
     t_seconds: float | None = None,
-    mitigation: Mitigation | None = None,
+    mitigation: Mitigation | RegisteredMitigation | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
     max_batches: int | None = None,
@@ -145,7 +118,8 @@ def evaluate_chips(
     ``model`` is a digital model (converted with ``hw``) or an already converted one (``hw`` None).
     ``calib_loader`` is either one iterable re-read for every chip, or a function of the chip seed returning the
     chip's calibration batches (e.g. :func:`seeded_calibration`): then chip seed s is calibrated on the same
-    data whatever ``seed`` and ``chips`` the evaluation was started with.
+    data whatever ``seed`` and ``chips`` the evaluation was started with. Each chip runs through
+    :func:`xbarlab.runner.run_chip` (``mitigation``: a plain callable or a registered method with its options).
     """
     if chips < 1:
         raise ValueError(f"chips: invalid value {chips}; allowed: >= 1")
@@ -162,27 +136,27 @@ def evaluate_chips(
     hw_name: str = base_hw.name if isinstance(base_hw, HardwareConfig) else "converted"
     results: list[ChipResult] = []
     start = time.perf_counter()
-    progress_ctx = _progress(progress, chips, hw_name)
-    with progress_ctx as bar:
+
+    def metric(chip: nn.Module) -> float:
+        return accuracy(chip, test_loader, device=device, max_batches=max_batches)
+
+    with _progress(progress, chips, hw_name) as bar:
         for k in range(chips):
-            chip = copy.deepcopy(base)
-            # the global torch RNG (data augmentation of mitigations) seeded per chip as in a sweep trial, so
-            # chip seed s gives the same result here, in `xbarlab mitigate` and in a sweep; restored afterwards
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(derive_seed(seed + k, "trial"))
-                program(chip, seed + k)
-                if t_seconds is not None:
-                    drift(chip, t_seconds)
-                if needs_calibration(chip):
-                    if calib_loader is None:
-                        raise ValueError("calib_loader: required, the hardware has DAC/ADC converters to calibrate")
-                    batches = calib_loader(seed + k) if callable(calib_loader) else calib_loader
-                    calibrate(chip, batches, num_batches=calib_batches, device=device)
-                info, context = _unpack_outcome(mitigation(chip) if mitigation is not None else None)
-                with context:
-                    acc = accuracy(chip, test_loader, device=device, max_batches=max_batches)
-            results.append(ChipResult(k, seed + k, acc, dict(info)))
-            bar.advance(acc)
+            # chip k: a fresh copy of the base, seeded per chip as in a sweep trial (xbarlab.runner), so chip
+            # seed s gives the same result here, in `xbarlab mitigate` and in a sweep
+            run = run_chip(
+                base,
+                None,
+                metric,
+                seed=seed + k,
+                t_seconds=t_seconds,
+                calibration=calib_loader,
+                calib_batches=calib_batches,
+                mitigation=mitigation,
+                device=device,
+            )
+            results.append(ChipResult(k, seed + k, run.value, dict(run.info)))
+            bar.advance(run.value)
     return MonteCarloResult(
         hw_name,
         tuple(results),

@@ -9,11 +9,11 @@ Models and data sets are cached per worker process (:data:`_CACHE`): loaded once
 worker runs. With Ray, the driver puts them in the object store once (:func:`shared_payloads`) and workers
 install them with :func:`install_payload` instead of reading files.
 
-The accuracy trial: load the digital model → :func:`xbarlab.convert` with the resolved hardware →
-:func:`xbarlab.program` (chip seed) → optional :func:`xbarlab.drift` → :func:`xbarlab.calibrate` when
-converters are enabled → the mitigation → test-set accuracy (plus PC2 of a probe layer, and the digital
-model's clean accuracy, when requested). All randomness derives from the chip seed, so a trial gives the same
-metrics on every executor.
+The accuracy trial: load the digital model, then the per-chip runner (:func:`xbarlab.runner.run_chip`):
+:func:`xbarlab.convert` with the resolved hardware → :func:`xbarlab.program` (chip seed) → optional
+:func:`xbarlab.drift` → :func:`xbarlab.calibrate` when converters are enabled → PC2 of a probe layer (when
+requested) → the mitigation → test-set accuracy (plus the digital model's clean accuracy, when requested).
+All randomness derives from the chip seed, so a trial gives the same metrics on every executor.
 """
 
 from __future__ import annotations
@@ -44,8 +44,6 @@ from xbarlab.checkpoint import (
     load_model_state,
     load_pretrained,
 )
-from xbarlab.chip import calibrate, drift, needs_calibration, program
-from xbarlab.conversion import convert
 from xbarlab.data import AUGMENTATIONS, ImageDataset, dataset_info, get_dataset, make_loader
 from xbarlab.evaluation import accuracy
 from xbarlab.experiments.registry import get_mitigation, get_trial_kind, import_plugins
@@ -55,6 +53,7 @@ from xbarlab.metrics import pc2, pc2_proj
 from xbarlab.models import build_model
 from xbarlab.models.common import channels_last
 from xbarlab.models.registry import KWARGS_ATTR, NAME_ATTR
+from xbarlab.runner import RegisteredMitigation, run_chip
 from xbarlab.seeding import derive_seed
 
 __all__ = [
@@ -307,6 +306,17 @@ def _find_layer(chip: nn.Module, name: str) -> nn.Module:
     return layers[name]
 
 
+_TIMING_KEYS = {
+    "convert_s": "convert_s",
+    "program_s": "program_s",
+    "calibrate_s": "calibrate_s",
+    "probe_s": "pc2_s",
+    "mitigate_s": "mitigation_s",
+    "evaluate_s": "evaluate_s",
+}
+"""The runner's stage timings under the trial's (stored) timing names."""
+
+
 def accuracy_trial(config: Mapping[str, Any]) -> dict[str, Any]:
     """The ``accuracy`` trial kind (see the module docstring); returns ``{"metrics", "timings"}``."""
     timings: dict[str, float] = {}
@@ -333,53 +343,53 @@ def accuracy_trial(config: Mapping[str, Any]) -> dict[str, Any]:
     test_loader = make_loader(test, int(data["batch_size"]), shuffle=False, device=device)
     lap("load_s")
 
-    torch.manual_seed(derive_seed(seed, "trial"))
     hw = HardwareConfig.from_dict(config["hardware"])
-    chip = convert(digital, hw).to(device)
-    lap("convert_s")
-    program(chip, seed)
-    if config.get("drift_s") is not None:
-        drift(chip, float(config["drift_s"]))
-    lap("program_s")
-    if needs_calibration(chip):
-        calib = make_loader(
-            train.with_augmentation(None),
-            int(data["calib_batch_size"]),
-            shuffle=True,
-            seed=derive_seed(seed, "calibration"),
-        )
-        calibrate(chip, calib, num_batches=int(data["calib_batches"]), device=device)
-    lap("calibrate_s")
+    calib = make_loader(
+        train.with_augmentation(None),
+        int(data["calib_batch_size"]),
+        shuffle=True,
+        seed=derive_seed(seed, "calibration"),
+    )
+    probe_layer = config.get("metrics", {}).get("pc2_layer")
+    t = config.get("drift_s")
 
-    metrics: dict[str, Any] = {}
-    probe = config.get("metrics", {}).get("pc2_layer")
-    if probe:
-        layer = _find_layer(chip, str(probe))
+    def probe(chip: nn.Module) -> dict[str, Any]:
+        layer = _find_layer(chip, str(probe_layer))
         with torch.no_grad():
             value = pc2(layer.weight, layer.effective_weight())  # type: ignore[operator]
-        metrics["pc2"] = value
-        t = config.get("drift_s")
+        out: dict[str, Any] = {"pc2": value}
         if t is not None and hw.drift.kind == "power_law":
-            metrics["pc2_proj"] = pc2_proj(value, float(t), hw.drift.t0_s, hw.drift.nu_mean)
-        lap("pc2_s")
+            out["pc2_proj"] = pc2_proj(value, float(t), hw.drift.t0_s, hw.drift.nu_mean)
+        return out
 
     mitigation = config.get("mitigation", {"name": "none", "options": {}})
-    definition = get_mitigation(str(mitigation["name"]))
     ctx = TrialContext(config, seed, device, train)
-    outcome = definition.apply(chip, ctx, dict(mitigation.get("options", {})))
-    lap("mitigation_s")
-    if outcome.evaluation is not None:
-        with outcome.evaluation:
-            acc = accuracy(chip, test_loader, device=device)
-    else:
-        acc = accuracy(chip, test_loader, device=device)
-    lap("evaluate_s")
+    run = run_chip(
+        digital,
+        hw,
+        lambda chip: accuracy(chip, test_loader, device=device),
+        seed=seed,
+        t_seconds=None if t is None else float(t),
+        calibration=calib,
+        calib_batches=int(data["calib_batches"]),
+        probe=probe if probe_layer else None,
+        mitigation=RegisteredMitigation(
+            get_mitigation(str(mitigation["name"])), dict(mitigation.get("options", {})), lambda _seed: ctx
+        ),
+        device=device,
+    )
+    for stage, key in _TIMING_KEYS.items():
+        if stage in run.timings:
+            timings[key] = run.timings[stage]
+    clock = time.perf_counter()
+    metrics: dict[str, Any] = dict(run.probe)
+    acc = run.value
     metrics["accuracy"] = acc
     metrics["test_samples"] = len(test)
     if hw.adc.bits is not None:
         # Walden scaling (docs/papers.md §4.9): energy per conversion ∝ 2^B, relative to 8-bit ADCs, same mapping
         metrics["adc_power_rel"] = 2.0 ** (hw.adc.bits - 8)
-    metrics.update(outcome.info)
+    metrics.update(run.info)
     if config.get("metrics", {}).get("clean_accuracy"):
         key = f"clean:{_model_key(config['model'])}:{_data_key(data, 'test')}:{n_test}:{data['batch_size']}"
         if key not in _CACHE:

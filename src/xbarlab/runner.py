@@ -1,0 +1,173 @@
+"""The per-chip runner: program → drift → calibrate → probe → mitigate → metric on one chip instance.
+
+:func:`run_chip` is the one loop body behind :func:`xbarlab.evaluation.evaluate_chips` (``xbarlab evaluate``,
+``xbarlab mitigate``, P3), the sweep's accuracy trial (:func:`xbarlab.experiments.trial.accuracy_trial`, hence
+the demo) and P2's noise and drift experiments. Chip seed s is programmed with seed s, and the global torch RNG
+(data augmentation and dropout of mitigations) is seeded with ``derive_seed(s, "trial")`` inside a forked RNG
+state (restored afterwards): chip seed s gives the same numbers in every caller.
+
+Each chip starts from its own model: the digital model converted with ``hw``, or a deep copy of an already
+converted base, so that a mitigation on one chip never leaks into the next.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from xbarlab.chip import calibrate, drift, needs_calibration, program
+from xbarlab.conversion import convert
+from xbarlab.hardware import HardwareConfig
+from xbarlab.layers import AnalogLayer
+from xbarlab.mitigation.registry import MitigationContext, MitigationDef
+from xbarlab.seeding import derive_seed
+
+__all__ = ["Calibration", "ChipRun", "Metric", "Mitigation", "RegisteredMitigation", "run_chip", "unpack_outcome"]
+
+Metric = Callable[[nn.Module], Any]
+"""The measurement of a prepared chip: e.g. top-1 accuracy (%) on a test loader, or a dict of P2 task metrics."""
+
+Calibration = Iterable[Any] | Callable[[int], Iterable[Any]]
+"""Calibration batches: one iterable re-read for every chip, or a function of the chip seed returning them
+(:func:`xbarlab.evaluation.seeded_calibration`: the sweep's ``derive_seed(seed, "calibration")`` shuffle)."""
+
+Mitigation = Callable[[nn.Module], Any]
+"""A function applied to each programmed (and calibrated) chip before its metric.
+
+It may return ``None``, a dict of info for the record, or an object with ``info`` (dict) and ``evaluation`` (a
+context manager entered around the metric, e.g. online BN) such as
+:class:`xbarlab.mitigation.registry.MitigationOutcome`.
+"""
+
+
+@dataclass(frozen=True)
+class RegisteredMitigation:
+    """A registered mitigation with its full option set and the context it gets for a chip seed."""
+
+    definition: MitigationDef
+    options: Mapping[str, Any]
+    context: Callable[[int], MitigationContext]
+    """Chip seed → what the mitigation may use (seeded loaders, device, configuration)."""
+
+    def apply(self, chip: nn.Module, seed: int) -> Any:
+        """Apply the mitigation to ``chip`` (chip seed ``seed``); returns its outcome."""
+        return self.definition.apply(chip, self.context(seed), dict(self.options))
+
+
+@dataclass(frozen=True)
+class ChipRun:
+    """One chip instance: its seed, the metric's value, the probe's and the mitigation's numbers, timings.
+
+    ``timings`` (s): ``convert_s`` (conversion or copy of the base), ``program_s`` (programming and drift),
+    ``calibrate_s``, ``probe_s`` (only with a probe), ``mitigate_s``, ``evaluate_s`` (the metric).
+    """
+
+    seed: int
+    value: Any
+    probe: Mapping[str, Any] = field(default_factory=dict)
+    info: Mapping[str, Any] = field(default_factory=dict)
+    timings: Mapping[str, float] = field(default_factory=dict)
+
+
+def unpack_outcome(outcome: Any) -> tuple[dict[str, Any], contextlib.AbstractContextManager[Any]]:
+    """A mitigation's return value as (info dict, evaluation context)."""
+    if outcome is None:
+        return {}, contextlib.nullcontext()
+    if isinstance(outcome, dict):
+        return dict(outcome), contextlib.nullcontext()
+    evaluation = getattr(outcome, "evaluation", None)
+    return dict(getattr(outcome, "info", {}) or {}), evaluation or contextlib.nullcontext()
+
+
+def _fresh_chip(model: nn.Module, hw: HardwareConfig | None, device: str | torch.device) -> nn.Module:
+    if hw is not None:
+        return convert(model, hw).to(device)
+    if not any(isinstance(m, AnalogLayer) for m in model.modules()):
+        raise ValueError("hw: required when model is not converted yet")
+    return copy.deepcopy(model).to(device)
+
+
+def _calibrate(
+    chip: nn.Module, calibration: Calibration | None, seed: int, batches: int, verify: bool, device: Any
+) -> None:
+    if needs_calibration(chip):
+        if calibration is None:
+            raise ValueError("calib_loader: required, the hardware has DAC/ADC converters to calibrate")
+        n = batches
+    elif verify and calibration is not None:
+        n = 1  # no converters: one batch verifies that every analog layer runs on the chip
+    else:
+        return
+    data = calibration(seed) if callable(calibration) else calibration
+    calibrate(chip, data, num_batches=n, device=device)
+
+
+def run_chip(
+    model: nn.Module,
+    hw: HardwareConfig | None,
+    metric: Metric,
+    *,
+    seed: int,
+    t_seconds: float | None = None,
+    calibration: Calibration | None = None,
+    calib_batches: int = 4,
+    verify: bool = False,
+    probe: Callable[[nn.Module], Mapping[str, Any]] | None = None,
+    mitigation: Mitigation | RegisteredMitigation | None = None,
+    device: str | torch.device = "cpu",
+) -> ChipRun:
+    """Program one chip with ``seed``, optionally drift, calibrate, probe and mitigate it, then measure it.
+
+    Args:
+        model: a digital model (converted with ``hw``) or an already converted base (``hw`` None; deep-copied).
+        metric: called on the prepared chip (inside the mitigation's evaluation context); its value is returned.
+        seed: the chip seed (programming; the global torch RNG gets ``derive_seed(seed, "trial")``).
+        t_seconds: read time since programming (s); ``None``: no drift.
+        calibration: calibration batches (or a function of the chip seed); required when the chip has
+            DAC/ADC converters, which are calibrated on ``calib_batches`` batches.
+        verify: calibrate a chip without converters on one batch of ``calibration`` anyway (it verifies that
+            every analog layer runs on the chip: :class:`xbarlab.chip.CoverageError` otherwise).
+        probe: called after calibration, before the mitigation; returns numbers for the record (e.g. PC2).
+        mitigation: a plain callable or a :class:`RegisteredMitigation`.
+        device: torch device of the chip.
+    """
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = now - clock
+        clock = now
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "trial"))
+        chip = _fresh_chip(model, hw, device)
+        lap("convert_s")
+        program(chip, seed)
+        if t_seconds is not None:
+            drift(chip, t_seconds)
+        lap("program_s")
+        _calibrate(chip, calibration, seed, calib_batches, verify, device)
+        lap("calibrate_s")
+        probed: dict[str, Any] = {}
+        if probe is not None:
+            probed = dict(probe(chip))
+            lap("probe_s")
+        if isinstance(mitigation, RegisteredMitigation):
+            outcome = mitigation.apply(chip, seed)
+        else:
+            outcome = mitigation(chip) if mitigation is not None else None
+        info, context = unpack_outcome(outcome)
+        lap("mitigate_s")
+        with context:
+            value = metric(chip)
+        lap("evaluate_s")
+    return ChipRun(seed, value, probed, info, timings)
