@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from xbarlab.mitigation.noise_injection import NoiseInjection, clip_weights, noise_sigma
 
@@ -126,3 +126,69 @@ def test_with_training_loop_clips_every_step() -> None:
         w = layer.weight.detach()
         assert float(w.abs().max()) <= 1.5 * float(w.std()) * 1.05  # clipped after the last step
     assert cb.clipped > 0
+
+
+class _Attn(nn.Module):
+    """A bare ``nn.MultiheadAttention`` (packed or separate q/k/v weights) followed by a Linear head."""
+
+    def __init__(self, kdim: int | None = None) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.attn = nn.MultiheadAttention(64, 4, batch_first=True, kdim=kdim, vdim=kdim)
+        self.head = nn.Linear(64, 3)
+
+    def forward(self, x: Tensor, kv: Tensor) -> Tensor:
+        return self.head(self.attn(x, kv, kv, need_weights=False)[0])
+
+
+def _seen_weights(model: _Attn) -> dict[str, Tensor]:
+    """A pre-hook registered after the injection's: the weights the attention's forward reads."""
+    seen: dict[str, Tensor] = {}
+
+    def grab(module: nn.Module, args: object) -> None:
+        for name in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"):
+            w = getattr(module, name, None)
+            if w is not None:
+                seen[name] = w.detach().clone()
+        seen["out_proj"] = module.out_proj.weight.detach().clone()
+
+    model.attn.register_forward_pre_hook(grab)
+    return seen
+
+
+@pytest.mark.parametrize("kdim", [None, 32])
+def test_attention_projections_noised_with_stated_sigma(kdim: int | None) -> None:
+    model = _Attn(kdim).train()
+    x, kv = torch.randn(2, 5, 64), torch.randn(2, 7, kdim or 64)
+    ni = NoiseInjection(model, eta=0.05, alpha=1.5).attach()
+    packed = kdim is None
+    parts = ["in_proj"] if packed else ["q_proj", "k_proj", "v_proj"]
+    assert list(ni.layers) == [*(f"attn.{p}" for p in parts), "attn.out_proj", "head"]
+    seen = _seen_weights(model)
+    clean = {
+        **{p: getattr(model.attn, f"{p}_weight").detach().clone() for p in parts},
+        "out_proj": model.attn.out_proj.weight.detach().clone(),
+    }
+    torch.manual_seed(3)
+    model(x, kv).sum().backward()
+    for p, w in clean.items():
+        delta = seen[f"{p}_weight" if p != "out_proj" else p] - w
+        n = delta.numel()
+        ratio = float(delta.std()) / (0.05 * float(w.abs().max()))
+        assert abs(ratio - 1.0) < 5.0 / (2 * n) ** 0.5, (p, ratio, n)  # std of a sample std: sigma/sqrt(2n)
+        assert abs(float(delta.mean())) < 5.0 * 0.05 * float(w.abs().max()) / n**0.5
+    # the clean parameters are stored and get the gradient; clipping covers the in-projection too
+    for p in parts:
+        param = getattr(model.attn, f"{p}_weight")
+        assert isinstance(param, nn.Parameter) and param.grad is not None
+        assert torch.equal(param.detach(), clean[p])
+    first = getattr(model.attn, f"{parts[0]}_weight")
+    bound = 1.5 * float(first.detach().std())
+    assert ni.clip_weights() > 0  # xavier-uniform init: max|W| = 1.73 std > 1.5 std
+    assert float(first.detach().abs().max()) == pytest.approx(bound, rel=1e-6)
+    ni.detach()
+    model.eval()
+    with torch.no_grad():
+        ref = model(x, kv)
+    with NoiseInjection(model, eta=0.05), torch.no_grad():
+        assert torch.equal(model(x, kv), ref)  # eval mode: no noise

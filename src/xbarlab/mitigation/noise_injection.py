@@ -17,7 +17,15 @@ standard deviation of the layer's (clean) weights (α = 2.0 for ResNet-32 in Jos
 Mechanism: a forward pre-hook on each layer swaps the registered ``weight`` parameter for the tensor
 ``weight + δW`` for the duration of that layer's forward (the parameter entry stays in place, so parameter
 order and names never change); a forward hook registered with ``always_call=True``
-puts the parameter back (also when the forward raises). The state dict, the optimizer's parameter list and the
+puts the parameter back (also when the forward raises).
+
+``nn.MultiheadAttention`` reads its projections directly (``in_proj_weight`` or ``q/k/v_proj_weight``, and
+``out_proj.weight`` without calling ``out_proj``), and the chip runs them analog (xbarlab.attention), so the hooks
+sit on the attention module itself and perturb, for the duration of its forward, the in-projection (listed as
+``<name>.in_proj``, one σ = η·max|W| over the packed q/k/v matrix, as it is one weight of the module; or
+``<name>.q_proj`` / ``.k_proj`` / ``.v_proj`` for separate weights) and ``<name>.out_proj``. An attention written
+with ``nn.Linear`` (BERT/GPT style, or :class:`xbarlab.attention.SplitMultiheadAttention`) calls its Linears and is
+noised through them. The state dict, the optimizer's parameter list and the
 checkpoints therefore never see the perturbed weights.
 
 Use with :func:`xbarlab.training.train`::
@@ -73,12 +81,11 @@ def _noise_sigma_t(weight: Tensor, eta: float) -> Tensor:
 
 
 @torch.no_grad()
-def _clip_weights_t(layers: Sequence[nn.Module], alpha: float) -> Tensor:
-    """:func:`clip_weights` on the layers' device: the count of changed weights as a 0-d int64 tensor (no host
-    read). A layer whose bound α·std(W) is not > 0 is left unchanged, as on the host."""
+def _clip_tensors_t(weights: Sequence[Tensor], alpha: float) -> Tensor:
+    """Clip each weight tensor in place to ±α·std(W) on its device: the count of changed weights as a 0-d int64
+    tensor (no host read). A weight whose bound α·std(W) is not > 0 is left unchanged, as on the host."""
     changed: Tensor | None = None
-    for layer in layers:
-        w = layer.weight
+    for w in weights:
         if not isinstance(w, Tensor) or w.numel() < 2:
             continue
         bound = w.std().double() * float(alpha)
@@ -89,6 +96,18 @@ def _clip_weights_t(layers: Sequence[nn.Module], alpha: float) -> Tensor:
     if changed is None:
         return torch.zeros((), dtype=torch.int64)
     return changed
+
+
+def _clip_weights_t(layers: Sequence[nn.Module], alpha: float) -> Tensor:
+    """:func:`clip_weights` on the layers' device (each layer's ``weight``)."""
+    return _clip_tensors_t([layer.weight for layer in layers], alpha)  # type: ignore[misc]
+
+
+def _module_order(name: str, order: dict[str, int]) -> tuple[int, int]:
+    """Sort key of a listed name: the model's module order (an attention's in-projection before its out_proj)."""
+    if name in order:
+        return (order[name], 1)
+    return (order.get(name.rsplit(".", 1)[0], -1), 0)
 
 
 def clip_weights(layers: Sequence[nn.Module], alpha: float) -> int:
@@ -134,20 +153,53 @@ class NoiseInjection:
         self.alpha = None if alpha is None else float(alpha)
         self.generator = generator
         self.layers: dict[str, nn.Module] = {}
+        """Selected name → module owning the weight (the attention module for its in-projection)."""
+        self._targets: dict[str, tuple[nn.Module, str]] = {}
+        self._hooked: dict[int, tuple[nn.Module, list[tuple[nn.Module, str]]]] = {}
+
+        def selected(name: str) -> bool:
+            return any(fnmatch.fnmatchcase(name, p) for p in include) and not any(
+                fnmatch.fnmatchcase(name, p) for p in exclude
+            )
+
+        def add(name: str, owner: nn.Module, pname: str, hook_module: nn.Module) -> None:
+            if not selected(name):
+                return
+            self.layers[name] = owner
+            self._targets[name] = (owner, pname)
+            self._hooked.setdefault(id(hook_module), (hook_module, []))[1].append((owner, pname))
+
+        attention_outs: set[int] = set()
         for name, module in model.named_modules():
+            if not isinstance(module, nn.MultiheadAttention):
+                continue
+            prefix = f"{name}." if name else ""
+            if module._qkv_same_embed_dim:
+                if isinstance(module.in_proj_weight, nn.Parameter):
+                    add(f"{prefix}in_proj", module, "in_proj_weight", module)
+            else:
+                for part in ("q", "k", "v"):
+                    if isinstance(getattr(module, f"{part}_proj_weight", None), nn.Parameter):
+                        add(f"{prefix}{part}_proj", module, f"{part}_proj_weight", module)
+            out = module.out_proj
+            attention_outs.add(id(out))
+            if isinstance(getattr(out, "weight", None), nn.Parameter):
+                add(f"{prefix}out_proj", out, "weight", module)
+        for name, module in model.named_modules():
+            if id(module) in attention_outs:
+                continue
             if not isinstance(module, NOISY_TYPES) or not isinstance(getattr(module, "weight", None), nn.Parameter):
                 continue
-            if any(fnmatch.fnmatchcase(name, p) for p in include) and not any(
-                fnmatch.fnmatchcase(name, p) for p in exclude
-            ):
-                self.layers[name] = module
+            add(name, module, "weight", module)
         if not self.layers:
             raise ValueError(
                 f"include/exclude: no Conv/Linear layer of the model selected (include={list(include)}, "
                 f"exclude={list(exclude)})"
             )
+        order = {n: i for i, (n, _) in enumerate(model.named_modules())}
+        self.layers = {n: self.layers[n] for n in sorted(self.layers, key=lambda n: _module_order(n, order))}
         self._handles: list[RemovableHandle] = []
-        self._saved: dict[int, nn.Parameter] = {}
+        self._saved: dict[tuple[int, str], nn.Parameter] = {}
         self.forward_count = 0
 
     # ---------------------------------------------------------------------------------------------- hooks
@@ -160,7 +212,7 @@ class NoiseInjection:
         """Install the hooks (idempotent); returns ``self``."""
         if self._handles:
             return self
-        for module in self.layers.values():
+        for module, _ in self._hooked.values():
             self._handles.append(module.register_forward_pre_hook(self._pre_hook))
             self._handles.append(module.register_forward_hook(self._post_hook, always_call=True))
         return self
@@ -170,7 +222,7 @@ class NoiseInjection:
         for handle in self._handles:
             handle.remove()
         self._handles = []
-        for module in self.layers.values():
+        for module, _ in self._hooked.values():
             self._restore(module)
 
     def __enter__(self) -> NoiseInjection:
@@ -180,28 +232,42 @@ class NoiseInjection:
         self.detach()
 
     def _pre_hook(self, module: nn.Module, args: Any) -> None:
-        if not module.training or self.eta == 0.0 or id(module) in self._saved:
+        if not module.training or self.eta == 0.0:
             return
-        param = module._parameters["weight"]
-        assert isinstance(param, nn.Parameter)
-        sigma = _noise_sigma_t(param, self.eta)  # on the device: no host read per forward
-        noise = torch.randn(param.shape, generator=self.generator, dtype=param.dtype, device=param.device)
-        noisy = param + (sigma * noise).detach()
-        self._saved[id(module)] = param
-        module._parameters["weight"] = None  # keeps the key (and the parameter order) in place
-        object.__setattr__(module, "weight", noisy)
-        self.forward_count += 1
+        for owner, pname in self._hooked[id(module)][1]:
+            key = (id(owner), pname)
+            if key in self._saved:
+                continue
+            param = owner._parameters[pname]
+            assert isinstance(param, nn.Parameter)
+            sigma = _noise_sigma_t(param, self.eta)  # on the device: no host read per forward
+            noise = torch.randn(param.shape, generator=self.generator, dtype=param.dtype, device=param.device)
+            noisy = param + (sigma * noise).detach()
+            self._saved[key] = param
+            owner._parameters[pname] = None  # keeps the key (and the parameter order) in place
+            object.__setattr__(owner, pname, noisy)
+            self.forward_count += 1
 
     def _post_hook(self, module: nn.Module, args: Any, output: Any) -> None:
         self._restore(module)
 
     def _restore(self, module: nn.Module) -> None:
-        param = self._saved.pop(id(module), None)
-        if param is None:
-            return
-        if "weight" in module.__dict__:
-            object.__delattr__(module, "weight")
-        module._parameters["weight"] = param
+        for owner, pname in self._hooked[id(module)][1]:
+            param = self._saved.pop((id(owner), pname), None)
+            if param is None:
+                continue
+            if pname in owner.__dict__:
+                object.__delattr__(owner, pname)
+            owner._parameters[pname] = param
+
+    def weights(self) -> dict[str, Tensor]:
+        """The clean (stored) weight of every selected layer, by listed name (the in-projection for attention)."""
+        out: dict[str, Tensor] = {}
+        for name, (owner, pname) in self._targets.items():
+            w = self._saved.get((id(owner), pname), owner._parameters[pname])
+            assert isinstance(w, Tensor)
+            out[name] = w
+        return out
 
     # ---------------------------------------------------------------------------------------------- clipping
     def clip_weights(self) -> int:
@@ -212,7 +278,7 @@ class NoiseInjection:
         """:meth:`clip_weights` without a host read: the count of changed weights as a 0-d device tensor."""
         if self.alpha is None:
             return torch.zeros((), dtype=torch.int64)
-        return _clip_weights_t(list(self.layers.values()), self.alpha)
+        return _clip_tensors_t(list(self.weights().values()), self.alpha)
 
     def callback(self) -> NoiseInjectionCallback:
         """A :class:`xbarlab.training.TrainCallback` that clips the weights after every optimizer step."""
@@ -220,12 +286,7 @@ class NoiseInjection:
 
     def sigmas(self) -> dict[str, float]:
         """Current σ_l = η·max|W_l| per selected layer (weight units)."""
-        out = {}
-        for name, m in self.layers.items():
-            w = self._saved.get(id(m), m.weight)
-            assert isinstance(w, Tensor)
-            out[name] = noise_sigma(w, self.eta)
-        return out
+        return {name: noise_sigma(w, self.eta) for name, w in self.weights().items()}
 
     def config(self) -> dict[str, Any]:
         """JSON-ready description (for checkpoint metadata)."""
