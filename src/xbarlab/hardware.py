@@ -19,77 +19,8 @@ from typing import Any, ClassVar, TypeVar, get_args, get_origin, get_type_hints
 
 import yaml
 
-from xbarlab import yamlio
-
-
-class ConfigError(ValueError):
-    """An invalid configuration value; the message names the field, the value and what is allowed.
-
-    ``problem`` replaces the default "invalid value <value>" part of the message when a valid value is wrong in
-    its context (e.g. a parameter of a section that is switched off).
-    """
-
-    def __init__(self, path: str, value: Any, allowed: str, problem: str | None = None) -> None:
-        self.path = path
-        self.value = value
-        self.allowed = allowed
-        self.problem = problem
-        what = f"invalid value {value!r}" if problem is None else problem
-        super().__init__(f"{path}: {what}; allowed: {allowed}")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # picklable (worker processes re-raise it in the parent)
-        return (type(self), (self.path, self.value, self.allowed, self.problem))
-
-    def prefixed(self, root: str) -> ConfigError:
-        """The same error with its path below ``root`` (e.g. ``layers[0].settings``); unchanged for an empty root."""
-        if not root:
-            return self
-        return ConfigError(_join(root, self.path), self.value, self.allowed, self.problem)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# validation helpers
-
-
-def _number(
-    path: str,
-    value: Any,
-    *,
-    lo: float | None = None,
-    hi: float | None = None,
-    lo_open: bool = False,
-    allow_inf: bool = False,
-) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(path, value, "a number")
-    if math.isnan(value) or (math.isinf(value) and not allow_inf):
-        raise ConfigError(path, value, "a finite number")
-    lo_txt = "" if lo is None else (f"> {lo}" if lo_open else f">= {lo}")
-    hi_txt = "" if hi is None else f"<= {hi}"
-    allowed = " and ".join(t for t in (lo_txt, hi_txt) if t) or "any number"
-    if lo is not None and (value <= lo if lo_open else value < lo):
-        raise ConfigError(path, value, allowed)
-    if hi is not None and value > hi:
-        raise ConfigError(path, value, allowed)
-
-
-def _integer(path: str, value: Any, *, lo: int, hi: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(path, value, f"an integer in [{lo}, {hi}]")
-    if not lo <= value <= hi:
-        raise ConfigError(path, value, f"an integer in [{lo}, {hi}]")
-
-
-def _choice(path: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(path, value, "one of " + ", ".join(repr(c) for c in choices))
-
-
-def _bool(path: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ConfigError(path, value, "true or false")
-
+from xbarlab import schema, yamlio
+from xbarlab.schema import ConfigError as ConfigError  # re-exported: users catch xbarlab.hardware.ConfigError
 
 # --------------------------------------------------------------------------------------------------------------
 # sections
@@ -103,8 +34,8 @@ class CrossbarConfig:
     cols: int = 64
 
     def validate(self, path: str) -> None:
-        _integer(f"{path}.rows", self.rows, lo=1, hi=4096)
-        _integer(f"{path}.cols", self.cols, lo=1, hi=4096)
+        schema.integer(f"{path}.rows", self.rows, lo=1, hi=4096)
+        schema.integer(f"{path}.cols", self.cols, lo=1, hi=4096)
 
 
 @dataclass(frozen=True)
@@ -128,8 +59,8 @@ class WeightConfig:
     noise_granularity: str = "slice"
 
     def validate(self, path: str) -> None:
-        _integer(f"{path}.bits", self.bits, lo=1, hi=16)
-        _choice(f"{path}.noise_granularity", self.noise_granularity, ("slice", "weight"))
+        schema.integer(f"{path}.bits", self.bits, lo=1, hi=16)
+        schema.choice(f"{path}.noise_granularity", self.noise_granularity, ("slice", "weight"))
         if self.quantize is True and self.noise_granularity == "weight" and self.bits_per_cell != self.bits:
             slices = -(-self.bits // self.bits_per_cell) if isinstance(self.bits_per_cell, int) else "?"
             raise ConfigError(
@@ -140,10 +71,10 @@ class WeightConfig:
                 problem=f"{self.bits_per_cell!r} has no effect with noise_granularity 'weight' (one device pair "
                 f"holds all {self.bits} bits of a weight)",
             )
-        _integer(f"{path}.bits_per_cell", self.bits_per_cell, lo=1, hi=max(1, self.bits))
-        _choice(f"{path}.mapping", self.mapping, ("differential", "offset"))
-        _bool(f"{path}.quantize", self.quantize)
-        _choice(f"{path}.noise_granularity", self.noise_granularity, ("slice", "weight"))
+        schema.integer(f"{path}.bits_per_cell", self.bits_per_cell, lo=1, hi=max(1, self.bits))
+        schema.choice(f"{path}.mapping", self.mapping, ("differential", "offset"))
+        schema.boolean(f"{path}.quantize", self.quantize)
+        schema.choice(f"{path}.noise_granularity", self.noise_granularity, ("slice", "weight"))
         if self.mapping == "offset" and self.quantize and self.bits < 2:
             raise ConfigError(f"{path}.bits", self.bits, ">= 2 with the offset mapping (one bit is the sign)")
 
@@ -163,8 +94,8 @@ class DeviceConfig:
     def validate(self, path: str) -> None:
         if not isinstance(self.name, str):
             raise ConfigError(f"{path}.name", self.name, "a string")
-        _number(f"{path}.r_on_ohm", self.r_on_ohm, lo=0.0, lo_open=True)
-        _number(f"{path}.on_off_ratio", self.on_off_ratio, lo=1.0, lo_open=True, allow_inf=True)
+        schema.number(f"{path}.r_on_ohm", self.r_on_ohm, lo=0.0, lo_open=True)
+        schema.number(f"{path}.on_off_ratio", self.on_off_ratio, lo=1.0, lo_open=True, allow_inf=True)
 
     @property
     def g_on_s(self) -> float:
@@ -202,8 +133,8 @@ class ProgrammingConfig:
     sigma: float = 0.0
 
     def validate(self, path: str) -> None:
-        _choice(f"{path}.kind", self.kind, self.KINDS)
-        _number(f"{path}.sigma", self.sigma, lo=0.0)
+        schema.choice(f"{path}.kind", self.kind, self.KINDS)
+        schema.number(f"{path}.sigma", self.sigma, lo=0.0)
 
 
 @dataclass(frozen=True)
@@ -225,10 +156,10 @@ class ReadNoiseConfig:
     mode: str = "frozen"
 
     def validate(self, path: str) -> None:
-        _choice(f"{path}.kind", self.kind, self.KINDS)
-        _number(f"{path}.sigma", self.sigma, lo=0.0)
-        _number(f"{path}.offset_us", self.offset_us, lo=0.0)
-        _choice(f"{path}.mode", self.mode, ("frozen", "per_mvm"))
+        schema.choice(f"{path}.kind", self.kind, self.KINDS)
+        schema.number(f"{path}.sigma", self.sigma, lo=0.0)
+        schema.number(f"{path}.offset_us", self.offset_us, lo=0.0)
+        schema.choice(f"{path}.mode", self.mode, ("frozen", "per_mvm"))
         if self.kind == "pcm_1f" and self.mode != "frozen":
             raise ConfigError(f"{path}.mode", self.mode, "'frozen' with kind 'pcm_1f' (noise accumulated over time)")
 
@@ -251,11 +182,11 @@ class DriftConfig:
     scale: float = 1.0
 
     def validate(self, path: str) -> None:
-        _choice(f"{path}.kind", self.kind, self.KINDS)
-        _number(f"{path}.nu_mean", self.nu_mean, lo=0.0, hi=2.0)
-        _number(f"{path}.nu_std", self.nu_std, lo=0.0, hi=2.0)
-        _number(f"{path}.t0_s", self.t0_s, lo=0.0, lo_open=True)
-        _number(f"{path}.scale", self.scale, lo=0.0)
+        schema.choice(f"{path}.kind", self.kind, self.KINDS)
+        schema.number(f"{path}.nu_mean", self.nu_mean, lo=0.0, hi=2.0)
+        schema.number(f"{path}.nu_std", self.nu_std, lo=0.0, hi=2.0)
+        schema.number(f"{path}.t0_s", self.t0_s, lo=0.0, lo_open=True)
+        schema.number(f"{path}.scale", self.scale, lo=0.0)
 
 
 @dataclass(frozen=True)
@@ -266,8 +197,8 @@ class FaultConfig:
     sa1_rate: float = 0.0
 
     def validate(self, path: str) -> None:
-        _number(f"{path}.sa0_rate", self.sa0_rate, lo=0.0, hi=1.0)
-        _number(f"{path}.sa1_rate", self.sa1_rate, lo=0.0, hi=1.0)
+        schema.number(f"{path}.sa0_rate", self.sa0_rate, lo=0.0, hi=1.0)
+        schema.number(f"{path}.sa1_rate", self.sa1_rate, lo=0.0, hi=1.0)
         if self.sa0_rate + self.sa1_rate > 1.0:
             raise ConfigError(f"{path}.sa1_rate", self.sa1_rate, f"<= {1.0 - self.sa0_rate} (sa0 + sa1 <= 1)")
 
@@ -286,9 +217,9 @@ class DACConfig:
 
     def validate(self, path: str) -> None:
         if self.bits is not None:
-            _integer(f"{path}.bits", self.bits, lo=2, hi=16)
-        _choice(f"{path}.range_mode", self.range_mode, ("max", "percentile"))
-        _number(f"{path}.percentile", self.percentile, lo=50.0, hi=100.0, lo_open=True)
+            schema.integer(f"{path}.bits", self.bits, lo=2, hi=16)
+        schema.choice(f"{path}.range_mode", self.range_mode, ("max", "percentile"))
+        schema.number(f"{path}.percentile", self.percentile, lo=50.0, hi=100.0, lo_open=True)
 
 
 @dataclass(frozen=True)
@@ -306,10 +237,10 @@ class ADCConfig:
 
     def validate(self, path: str) -> None:
         if self.bits is not None:
-            _integer(f"{path}.bits", self.bits, lo=2, hi=16)
-        _choice(f"{path}.range_mode", self.range_mode, ("max", "percentile"))
-        _number(f"{path}.percentile", self.percentile, lo=50.0, hi=100.0, lo_open=True)
-        _number(f"{path}.noise_lsb", self.noise_lsb, lo=0.0)
+            schema.integer(f"{path}.bits", self.bits, lo=2, hi=16)
+        schema.choice(f"{path}.range_mode", self.range_mode, ("max", "percentile"))
+        schema.number(f"{path}.percentile", self.percentile, lo=50.0, hi=100.0, lo_open=True)
+        schema.number(f"{path}.noise_lsb", self.noise_lsb, lo=0.0)
         if self.noise_lsb > 0 and self.bits is None:
             raise ConfigError(f"{path}.noise_lsb", self.noise_lsb, "0 when the ADC is off (bits: null)")
 
@@ -329,9 +260,9 @@ class ParasiticsConfig:
     r_sense_ohm: float = 1000.0
 
     def validate(self, path: str) -> None:
-        _bool(f"{path}.enabled", self.enabled)
+        schema.boolean(f"{path}.enabled", self.enabled)
         for name in ("r_driver_ohm", "r_wire_row_ohm", "r_wire_col_ohm", "r_sense_ohm"):
-            _number(f"{path}.{name}", getattr(self, name), lo=0.0)
+            schema.number(f"{path}.{name}", getattr(self, name), lo=0.0)
 
 
 @dataclass(frozen=True)
@@ -437,7 +368,7 @@ class HardwareConfig:
         for section in SECTIONS:
             out[section] = dataclasses.asdict(getattr(self, section))
         out["keep_digital"] = list(self.keep_digital)
-        out["layers"] = [{"pattern": o.pattern, "settings": _plain(o.settings)} for o in self.layers]
+        out["layers"] = [{"pattern": o.pattern, "settings": schema.plain(o.settings)} for o in self.layers]
         return out
 
     @classmethod
@@ -454,7 +385,9 @@ class HardwareConfig:
         allowed = {"name", "keep_digital", "layers", "preset", *SECTIONS}
         unknown = sorted(set(data) - allowed)
         if unknown:
-            raise ConfigError(_join(path, unknown[0]), data[unknown[0]], "a key among " + ", ".join(sorted(allowed)))
+            raise ConfigError(
+                schema.join(path, unknown[0]), data[unknown[0]], "a key among " + ", ".join(sorted(allowed))
+            )
         base: HardwareConfig
         if "preset" in data:
             try:
@@ -471,22 +404,22 @@ class HardwareConfig:
         for section, section_cls in SECTIONS.items():
             if section in data:
                 kwargs[section] = _section_from_dict(
-                    section_cls, data[section], _join(path, section), getattr(base, section)
+                    section_cls, data[section], schema.join(path, section), getattr(base, section)
                 )
         if "keep_digital" in data:
             value = data["keep_digital"]
             if not isinstance(value, (list, tuple)):
-                raise ConfigError(_join(path, "keep_digital"), value, "a list of module-name globs")
+                raise ConfigError(schema.join(path, "keep_digital"), value, "a list of module-name globs")
             kwargs["keep_digital"] = tuple(value)
         if "layers" in data:
-            kwargs["layers"] = _overrides_from(data["layers"], _join(path, "layers"))
+            kwargs["layers"] = _overrides_from(data["layers"], schema.join(path, "layers"))
         try:
             config = dataclasses.replace(base, **kwargs)
         except ConfigError as exc:  # validate() names paths relative to this config
             raise exc.prefixed(path) from None
         for section in SECTIONS:
             if section in data:
-                _check_switched_off(section, data[section], getattr(config, section), _join(path, section))
+                _check_switched_off(section, data[section], getattr(config, section), schema.join(path, section))
         return config
 
     def to_yaml(self) -> str:
@@ -527,12 +460,12 @@ class HardwareConfig:
         for key, value in settings.items():
             if key in SECTIONS:
                 if not isinstance(value, Mapping):
-                    raise ConfigError(_join(root, key), value, "a mapping of fields")
+                    raise ConfigError(schema.join(root, key), value, "a mapping of fields")
                 merged = dict(data[key])
                 unknown = sorted(set(value) - set(merged))
                 if unknown:
                     raise ConfigError(
-                        _join(root, f"{key}.{unknown[0]}"),
+                        schema.join(root, f"{key}.{unknown[0]}"),
                         value[unknown[0]],
                         "a field among " + ", ".join(merged),
                     )
@@ -542,12 +475,12 @@ class HardwareConfig:
                 data[key] = value
             else:
                 raise ConfigError(
-                    _join(root, key), value, "a key among name, keep_digital, layers, " + ", ".join(SECTIONS)
+                    schema.join(root, key), value, "a key among name, keep_digital, layers, " + ", ".join(SECTIONS)
                 )
         config = HardwareConfig.from_dict(data, path=root)
         for key, value in settings.items():
             if key in SECTIONS:
-                _check_switched_off(key, value, getattr(config, key), _join(root, key))
+                _check_switched_off(key, value, getattr(config, key), schema.join(root, key))
         return config
 
     def for_layer(self, layer_name: str) -> HardwareConfig:
@@ -606,7 +539,7 @@ def preset_entry(name: str) -> tuple[str, dict[str, Any]]:
     if name not in _preset_index():
         raise ConfigError("preset", name, "one of " + ", ".join(sorted(_preset_index())))
     description, settings = _read_preset_file(name)
-    return description, _plain(settings)
+    return description, schema.plain(settings)
 
 
 def preset_config(name: str) -> HardwareConfig:
@@ -656,20 +589,8 @@ def _read_preset_file(name: str) -> tuple[str, Mapping[str, Any]]:
 T = TypeVar("T")
 
 
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
 def _looks_like_path(text: str) -> bool:
     return "\n" not in text and (text.endswith((".yaml", ".yml")) or Path(text).is_file())
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 _INFINITIES = ("inf", "+inf", "-inf")
@@ -695,7 +616,7 @@ def _float_fields(section_cls: type) -> set[str]:
 
 def _decode_infinities(settings: Mapping[str, Any]) -> dict[str, Any]:
     """Layer-override settings with ``"inf"`` strings in float fields read as floats (JSON round trip)."""
-    out = _plain(settings)
+    out = schema.plain(settings)
     for section, values in out.items():
         if section in SECTIONS and isinstance(values, dict):
             floats = _float_fields(SECTIONS[section])
