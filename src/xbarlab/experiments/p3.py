@@ -52,6 +52,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from xbarlab.atomic import atomic_write_text
+
 __all__ = [
     "P3_HARDWARE",
     "STAGE_FORMAT",
@@ -289,10 +291,7 @@ def _read_json(path: Path) -> Any:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(data, indent=2, default=_json_default))
 
 
 def _json_default(obj: Any) -> Any:
