@@ -94,3 +94,18 @@ def test_hardware_reexports_the_one_error_type() -> None:
     from xbarlab import hardware
 
     assert hardware.ConfigError is ConfigError
+
+
+def test_mitigation_options_are_refused_with_the_one_error_type() -> None:
+    from xbarlab.mitigation.registry import OptionLimit, check_options
+
+    with pytest.raises(ConfigError) as info:
+        check_options("bn_adapt", {"momentum": 0.0})
+    assert str(info.value) == "option 'momentum' of mitigation 'bn_adapt': invalid value 0.0; allowed: > 0 and <= 1"
+    with pytest.raises(ConfigError, match=r"^option 'nb' of mitigation 'bn_adapt': unknown option; allowed: num_b"):
+        check_options("bn_adapt", {"nb": 1})
+    with pytest.raises(ConfigError, match=r"invalid value 2.5; allowed: an integer$"):
+        check_options("bn_adapt", {"num_batches": 2.5})
+    assert check_options("bn_adapt", {"momentum": 1})["momentum"] == 1.0
+    assert OptionLimit(lo=0.0, hi=1.0, hi_open=True).check(1.0) == ">= 0 and < 1"
+    assert OptionLimit(lo=0.0, hi=1.0, hi_open=True).check(0.5) is None

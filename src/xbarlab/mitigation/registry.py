@@ -29,7 +29,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from xbarlab import schema
 from xbarlab.mitigation.bn import adapt_bn, bn_modules, finetune_bn, online_bn
+from xbarlab.schema import ConfigError
 
 __all__ = [
     "MitigationContext",
@@ -108,19 +110,15 @@ class OptionLimit:
     choices: tuple[str, ...] = ()
 
     def check(self, value: Any) -> str | None:
-        """What is allowed, when ``value`` is not; ``None`` when it is."""
+        """What is allowed, when ``value`` is not; ``None`` when it is (text of :func:`xbarlab.schema.bounds_text`)."""
         if value is None:
             return None
         if self.choices:
             return None if value in self.choices else "one of " + ", ".join(self.choices)
-        lo = "" if self.lo is None else f"{'>' if self.lo_open else '>='} {self.lo:g}"
-        hi = "" if self.hi is None else f"{'<' if self.hi_open else '<='} {self.hi:g}"
-        allowed = " and ".join(x for x in (lo, hi) if x)
-        if self.lo is not None and (value < self.lo or (self.lo_open and value == self.lo)):
-            return allowed
-        if self.hi is not None and (value > self.hi or (self.hi_open and value == self.hi)):
-            return allowed
-        return None
+        bounds = dict(lo_open=self.lo_open, hi_open=self.hi_open)
+        if schema.in_bounds(value, self.lo, self.hi, **bounds):
+            return None
+        return schema.bounds_text(self.lo, self.hi, **bounds)
 
 
 _MITIGATIONS: dict[str, MitigationDef] = {}
@@ -172,39 +170,39 @@ def _type_name(default: Any) -> str:
 
 def _matches(default: Any, value: Any) -> bool:
     if default is None:
-        return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+        return value is None or schema.is_number(value)
     if isinstance(default, bool):
         return isinstance(value, bool)
     if isinstance(default, int):
         return isinstance(value, int) and not isinstance(value, bool)
     if isinstance(default, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return schema.is_number(value)
     return isinstance(value, type(default))
 
 
 def check_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
     """The full option set of mitigation ``name``: defaults updated with ``options``, type-checked.
 
-    Raises ``ValueError`` whose message names the option, the value and what is allowed; ``KeyError`` for an
-    unknown mitigation.
+    Raises :class:`xbarlab.schema.ConfigError` (a ``ValueError``) whose message names the option, the value and
+    what is allowed; ``KeyError`` for an unknown mitigation.
     """
     definition = get_mitigation(name)
     unknown = sorted(set(options) - set(definition.options))
     if unknown:
         allowed = ", ".join(definition.options) or "none (this mitigation takes no options)"
-        raise ValueError(f"option {unknown[0]!r} of mitigation {name!r} is unknown; allowed: {allowed}")
+        key = unknown[0]
+        raise ConfigError(f"option {key!r} of mitigation {name!r}", options[key], allowed, "unknown option")
     merged = dict(definition.options)
     for key, value in options.items():
         default = definition.options[key]
+        where = f"option {key!r} of mitigation {name!r}"
         if not _matches(default, value):
-            raise ValueError(
-                f"option {key!r} of mitigation {name!r}: invalid value {value!r}; allowed: {_type_name(default)}"
-            )
+            raise ConfigError(where, value, _type_name(default))
         merged[key] = float(value) if isinstance(default, float) else value
         limit = definition.limits.get(key)
         problem = limit.check(value) if limit is not None else None
         if problem is not None:
-            raise ValueError(f"option {key!r} of mitigation {name!r}: invalid value {value!r}; allowed: {problem}")
+            raise ConfigError(where, value, problem)
     return merged
 
 
