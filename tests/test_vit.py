@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from xbarlab.mitigation.noise_injection import NoiseInjection
 from xbarlab.models import build_model, model_spec
 from xbarlab.training import TrainConfig, _make_optimizer
 
@@ -72,3 +73,19 @@ def test_shipped_vit_tiny_fmnist_matches_its_record() -> None:
     _, acc = evaluate(model, test.subset(range(n)))
     # the first 1,000 test images vs the full-test-set record: within 3 binomial standard errors (±2.8 points)
     assert abs(acc - 0.9055) < 3 * (0.9055 * 0.0945 / n) ** 0.5, acc
+
+
+def test_noise_injection_covers_every_analog_projection_of_vit_tiny() -> None:
+    """Every weight the chip makes analog gets training noise, the attention in-projections included."""
+    torch.manual_seed(0)
+    model = build_model("vit-tiny").train()
+    ni = NoiseInjection(model, eta=0.038, alpha=None)
+    per_layer = ["self_attn.in_proj", "self_attn.out_proj", "linear1", "linear2"]
+    assert list(ni.layers) == [
+        "patch_embed",
+        *(f"encoder.layers.{i}.{p}" for i in range(4) for p in per_layer),
+        "fc",
+    ]
+    with ni:
+        model(torch.randn(2, 1, 28, 28))
+        assert ni.forward_count == 18  # 18 weights perturbed in one training forward
