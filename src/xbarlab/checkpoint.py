@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from xbarlab import __version__
+from xbarlab.atomic import atomic_write, atomic_write_text
 from xbarlab.models.registry import KWARGS_ATTR, NAME_ATTR, build_model
 
 __all__ = [
@@ -87,26 +86,13 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write via a temporary file in the same folder, then rename (an interruption leaves no half file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_pair(path: str | Path, tensors: dict[str, Tensor], meta: dict[str, Any], kind: str) -> Path:
     st_path, js_path = checkpoint_paths(path)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-    _atomic_write(st_path, lambda p: save_file(tensors, str(p), metadata={"format": kind}))
+    atomic_write(st_path, lambda p: save_file(tensors, str(p), metadata={"format": kind}))
     doc = {"format": kind, "format_version": FORMAT_VERSION, **meta, "weights_sha256": _sha256(st_path)}
     text = json.dumps(doc, indent=2, sort_keys=False, default=_json_default) + "\n"
-    _atomic_write(js_path, lambda p: p.write_text(text))
+    atomic_write_text(js_path, text)
     return st_path
 
 
@@ -202,7 +188,7 @@ def rehash(path: str | Path, *, force: bool = False) -> str:
         )
     meta[key] = actual
     text = json.dumps(meta, indent=2, sort_keys=False, default=_json_default) + "\n"
-    _atomic_write(js_path, lambda p: p.write_text(text))
+    atomic_write_text(js_path, text)
     return actual
 
 

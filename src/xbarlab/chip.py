@@ -22,6 +22,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from xbarlab import __version__, devices
+from xbarlab.atomic import atomic_write
 from xbarlab.conversion import convert
 from xbarlab.hardware import ConfigError, HardwareConfig
 from xbarlab.jsonio import json_safe, write_json
@@ -367,9 +368,7 @@ def save_chip(model: nn.Module, path: str | Path, *, extra: dict[str, Any] | Non
     for layer in layers:  # per-MVM noise streams continue where they were after loading
         for device, gen_state in layer.mvm_rng_state().items():
             state[_rng_key(layer, device)] = gen_state.contiguous().cpu()
-    tmp_t = tensors_path.with_name(tensors_path.name + ".tmp")
-    save_file(state, str(tmp_t), metadata={"format": CHIP_FORMAT})
-    tmp_t.replace(tensors_path)
+    atomic_write(tensors_path, lambda p: save_file(state, str(p), metadata={"format": CHIP_FORMAT}))
     meta: dict[str, Any] = {
         "format": CHIP_FORMAT,
         "xbarlab_version": __version__,

@@ -11,6 +11,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from xbarlab.atomic import atomic_write_text
+
 __all__ = ["json_safe", "write_json"]
 
 
@@ -26,8 +28,5 @@ def json_safe(value: Any) -> Any:
 
 
 def write_json(path: Path, payload: Any) -> None:
-    """Write ``payload`` as strict JSON (indent 2) atomically: a temporary file, then a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(json_safe(payload), indent=2, default=str, allow_nan=False) + "\n")
-    tmp.replace(path)
+    """Write ``payload`` as strict JSON (indent 2) atomically (:func:`xbarlab.atomic.atomic_write`)."""
+    atomic_write_text(path, json.dumps(json_safe(payload), indent=2, default=str, allow_nan=False) + "\n")

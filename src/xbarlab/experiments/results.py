@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from xbarlab.atomic import atomic_write, atomic_write_text
 from xbarlab.experiments.spec import format_value
 from xbarlab.experiments.store import ResultRow
 
@@ -114,7 +115,7 @@ def write_table(
             if records
             else pa.table({c: pa.array([], type=pa.string()) for c in columns})
         )
-        _atomic(Path(out), lambda p: pq.write_table(table, str(p)))
+        atomic_write(out, lambda p: pq.write_table(table, str(p)))
         return None
     if fmt == "csv":
         buf = io.StringIO()
@@ -129,24 +130,8 @@ def write_table(
         text = format_table(columns, records) + "\n"
     if out is None:
         return text
-    _atomic(Path(out), lambda p: p.write_text(text))
+    atomic_write_text(out, text)
     return None
-
-
-def _atomic(path: Path, write: Any) -> None:
-    import os
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def print_text(text: str) -> None:

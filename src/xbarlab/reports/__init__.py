@@ -22,14 +22,13 @@ HTML, so the HTML page alone is the complete report).
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xbarlab.atomic import atomic_write_text
 from xbarlab.experiments.results import tidy, write_table
 from xbarlab.experiments.spec import format_value
 from xbarlab.experiments.store import ResultRow, Store
@@ -68,15 +67,6 @@ def _f(value: float | None, metric: str) -> str:
     if "accuracy" in metric or metric.endswith("acc"):
         return f"{value:.2f}"
     return f"{value:.4g}"
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def _sorted_groups(data: SweepData) -> list[Group]:
@@ -356,8 +346,8 @@ def render_report(
     write_table(columns, records, "csv", csv_path)
     md_path = out / "report.md"
     html_path = out / "report.html"
-    _atomic_write(md_path, to_markdown(blocks, out))
-    _atomic_write(html_path, to_html(blocks, page_title))
+    atomic_write_text(md_path, to_markdown(blocks, out))
+    atomic_write_text(html_path, to_html(blocks, page_title))
     return Report(out, md_path, html_path, csv_path, tuple(plots), tuple(d.name for d in datas))
 
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from xbarlab.atomic import atomic_write
 from xbarlab.experiments.spec import canonical_json, format_value
 from xbarlab.reports.aggregate import Group, SweepData, is_number, pareto_front, short_key
 
@@ -350,9 +351,8 @@ def _value(data: SweepData, g: Group, name: str) -> float | None:
 def _save(fig: Any, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        atomic_write(path, lambda p: fig.savefig(p, dpi=110))
+    finally:
+        plt.close(fig)
     return path
