@@ -109,3 +109,42 @@ def test_mitigation_options_are_refused_with_the_one_error_type() -> None:
     assert check_options("bn_adapt", {"momentum": 1})["momentum"] == 1.0
     assert OptionLimit(lo=0.0, hi=1.0, hi_open=True).check(1.0) == ">= 0 and < 1"
     assert OptionLimit(lo=0.0, hi=1.0, hi_open=True).check(0.5) is None
+
+
+def test_sweep_errors_are_config_errors_with_file_and_line() -> None:
+    from xbarlab.experiments.spec import SweepSpecError, parse_spec
+
+    text = "name: s\nbase:\n  model: {pretrained: resnet20-fmnist}\n  data: {dataset: digits, batch_size: 0}\n"
+    text += "  hardware: {preset: fefet}\ngrid:\n  chips_x: [1]\n"
+    with pytest.raises(ConfigError) as info:
+        parse_spec(text, source="s.yaml")
+    err = info.value
+    assert isinstance(err, SweepSpecError) and (err.source, err.line, err.key) == ("s.yaml", 4, "base.data.batch_size")
+    assert str(err) == "s.yaml:4: base.data.batch_size: invalid value 0; allowed: an integer >= 1"
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is SweepSpecError and str(back) == str(err) and back.line == 4
+
+
+def test_yaml_line_map_and_duplicate_keys() -> None:
+    from xbarlab.yamlio import YamlInputError, load_with_lines
+
+    data, lines = load_with_lines("a:\n  b: 1\n  c: [x, y]\n", "f.yaml")
+    assert data == {"a": {"b": 1, "c": ["x", "y"]}}
+    assert lines == {("a",): 1, ("a", "b"): 2, ("a", "c"): 3, ("a", "c", "0"): 3, ("a", "c", "1"): 3}
+    with pytest.raises(YamlInputError) as info:
+        load_with_lines("a:\n  b: 1\n  b: 2\n", "f.yaml")
+    assert (info.value.key, info.value.line) == ("a.b", 3)
+    assert str(info.value) == "f.yaml:3: duplicate key; allowed: each key once per mapping"
+
+
+def test_one_set_parser() -> None:
+    from xbarlab.yamlio import parse_assignments
+
+    assert parse_assignments(["read_noise.sigma=1e-1", " chips =3", "x=[1,"], example="a=1") == {
+        "read_noise.sigma": 0.1,
+        "chips": 3,
+        "x": "[1,",
+    }
+    for bad in ("chips", "=3"):
+        with pytest.raises(ValueError, match=r"^--set '.*': expected KEY=VALUE, e.g. a=1$"):
+            parse_assignments([bad], example="a=1")

@@ -73,13 +73,10 @@ class ConfigError(ValueError):
         self.source = source
         self.line = line
         self.keys = keys if keys is not None else tuple(path.split(".")) if path else ()
-        super().__init__(self._where() + f"{path}: {self.detail}")
-
-    @property
-    def detail(self) -> str:
+        what = f"invalid value {value!r}" if problem is None else problem
+        self.detail = f"{what}; allowed: {allowed}"
         """The message without the location and the path: ``<problem>; allowed: <allowed>``."""
-        what = f"invalid value {self.value!r}" if self.problem is None else self.problem
-        return f"{what}; allowed: {self.allowed}"
+        super().__init__(self._where() + f"{path}: {self.detail}")
 
     def _where(self) -> str:
         if self.source is None and self.line is None:

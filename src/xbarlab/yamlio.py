@@ -19,7 +19,18 @@ from typing import Any
 
 import yaml
 
-__all__ = ["FLOAT_PATTERN", "Loader", "YamlInputError", "load_document", "load_file", "load_yaml", "parse_value"]
+__all__ = [
+    "FLOAT_PATTERN",
+    "KeyPath",
+    "Loader",
+    "YamlInputError",
+    "load_document",
+    "load_file",
+    "load_with_lines",
+    "load_yaml",
+    "parse_assignments",
+    "parse_value",
+]
 
 FLOAT_PATTERN = re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
 """Scientific notation without the YAML 1.1 requirements (dot, signed exponent): ``1e5``, ``1.5e-3``, ``-2E+4``."""
@@ -30,10 +41,14 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 class YamlInputError(yaml.YAMLError, ValueError):
     """Invalid YAML input: message ``<source>:<line>: <problem>`` (``line`` 1-based, None when unknown)."""
 
-    def __init__(self, problem: str, *, source: str | None = None, line: int | None = None) -> None:
+    def __init__(
+        self, problem: str, *, source: str | None = None, line: int | None = None, key: str | None = None
+    ) -> None:
         self.problem = problem
         self.source = source
         self.line = line
+        self.key = key
+        """Dotted key path of the offending key (a duplicate key in :func:`load_with_lines`), else None."""
         where = source or "<yaml>"
         if line is not None:
             where += f":{line}"
@@ -118,3 +133,71 @@ def parse_value(text: str) -> Any:
         return load_yaml(text)
     except yaml.YAMLError:
         return text
+
+
+KeyPath = tuple[str, ...]
+"""A key path in a YAML document: mapping keys, and list indices as strings (``("grid", "chips")``)."""
+
+
+def load_with_lines(text: str, source: str | None = None) -> tuple[Any, dict[KeyPath, int]]:
+    """Parse YAML text; returns the data (None for an empty text) and a map from key paths to 1-based lines.
+
+    Invalid YAML raises :class:`YamlInputError` (``invalid YAML: ...`` with its line); a key given twice raises it
+    with ``key`` set to the duplicate's dotted path and the line of its second occurrence.
+    """
+    loader = Loader(text)
+    lines: dict[KeyPath, int] = {}
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, lines
+        _walk(node, (), lines, source)
+        data = loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        raise YamlInputError(f"invalid YAML: {exc.problem or exc}", source=source, line=line) from exc
+    except YamlInputError:
+        raise
+    except yaml.YAMLError as exc:
+        raise YamlInputError(f"invalid YAML: {exc}", source=source) from exc
+    finally:
+        loader.dispose()
+    return data, lines
+
+
+def _walk(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], source: str | None) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise YamlInputError(
+                    "duplicate key; allowed: each key once per mapping",
+                    source=source,
+                    line=line,
+                    key=".".join((*path, key)),
+                )
+            seen.add(key)
+            lines[(*path, key)] = line
+            _walk(value_node, (*path, key), lines, source)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[(*path, str(i))] = item.start_mark.line + 1
+            _walk(item, (*path, str(i)), lines, source)
+
+
+def parse_assignments(items: list[str] | tuple[str, ...], *, option: str = "--set", example: str) -> dict[str, Any]:
+    """``KEY=VALUE`` command-line items as ``{key: value}``, each value read by :func:`parse_value`.
+
+    An item without ``=`` or with an empty key raises ``ValueError``:
+    ``<option> '<item>': expected KEY=VALUE, e.g. <example>``.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{option} {item!r}: expected KEY=VALUE, e.g. {example}")
+        out[key.strip()] = parse_value(value)
+    return out

@@ -35,16 +35,13 @@ def _load_hardware(spec: str) -> Any:
 
 
 def _parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``--set`` values read as YAML 1.2 (``1e-1`` is a number); invalid YAML raises ``yaml.YAMLError``."""
-    from xbarlab.yamlio import load_yaml
+    """``--set`` hardware changes by :func:`xbarlab.yamlio.parse_assignments` (values read as YAML 1.2)."""
+    from xbarlab.yamlio import parse_assignments
 
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise typer.BadParameter(f"--set {item!r}: expected dotted.key=value")
-        key, value = item.split("=", 1)
-        out[key.strip()] = load_yaml(value)
-    return out
+    try:
+        return parse_assignments(items, example="read_noise.sigma=0.1")
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
 
 
 def _check_device(device: str) -> Any:

@@ -178,21 +178,20 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run a sweep (resumable: trials already in the store are skipped)."""
         from xbarlab.experiments.executors import check_executor
-        from xbarlab.experiments.spec import SweepSpecError, check_inputs, load_spec, parse_value, resolve_trials
+        from xbarlab.experiments.spec import SweepSpecError, check_inputs, load_spec, resolve_trials
         from xbarlab.experiments.sweep import run_sweep
+        from xbarlab.yamlio import parse_assignments
 
         try:
             check_executor(executor, address=address)
         except ValueError as exc:
             _err(f"error: {exc}")
             raise typer.Exit(2) from exc
-        overrides = {}
-        for item in set_ or []:
-            key, sep, value = item.partition("=")
-            if not sep or not key.strip():
-                _err(f"error: --set {item!r}: expected KEY=VALUE, e.g. base.data.test_samples=1000")
-                raise typer.Exit(2)
-            overrides[key.strip()] = parse_value(value)
+        try:
+            overrides = parse_assignments(set_ or [], example="base.data.test_samples=1000")
+        except ValueError as exc:
+            _err(f"error: {exc}")
+            raise typer.Exit(2) from exc
         from xbarlab.cli.core import _check_device
 
         if device is not None:

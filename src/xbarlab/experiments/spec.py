@@ -27,7 +27,6 @@ allowed. The full key reference is in ``docs/experiments.md``.
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
 import json
 import math
@@ -38,18 +37,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from xbarlab import yamlio
 from xbarlab.checkpoint import list_pretrained, load_checkpoint, load_pretrained
 from xbarlab.data import DatasetError, get_dataset
 from xbarlab.data.check import check_model_input
 from xbarlab.data.registry import dataset_info, list_datasets
+from xbarlab.experiments.identity import TRIAL_FORMAT, canonical_json, format_value, plain, trial_hash
 from xbarlab.experiments.registry import check_options, import_plugins, list_mitigations, list_trial_kinds
 from xbarlab.experiments.trial import model_fingerprint
-from xbarlab.hardware import SECTIONS, ConfigError, HardwareConfig
+from xbarlab.hardware import SECTIONS, HardwareConfig
 from xbarlab.presets import load_preset
-from xbarlab.yamlio import Loader as _Loader
+from xbarlab.schema import ConfigError, Field, check_mapping
 
 __all__ = [
     "TRIAL_FORMAT",
@@ -65,29 +63,30 @@ __all__ = [
     "list_builtin_sweeps",
     "load_spec",
     "parse_spec",
-    "parse_value",
     "resolve_trials",
     "trial_hash",
 ]
 
-TRIAL_FORMAT = 1
-"""Version of the resolved trial configuration; part of every trial's identity."""
-
 _MISSING: Any = object()
 
 
-class SweepSpecError(ValueError):
-    """An invalid sweep file. ``key`` is the dotted key, ``line`` its 1-based line (None when unknown)."""
+class SweepSpecError(ConfigError):
+    """An invalid sweep file (a :class:`xbarlab.schema.ConfigError`). ``key`` is the dotted key, ``line`` its
+    1-based line (None when unknown); the message is ``<source>:<line>: <key>: <detail>``."""
 
     def __init__(self, message: str, *, key: str, line: int | None = None, source: str | None = None) -> None:
         self.key = key
-        self.line = line
+        problem, _, allowed = message.partition("; allowed: ")
+        super().__init__(key, None, allowed, problem, source=source or "<sweep>", line=line)
         self.source = source
         self.detail = message
-        where = source or "<sweep>"
-        if line is not None:
-            where += f":{line}"
-        super().__init__(f"{where}: {key}: {message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_error, (self.detail, self.key, self.line, self.source))
+
+
+def _rebuild_error(message: str, key: str, line: int | None, source: str | None) -> SweepSpecError:
+    return SweepSpecError(message, key=key, line=line, source=source)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -103,152 +102,60 @@ Path_ = tuple[str, ...]
 
 def _read_yaml(text: str, source: str | None) -> tuple[Any, dict[Path_, int]]:
     """Parse YAML text; returns the data and a map from key paths to 1-based line numbers."""
-    loader = _Loader(text)
-    lines: dict[Path_, int] = {}
     try:
-        node = loader.get_single_node()
-        if node is None:
-            return None, lines
-        _walk(node, (), lines, source)
-        data = loader.construct_document(node)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        raise SweepSpecError(f"invalid YAML: {exc.problem or exc}", key="<yaml>", line=line, source=source) from exc
-    except yaml.YAMLError as exc:
-        raise SweepSpecError(f"invalid YAML: {exc}", key="<yaml>", source=source) from exc
-    finally:
-        loader.dispose()
-    return data, lines
-
-
-def _walk(node: yaml.Node, path: Path_, lines: dict[Path_, int], source: str | None) -> None:
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            line = key_node.start_mark.line + 1
-            if key in seen:
-                raise SweepSpecError(
-                    "duplicate key; allowed: each key once per mapping",
-                    key=".".join((*path, key)),
-                    line=line,
-                    source=source,
-                )
-            seen.add(key)
-            lines[(*path, key)] = line
-            _walk(value_node, (*path, key), lines, source)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            lines[(*path, str(i))] = item.start_mark.line + 1
-            _walk(item, (*path, str(i)), lines, source)
+        return yamlio.load_with_lines(text, source)
+    except yamlio.YamlInputError as exc:
+        raise SweepSpecError(exc.problem, key=exc.key or "<yaml>", line=exc.line, source=source) from exc
 
 
 # ------------------------------------------------------------------------------------------------------------
 # schema
 
 
-@dataclass(frozen=True)
-class _Field:
-    kind: str  # "str", "int", "float", "bool", "mapping", "list"
-    default: Any = None
-    optional: bool = False
-    required: bool = False
-    lo: float | None = None
-    lo_open: bool = False
-    choices: tuple[str, ...] = ()
-    doc: str = ""
-
-    def describe(self) -> str:
-        base = {
-            "str": "a string",
-            "int": "an integer",
-            "float": "a number",
-            "bool": "true or false",
-            "mapping": "a mapping",
-            "list": "a list",
-        }[self.kind]
-        if self.choices:
-            base = "one of " + ", ".join(self.choices)
-        if self.lo is not None:
-            base += f" {'>' if self.lo_open else '>='} {self.lo:g}"
-        if self.optional:
-            base += " or null"
-        return base
-
-    def check(self, value: Any) -> Any:
-        """The value converted to the field type, or ``_MISSING`` when it does not fit."""
-        if value is None:
-            return None if self.optional else _MISSING
-        if self.kind == "str":
-            if not isinstance(value, str) or not value:
-                return _MISSING
-            if self.choices and value not in self.choices:
-                return _MISSING
-            return value
-        if self.kind == "bool":
-            return value if isinstance(value, bool) else _MISSING
-        if self.kind in ("int", "float"):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                return _MISSING
-            if self.kind == "int" and not isinstance(value, int):
-                return _MISSING
-            if isinstance(value, float) and not math.isfinite(value):
-                return _MISSING
-            if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
-                return _MISSING
-            return float(value) if self.kind == "float" else int(value)
-        if self.kind == "mapping":
-            return dict(value) if isinstance(value, Mapping) else _MISSING
-        if self.kind == "list":
-            return list(value) if isinstance(value, (list, tuple)) else _MISSING
-        raise AssertionError(self.kind)
-
-
-_MODEL_FIELDS: dict[str, _Field] = {
-    "pretrained": _Field("str", optional=True, doc="name of a shipped pre-trained model (load_pretrained)"),
-    "checkpoint": _Field("str", optional=True, doc="checkpoint path (safetensors + JSON; relative to the CWD)"),
+_MODEL_FIELDS: dict[str, Field] = {
+    "pretrained": Field("str", optional=True, doc="name of a shipped pre-trained model (load_pretrained)"),
+    "checkpoint": Field("str", optional=True, doc="checkpoint path (safetensors + JSON; relative to the CWD)"),
 }
-_DATA_FIELDS: dict[str, _Field] = {
-    "dataset": _Field("str", required=True, doc="data set name (xbarlab.data.list_datasets)"),
-    "data_dir": _Field("str", optional=True, doc="folder of the data files (default: the data set's own)"),
-    "test_samples": _Field("int", optional=True, lo=1, doc="cap on test images (the first N of the test split)"),
-    "batch_size": _Field("int", 256, lo=1, doc="test batch size"),
-    "calib_batches": _Field("int", 4, lo=1, doc="batches for DAC/ADC range calibration"),
-    "calib_batch_size": _Field("int", 128, lo=1, doc="batch size of the converter calibration"),
+_DATA_FIELDS: dict[str, Field] = {
+    "dataset": Field("str", required=True, doc="data set name (xbarlab.data.list_datasets)"),
+    "data_dir": Field("str", optional=True, doc="folder of the data files (default: the data set's own)"),
+    "test_samples": Field("int", optional=True, lo=1, doc="cap on test images (the first N of the test split)"),
+    "batch_size": Field("int", 256, lo=1, doc="test batch size"),
+    "calib_batches": Field("int", 4, lo=1, doc="batches for DAC/ADC range calibration"),
+    "calib_batch_size": Field("int", 128, lo=1, doc="batch size of the converter calibration"),
 }
-_METRIC_FIELDS: dict[str, _Field] = {
-    "pc2_layer": _Field("str", optional=True, doc="analog layer whose PC2 is recorded (dotted module name)"),
-    "clean_accuracy": _Field("bool", False, doc="also record the digital model's accuracy (once per worker)"),
+_METRIC_FIELDS: dict[str, Field] = {
+    "pc2_layer": Field("str", optional=True, doc="analog layer whose PC2 is recorded (dotted module name)"),
+    "clean_accuracy": Field("bool", False, doc="also record the digital model's accuracy (once per worker)"),
 }
 _HW_KEYS = ("preset", "file", "overrides", "name", "keep_digital", "layers", *SECTIONS)
-_BASE_FIELDS: dict[str, _Field] = {
-    "model": _Field("mapping", required=True, doc="pretrained: NAME or checkpoint: PATH"),
-    "data": _Field("mapping", required=True),
-    "hardware": _Field("mapping", required=True, doc="preset/file + sections + dotted overrides"),
-    "drift_s": _Field("float", optional=True, lo=0.0, lo_open=True, doc="read time since programming (s)"),
-    "mitigation": _Field("str", "none", doc="registered mitigation"),
-    "mitigation_options": _Field("mapping", {}, doc="mitigation name -> options"),
-    "metrics": _Field("mapping", {}),
-    "device": _Field("str", "cpu", doc="torch device of the trials"),
+_BASE_FIELDS: dict[str, Field] = {
+    "model": Field("mapping", required=True, doc="pretrained: NAME or checkpoint: PATH"),
+    "data": Field("mapping", required=True),
+    "hardware": Field("mapping", required=True, doc="preset/file + sections + dotted overrides"),
+    "drift_s": Field("float", optional=True, lo=0.0, lo_open=True, doc="read time since programming (s)"),
+    "mitigation": Field("str", "none", doc="registered mitigation"),
+    "mitigation_options": Field("mapping", {}, doc="mitigation name -> options"),
+    "metrics": Field("mapping", {}),
+    "device": Field("str", "cpu", doc="torch device of the trials"),
 }
-_REPORT_FIELDS: dict[str, _Field] = {
-    "title": _Field("str", optional=True),
-    "x": _Field("str", optional=True, doc="grid key for the x axis (default: the first numeric one)"),
-    "log_x": _Field("bool", optional=True, doc="logarithmic x axis (default: for drift_s)"),
-    "pareto": _Field("mapping", optional=True, doc="{x: cost metric, y: quality metric, by: grid key} fronts"),
+_REPORT_FIELDS: dict[str, Field] = {
+    "title": Field("str", optional=True),
+    "x": Field("str", optional=True, doc="grid key for the x axis (default: the first numeric one)"),
+    "log_x": Field("bool", optional=True, doc="logarithmic x axis (default: for drift_s)"),
+    "pareto": Field("mapping", optional=True, doc="{x: cost metric, y: quality metric, by: grid key} fronts"),
 }
-_TOP_FIELDS: dict[str, _Field] = {
-    "name": _Field("str", required=True, doc="sweep name ([A-Za-z0-9._-])"),
-    "description": _Field("str", "", doc="free text"),
-    "kind": _Field("str", "accuracy", doc="trial kind"),
-    "base": _Field("mapping", required=True),
-    "grid": _Field("mapping", required=True, doc="dotted path -> non-empty list of values"),
-    "chips": _Field("int", 1, lo=1, doc="chip instances per grid point"),
-    "seed": _Field("int", 0, lo=0, doc="chip k uses seed + k"),
-    "store": _Field("str", optional=True, doc="default results store path"),
-    "plugins": _Field("list", [], doc="modules imported before running (register mitigations)"),
-    "report": _Field("mapping", {}),
+_TOP_FIELDS: dict[str, Field] = {
+    "name": Field("str", required=True, doc="sweep name ([A-Za-z0-9._-])"),
+    "description": Field("str", "", doc="free text"),
+    "kind": Field("str", "accuracy", doc="trial kind"),
+    "base": Field("mapping", required=True),
+    "grid": Field("mapping", required=True, doc="dotted path -> non-empty list of values"),
+    "chips": Field("int", 1, lo=1, doc="chip instances per grid point"),
+    "seed": Field("int", 0, lo=0, doc="chip k uses seed + k"),
+    "store": Field("str", optional=True, doc="default results store path"),
+    "plugins": Field("list", [], doc="modules imported before running (register mitigations)"),
+    "report": Field("mapping", {}),
 }
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -279,27 +186,14 @@ class _Ctx:
 
 
 def _check_mapping(
-    ctx: _Ctx, path: Path_, data: Any, fields: Mapping[str, _Field], *, fill_defaults: bool = True
+    ctx: _Ctx, path: Path_, data: Any, fields: Mapping[str, Field], *, fill_defaults: bool = True
 ) -> dict[str, Any]:
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        raise ctx.error(path, f"invalid value {data!r}; allowed: a mapping with keys {', '.join(fields)}")
-    out: dict[str, Any] = {}
-    for key in data:
-        if key not in fields:
-            raise ctx.error((*path, str(key)), f"unknown key; allowed: {', '.join(fields)}")
-    for key, spec in fields.items():
-        if key in data:
-            value = spec.check(data[key])
-            if value is _MISSING:
-                raise ctx.error((*path, key), f"invalid value {data[key]!r}; allowed: {spec.describe()}")
-            out[key] = value
-        elif spec.required:
-            raise ctx.error((*path, key), f"missing; allowed: {spec.describe()}", line_path=path)
-        elif fill_defaults:
-            out[key] = copy.deepcopy(spec.default)
-    return out
+    """:func:`xbarlab.schema.check_mapping` with the error located in the file (a missing key: its mapping's line)."""
+    try:
+        return check_mapping(path, data, fields, fill_defaults=fill_defaults)
+    except ConfigError as exc:
+        line_path = path if exc.problem == "missing" else None
+        raise ctx.error(exc.keys, exc.detail, line_path=line_path) from None
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -402,7 +296,7 @@ def _check_hardware(ctx: _Ctx, path: Path_, data: Any) -> dict[str, Any]:
         elif k == "overrides" or k in SECTIONS:
             if not isinstance(value, Mapping):
                 raise ctx.error((*path, k), f"invalid value {value!r}; allowed: a mapping")
-            value = _plain(value)
+            value = plain(value)
         out[k] = value
     if "preset" in out and "file" in out:
         raise ctx.error((*path, "file"), "both 'preset' and 'file' given; allowed: one of them")
@@ -472,7 +366,7 @@ def _check_base(ctx: _Ctx, data: Any) -> dict[str, Any]:
     base["data"] = _check_mapping(ctx, (*path, "data"), base["data"], _DATA_FIELDS)
     base["metrics"] = _check_mapping(ctx, (*path, "metrics"), base["metrics"], _METRIC_FIELDS)
     base["hardware"] = _check_hardware(ctx, (*path, "hardware"), base["hardware"])
-    base["mitigation_options"] = {str(k): _plain(v) for k, v in base["mitigation_options"].items()}
+    base["mitigation_options"] = {str(k): plain(v) for k, v in base["mitigation_options"].items()}
     for name, options in base["mitigation_options"].items():
         if not isinstance(options, Mapping):
             raise ctx.error((*path, "mitigation_options", name), f"invalid value {options!r}; allowed: a mapping")
@@ -596,7 +490,7 @@ def _apply_path(ctx: _Ctx, settings: dict[str, Any], axis: GridAxis, value: Any)
     """Set the grid value ``value`` of ``axis`` in ``settings`` (in place)."""
     parts = tuple(axis.path.split("."))
     head = parts[0]
-    value = _plain(value)
+    value = plain(value)
     if len(parts) == 1:
         settings[head] = value
         return
@@ -644,28 +538,26 @@ def _check_grid(ctx: _Ctx, data: Any) -> tuple[GridAxis, ...]:
             if token in seen:
                 raise ctx.error(line_path, f"value {v!r} listed twice; allowed: distinct values")
             seen.append(token)
-        axes.append(GridAxis(k, tuple(_plain(v) for v in values), ctx.line(line_path)))
+        axes.append(GridAxis(k, tuple(plain(v) for v in values), ctx.line(line_path)))
     # per-axis type checks: set each value alone on the base and validate the plain fields
     for axis in axes:
         path = ("grid", axis.path)
         parts = axis.path.split(".")
         for value in axis.values:
             field_spec = _field_for(parts)
-            if field_spec is not None:
-                checked = field_spec.check(value)
-                if checked is _MISSING:
-                    raise ctx.error(path, f"invalid value {value!r}; allowed: {field_spec.describe()}")
+            if field_spec is not None and not field_spec.fits(value):
+                raise ctx.error(path, f"invalid value {value!r}; allowed: {field_spec.describe()}")
     return tuple(axes)
 
 
-def _field_for(parts: list[str]) -> _Field | None:
+def _field_for(parts: list[str]) -> Field | None:
     head = parts[0]
     if len(parts) == 1 and head in _BASE_FIELDS:
         return _BASE_FIELDS[head]
     tables = {"model": _MODEL_FIELDS, "data": _DATA_FIELDS, "metrics": _METRIC_FIELDS}
     if head in tables and len(parts) == 2:
         spec = tables[head][parts[1]]
-        return _Field(spec.kind, optional=spec.optional or head == "model", lo=spec.lo, lo_open=spec.lo_open)
+        return Field(spec.kind, optional=spec.optional or head == "model", lo=spec.lo, lo_open=spec.lo_open)
     return None
 
 
@@ -739,7 +631,7 @@ def parse_spec(text: str, source: str | None = None, overrides: Mapping[str, Any
             ctx,
             ("report", "pareto"),
             report_raw["pareto"],
-            {"x": _Field("str", required=True), "y": _Field("str", required=True), "by": _Field("str", optional=True)},
+            {"x": Field("str", required=True), "y": Field("str", required=True), "by": Field("str", optional=True)},
         )
         if p["by"] is not None and p["by"] not in [a.path for a in grid]:
             raise ctx.error(
@@ -822,36 +714,7 @@ def builtin_sweep(name: str) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------------------
-# resolution and identity
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def canonical_json(value: Any) -> str:
-    """Canonical JSON: sorted keys, no whitespace, tuples as lists (``Infinity`` for infinite floats)."""
-    return json.dumps(_plain(value), sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=True)
-
-
-def _identity(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of a trial configuration that defines it: locations (paths) left out, fingerprints kept."""
-    ident = json.loads(canonical_json(config))
-    model = ident.get("model", {})
-    if model.get("sha256") and "checkpoint" in model:
-        model["checkpoint"] = None
-    if "data" in ident:
-        ident["data"].pop("data_dir", None)
-    return dict(ident)
-
-
-def trial_hash(config: Mapping[str, Any]) -> str:
-    """SHA-256 (hex) of the canonical JSON of a resolved trial configuration (file locations excluded)."""
-    return hashlib.sha256(canonical_json(_identity(config)).encode()).hexdigest()
+# resolution
 
 
 def resolve_trials(spec: SweepSpec, *, fingerprint: bool = True) -> list[Trial]:
@@ -936,24 +799,3 @@ def check_inputs(spec: SweepSpec) -> None:
             raise SweepSpecError(
                 str(exc).removeprefix("base.data.dataset: "), key="base.data.dataset", source=spec.source
             ) from exc
-
-
-def parse_value(text: str) -> Any:
-    """A command-line value read as YAML (``0.1`` → float, ``1e10`` → float, ``[1, 2]`` → list, ``x`` → str)."""
-    return yamlio.parse_value(text)
-
-
-def format_value(value: Any) -> str:
-    """A short label for a grid value (``{rows: 64, cols: 64}`` → ``64×64``, other mappings as ``k=v`` lists,
-    floats in ``g`` format)."""
-    if isinstance(value, Mapping):
-        if set(value) == {"rows", "cols"}:
-            return f"{format_value(value['rows'])}×{format_value(value['cols'])}"
-        return ", ".join(f"{k}={format_value(v)}" for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(format_value(v) for v in value) + "]"
-    if isinstance(value, bool) or value is None:
-        return str(value).lower() if value is not None else "null"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
