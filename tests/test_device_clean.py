@@ -347,3 +347,138 @@ def test_load_chip_with_device_lands_every_tensor_there(tmp_path: Any) -> None:
     _all_on_meta(loaded)
     same = load_chip(_nets()["mlp"][0], tmp_path / "chip", device="cpu")
     assert all(torch.equal(same.state_dict()[k], v) for k, v in saved.items())  # static state identical
+
+
+# ------------------------------------------------------------------------------------ host reads per batch
+
+
+def test_mac_accumulator_sums_stay_on_meta_and_match_the_host_sums() -> None:
+    """Per-batch sums stay on the device (meta runs them; the old code read ``float()`` per batch there)."""
+    from xbarlab.metrics import _MacAccumulator
+
+    acc = _MacAccumulator()
+    for _ in range(3):
+        acc.add(torch.randn(4, 5, device=META), torch.randn(4, 5, device=META))
+    assert acc.n == 60 and acc.sums is not None and acc.sums.device == META and acc.sums.shape == (5,)
+    g = torch.Generator().manual_seed(3)
+    pairs = [(torch.randn(7, 3, generator=g), torch.randn(7, 3, generator=g)) for _ in range(3)]
+    cpu = _MacAccumulator()
+    for r, m in pairs:
+        cpu.add(r, m)
+    stats = cpu.stats()
+    r = torch.cat([p[0].reshape(-1) for p in pairs]).double()
+    e = torch.cat([p[1].reshape(-1) for p in pairs]).double() - r
+    assert stats.n == 63 and stats.max_abs_error == float(e.abs().max())
+    assert stats.rmse == pytest.approx(float(e.pow(2).mean().sqrt()), rel=1e-12)
+    assert stats.mean_error == pytest.approx(float(e.mean()), rel=1e-12)
+
+
+def test_confusion_accumulator_counts_on_meta_and_refuses_out_of_range_once() -> None:
+    """Confusion counts accumulate on meta; on CPU they equal the per-batch sum; a bad index is refused at the end."""
+    from xbarlab.papers.p2.segmentation import ConfusionAccumulator, confusion_matrix
+
+    acc = ConfusionAccumulator(4, META)
+    acc.add(torch.randint(0, 4, (2, 3, 3), device=META), torch.randint(0, 4, (2, 3, 3)))
+    assert acc.counts.device == META
+    g = torch.Generator().manual_seed(1)
+    pairs = [(torch.randint(0, 4, (2, 5, 5), generator=g), torch.randint(0, 4, (2, 5, 5), generator=g)) for _ in "ab"]
+    cpu = ConfusionAccumulator(4)
+    for p, t in pairs:
+        cpu.add(p, t)
+    assert torch.equal(cpu.result(), sum(confusion_matrix(p, t, 4) for p, t in pairs))
+    assert int(cpu.result().sum()) == 100
+    cpu.add(torch.tensor([4]), torch.tensor([0]))
+    with pytest.raises(ValueError, match=r"^pred/target: class indices must be in \[0, 4\)$"):
+        cpu.result()
+
+
+class _CountReads:
+    """Counts host reads (``.item()``, ``float``, ``int``, ``bool``, ``.tolist()``, ``.cpu()``) of tensors."""
+
+    NAMES = ("item", "__float__", "__int__", "__bool__", "tolist", "cpu")
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        for name in self.NAMES:
+            real = getattr(torch.Tensor, name)
+
+            def spy(t: torch.Tensor, *a: Any, _real: Any = real, **k: Any) -> Any:
+                self.count += 1
+                return _real(t, *a, **k)
+
+            monkeypatch.setattr(torch.Tensor, name, spy)
+
+
+@pytest.mark.parametrize("task", ["detector", "segmenter"])
+def test_p2_evaluation_reads_nothing_between_batches(monkeypatch: pytest.MonkeyPatch, task: str) -> None:
+    """``evaluate_task``: no host read between the first and the last forward; metrics as the per-batch code."""
+    from xbarlab.papers.p2.canvas import generate_canvases
+    from xbarlab.papers.p2.detection import TinyCenterNet, decode, mean_average_precision
+    from xbarlab.papers.p2.segmentation import TinySegNet, confusion_matrix, miou
+    from xbarlab.papers.p2.train_tasks import evaluate_task
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (12, 28, 28), dtype=torch.uint8, generator=g)
+    data = generate_canvases(images, torch.randint(0, 10, (12,), generator=g), 7, seed=2)
+    torch.manual_seed(0)
+    model = (TinyCenterNet(10, width=8) if task == "detector" else TinySegNet(11, width=8)).eval()
+    with torch.no_grad():  # the per-batch reference (the old loop)
+        chunks = [data.inputs(slice(i, i + 3)) for i in range(0, 7, 3)]
+        if task == "detector":
+            dets = [d for x in chunks for d in decode(model(x), 10)]
+            want = mean_average_precision(dets, [data.targets(i) for i in range(7)], 10)[0]
+        else:
+            masks = [data.masks[i : i + 3] for i in range(0, 7, 3)]
+            want = miou(sum(confusion_matrix(model(x).argmax(1), m, 11) for x, m in zip(chunks, masks, strict=True)))
+    reads = _CountReads(monkeypatch)
+    at_forward: list[int] = []
+    model.register_forward_pre_hook(lambda *_: at_forward.append(reads.count))
+    got = evaluate_task(task, model, data, batch_size=3)
+    monkeypatch.undo()
+    assert len(at_forward) == 3 and at_forward[0] == at_forward[-1], at_forward
+    assert got == want
+
+
+def test_adapt_bn_cumulative_average_runs_on_meta_and_is_bit_identical_on_cpu() -> None:
+    """``momentum=None``: no per-batch ``float(num_batches_tracked)`` (meta runs it); CPU statistics as torch's own.
+
+    The second BN is called twice per forward: the per-module count keeps the exact cumulative average.
+    """
+    import copy
+
+    from xbarlab.mitigation.bn import adapt_bn
+
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.bn, self.bn2 = nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.BatchNorm2d(4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.bn2(self.bn2(self.bn(self.conv(x))))
+
+    torch.manual_seed(0)
+    net = Twice()
+    data = [torch.randn(3, 1, 6, 6) * (i + 1) for i in range(4)]
+    ref = copy.deepcopy(net).train()
+    for bn in (ref.bn, ref.bn2):
+        bn.reset_running_stats()
+        bn.momentum = None
+    with torch.no_grad():
+        for x in data:
+            ref(x)
+    adapt_bn(net, data, num_batches=4)
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in ref.state_dict().items())
+    assert int(net.bn2.num_batches_tracked) == 8 and net.bn.momentum == 0.1  # momentum restored
+    meta = Twice().to(META)
+    res = adapt_bn(meta, [X.to(META)[:, :, :6, :6]] * 2, num_batches=2)
+    assert res.num_batches == 2 and meta.bn.running_mean.device == META and meta.bn.momentum == 0.1
+
+
+def test_ray_trial_resources_request_a_gpu_only_for_cuda_trials() -> None:
+    """Ray: one CPU per trial; one GPU when the trial device is CUDA, none on the CPU (no Ray started)."""
+    from xbarlab.experiments.executors import trial_resources
+
+    assert trial_resources({"device": "cuda"}) == {"num_cpus": 1, "num_gpus": 1}
+    assert trial_resources({"device": "cuda:1"}) == {"num_cpus": 1, "num_gpus": 1}
+    assert trial_resources({"device": "cpu"}) == {"num_cpus": 1, "num_gpus": 0}
+    assert trial_resources({}) == {"num_cpus": 1, "num_gpus": 0}

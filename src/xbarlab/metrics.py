@@ -183,42 +183,44 @@ class MacErrorStats:
 
 
 class _MacAccumulator:
-    """Streams sums over batches so that no layer output needs to be kept."""
+    """Streams sums over batches so that no layer output needs to be kept.
+
+    The sums (float64) stay on the device of the outputs as 0-dim tensors; :meth:`stats` reads them to the host
+    once (no host read per batch, which on a GPU would stall the stream).
+    """
 
     def __init__(self) -> None:
         self.n = 0
-        self.sig = 0.0
-        self.err = 0.0
-        self.err_sum = 0.0
-        self.cross = 0.0
-        self.max_abs = 0.0
+        self.sums: torch.Tensor | None = None  # signal, error energy, error sum, cross term, max |error|
 
     def add(self, ref: torch.Tensor, meas: torch.Tensor) -> None:
         r = ref.detach().to(torch.float64).reshape(-1)
         m = meas.detach().to(torch.float64).reshape(-1)
         e = m - r
         self.n += int(r.numel())
-        self.sig += float(torch.dot(r, r))
-        self.err += float(torch.dot(e, e))
-        self.err_sum += float(e.sum())
-        self.cross += float(torch.dot(r, m))
-        if e.numel():
-            self.max_abs = max(self.max_abs, float(e.abs().max()))
+        zero = torch.zeros((), dtype=torch.float64, device=r.device)
+        peak = e.abs().max() if e.numel() else zero
+        step = torch.stack([torch.dot(r, r), torch.dot(e, e), e.sum(), torch.dot(r, m), peak])
+        if self.sums is None:
+            self.sums = step
+        else:
+            self.sums = torch.cat([self.sums[:4] + step[:4], torch.maximum(self.sums[4:], step[4:])])
 
     def stats(self) -> MacErrorStats:
-        if self.n == 0:
+        if self.n == 0 or self.sums is None:
             raise ValueError("mac_error_stats: no values to compare")
-        rmse = math.sqrt(self.err / self.n)
-        rms_ref = math.sqrt(self.sig / self.n)
+        sig, err, err_sum, cross, max_abs = self.sums.tolist()  # the one host read
+        rmse = math.sqrt(err / self.n)
+        rms_ref = math.sqrt(sig / self.n)
         rel = rmse / rms_ref if rms_ref > 0 else (0.0 if rmse == 0 else math.inf)
-        gain = self.cross / self.sig if self.sig > 0 else math.nan
+        gain = cross / sig if sig > 0 else math.nan
         return MacErrorStats(
             n=self.n,
-            snr_db=_snr_from_sums(self.sig, self.err),
+            snr_db=_snr_from_sums(sig, err),
             rmse=rmse,
             rel_rmse=rel,
-            mean_error=self.err_sum / self.n,
-            max_abs_error=self.max_abs,
+            mean_error=err_sum / self.n,
+            max_abs_error=max_abs,
             gain=gain,
         )
 

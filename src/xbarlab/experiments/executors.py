@@ -37,6 +37,7 @@ __all__ = [
     "check_executor",
     "make_executor",
     "trial_gpus",
+    "trial_resources",
 ]
 
 Job = tuple[str, Mapping[str, Any]]
@@ -225,7 +226,7 @@ class RayExecutor(Executor):
                         refs[_data_key(config["data"], "train")],
                         refs[_data_key(config["data"], "test")],
                     ]
-                    task = remote.options(num_gpus=trial_gpus(config)) if trial_gpus(config) else remote
+                    task = remote.options(**trial_resources(config))
                     running[task.remote(dict(config), self.threads, *needed)] = trial_hash
                 if not running:
                     break
@@ -248,6 +249,11 @@ EXECUTORS = ("local", "process", "ray")
 def trial_gpus(config: Mapping[str, Any]) -> int:
     """GPUs a trial asks Ray for: 1 when its ``device`` is CUDA (``cuda``, ``cuda:0``), else 0."""
     return 1 if str(config.get("device", "cpu")).startswith("cuda") else 0
+
+
+def trial_resources(config: Mapping[str, Any]) -> dict[str, int]:
+    """The Ray resources of one trial: one CPU, and one GPU when its ``device`` is CUDA (none for a CPU trial)."""
+    return {"num_cpus": 1, "num_gpus": trial_gpus(config)}
 
 
 def check_executor(name: str, *, allowed: tuple[str, ...] = EXECUTORS, address: str | None = None) -> None:

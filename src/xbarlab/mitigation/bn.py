@@ -258,6 +258,30 @@ class BNAdaptResult:
     reset: bool
 
 
+def _cumulative_momentum_hooks(bns: list[nn.modules.batchnorm._BatchNorm], *, counted: bool) -> list[Any]:
+    """Pre-forward hooks giving each BN ``momentum = 1 / k`` at its k-th call: torch's cumulative average.
+
+    Torch computes that factor as ``1 / float(num_batches_tracked)``, a host read on every training forward (a
+    stalled stream on a GPU; refused on meta). The call count is kept here in Python per module instead (exact for
+    modules called several times per forward or skipped); the value is the same float, so the statistics are
+    bit-identical. ``counted=True`` (no reset) starts from the tracked counts, read once for all modules.
+    """
+    tracked = [bn.num_batches_tracked for bn in bns if bn.num_batches_tracked is not None]
+    if len(tracked) != len(bns):
+        return []  # a module without a count: leave torch's own rule in place
+    start = torch.stack([t.reshape(()) for t in tracked]).tolist() if counted and bns else [0] * len(bns)
+    counts = [int(c) for c in start]
+    hooks = []
+    for k, bn in enumerate(bns):
+
+        def hook(_mod: nn.Module, _args: Any, k: int = k, bn: nn.modules.batchnorm._BatchNorm = bn) -> None:
+            counts[k] += 1
+            bn.momentum = 1.0 / float(counts[k])
+
+        hooks.append(bn.register_forward_pre_hook(hook))
+    return hooks
+
+
 def adapt_bn(
     model: nn.Module,
     loader: Iterable[Any],
@@ -303,6 +327,7 @@ def adapt_bn(
     t0 = time.perf_counter()
     n_batches = 0
     n_images = 0
+    hooks: list[Any] = []
     try:
         with _preserve_modes(model), torch.no_grad():
             _bn_only_train_mode(model)
@@ -310,6 +335,8 @@ def adapt_bn(
                 if do_reset:
                     bn.reset_running_stats()
                 bn.momentum = None if momentum is None else float(momentum)
+            if momentum is None:  # the cumulative average without torch's per-batch float(num_batches_tracked)
+                hooks = _cumulative_momentum_hooks(active, counted=not do_reset)
             for batch in loader:
                 if n_batches >= num_batches:
                     break
@@ -320,6 +347,9 @@ def adapt_bn(
     except BaseException:
         restore_bn_state(model, snapshot)
         raise
+    finally:
+        for hook in hooks:
+            hook.remove()
     if n_batches == 0:
         restore_bn_state(model, snapshot)
         raise ValueError(f"{fn}: the loader yielded no batches; the BN statistics were left unchanged")

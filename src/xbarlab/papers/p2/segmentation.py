@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["TinySegNet", "confusion_matrix", "iou_per_class", "miou"]
+__all__ = ["ConfusionAccumulator", "TinySegNet", "confusion_matrix", "iou_per_class", "miou"]
 
 
 def _cbr(c_in: int, c_out: int, *, stride: int = 1, dilation: int = 1) -> nn.Sequential:
@@ -69,6 +69,37 @@ def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
     if lo < 0 or hi >= num_classes:
         raise ValueError(f"pred/target: class indices must be in [0, {num_classes})")
     return torch.bincount(t * num_classes + p, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+class ConfusionAccumulator:
+    """Confusion counts summed over batches on the device of the predictions; one host read at the end.
+
+    Same counts as summing :func:`confusion_matrix` per batch, without its per-batch range reads: indices outside
+    ``[0, num_classes)`` are counted on the device and refused by :meth:`result` (never dropped silently).
+    """
+
+    def __init__(self, num_classes: int, device: str | torch.device = "cpu") -> None:
+        self.num_classes = int(num_classes)
+        # n*n counts, then the number of out-of-range entries, in one tensor: one copy to the host
+        self.counts = torch.zeros(self.num_classes**2 + 1, dtype=torch.int64, device=device)
+
+    def add(self, pred: Tensor, target: Tensor) -> None:
+        """Count one batch (``pred``, ``target``: class indices of the same shape)."""
+        if pred.shape != target.shape:
+            raise ValueError(f"pred/target: shapes differ ({tuple(pred.shape)} vs {tuple(target.shape)})")
+        n = self.num_classes
+        t = target.reshape(-1).to(self.counts.device, torch.int64, non_blocking=True)
+        p = pred.reshape(-1).to(self.counts.device, torch.int64)
+        ok = (t >= 0) & (t < n) & (p >= 0) & (p < n)
+        index = torch.where(ok, t * n + p, n * n)  # out-of-range entries land in the last slot
+        self.counts.index_add_(0, index, torch.ones_like(index))
+
+    def result(self) -> Tensor:
+        """The (num_classes, num_classes) int64 counts on the CPU (rows = ground truth, columns = prediction)."""
+        counts = self.counts.cpu()
+        if int(counts[-1]):
+            raise ValueError(f"pred/target: class indices must be in [0, {self.num_classes})")
+        return counts[:-1].reshape(self.num_classes, self.num_classes)
 
 
 def iou_per_class(conf: Tensor) -> Tensor:
