@@ -39,7 +39,7 @@ from xbarlab.checkpoint import TASK_MODEL_FORMAT, checkpoint_paths, load_state, 
 from xbarlab.mitigation.noise_injection import NoiseInjection
 from xbarlab.papers.p2.canvas import CanvasConfig, CanvasSet, batches, generate_canvases, source_images
 from xbarlab.papers.p2.detection import TinyCenterNet, decode, detection_loss, encode_targets, mean_average_precision
-from xbarlab.papers.p2.segmentation import TinySegNet, confusion_matrix, miou
+from xbarlab.papers.p2.segmentation import ConfusionAccumulator, TinySegNet, miou
 from xbarlab.training import cosine_lr, epoch_seed
 
 __all__ = [
@@ -126,17 +126,15 @@ def evaluate_task(
     _check_task(task)
     with _set_eval(model, set_eval):
         if task == "detector":
-            dets = []
             num_classes = data.num_classes
-            for x, _ in batches(data, batch_size, target="index"):
-                dets += decode(model(x.to(device, non_blocking=True)).cpu(), num_classes)
+            outputs = [model(x.to(device, non_blocking=True)) for x, _ in batches(data, batch_size, target="index")]
+            dets = decode(torch.cat(outputs).cpu(), num_classes)  # one copy to the host; NMS and AP run there
             gts = [data.targets(i) for i in range(len(data))]
             return mean_average_precision(dets, gts, num_classes)[0]
-        conf = torch.zeros(data.num_classes + 1, data.num_classes + 1, dtype=torch.int64)
+        conf = ConfusionAccumulator(data.num_classes + 1, device)  # counts on the device, read once
         for x, y in batches(data, batch_size, target="mask"):
-            pred = model(x.to(device, non_blocking=True)).argmax(1).cpu()
-            conf += confusion_matrix(pred, y, data.num_classes + 1)
-        return miou(conf)
+            conf.add(model(x.to(device, non_blocking=True)).argmax(1), y)
+        return miou(conf.result())
 
 
 def _loss_fn(task: str, model: nn.Module, data: CanvasSet) -> Callable[[Tensor, Tensor], Tensor]:
