@@ -38,16 +38,24 @@ from pathlib import Path
 from typing import Any
 
 from xbarlab import yamlio
-from xbarlab.checkpoint import list_pretrained, load_checkpoint, load_pretrained
+from xbarlab.checkpoint import load_checkpoint, load_pretrained
 from xbarlab.data import DatasetError, get_dataset
 from xbarlab.data.check import check_model_input
-from xbarlab.data.registry import dataset_info, list_datasets
-from xbarlab.experiments.identity import TRIAL_FORMAT, canonical_json, format_value, plain, trial_hash
-from xbarlab.experiments.registry import check_options, import_plugins, list_mitigations, list_trial_kinds
+from xbarlab.experiments.grid import GridAxis, _apply_path, _check_grid
+from xbarlab.experiments.identity import TRIAL_FORMAT, canonical_json, format_value, trial_hash
+from xbarlab.experiments.registry import check_options, import_plugins, list_trial_kinds
+from xbarlab.experiments.settings import (
+    Path_,
+    SweepSpecError,
+    _check_base,
+    _check_mapping,
+    _Ctx,
+    _validate_settings,
+    build_hardware,
+)
 from xbarlab.experiments.trial import model_fingerprint
-from xbarlab.hardware import SECTIONS, HardwareConfig
-from xbarlab.presets import load_preset
-from xbarlab.schema import ConfigError, Field, check_mapping
+from xbarlab.hardware import HardwareConfig
+from xbarlab.schema import Field
 
 __all__ = [
     "TRIAL_FORMAT",
@@ -56,6 +64,7 @@ __all__ = [
     "SweepSpec",
     "SweepSpecError",
     "Trial",
+    "build_hardware",
     "builtin_sweep",
     "canonical_json",
     "check_inputs",
@@ -67,37 +76,10 @@ __all__ = [
     "trial_hash",
 ]
 
-_MISSING: Any = object()
-
-
-class SweepSpecError(ConfigError):
-    """An invalid sweep file (a :class:`xbarlab.schema.ConfigError`). ``key`` is the dotted key, ``line`` its
-    1-based line (None when unknown); the message is ``<source>:<line>: <key>: <detail>``."""
-
-    def __init__(self, message: str, *, key: str, line: int | None = None, source: str | None = None) -> None:
-        self.key = key
-        problem, _, allowed = message.partition("; allowed: ")
-        super().__init__(key, None, allowed, problem, source=source or "<sweep>", line=line)
-        self.source = source
-        self.detail = message
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_error, (self.detail, self.key, self.line, self.source))
-
-
-def _rebuild_error(message: str, key: str, line: int | None, source: str | None) -> SweepSpecError:
-    return SweepSpecError(message, key=key, line=line, source=source)
-
-
-# ------------------------------------------------------------------------------------------------------------
-# YAML with line numbers
-
 
 MAX_TRIALS = 100_000
 """Largest sweep planned at once: the plan (one row per trial) is built in memory and stored in one transaction;
 five million trials took minutes and 2 GB just to plan."""
-
-Path_ = tuple[str, ...]
 
 
 def _read_yaml(text: str, source: str | None) -> tuple[Any, dict[Path_, int]]:
@@ -108,43 +90,14 @@ def _read_yaml(text: str, source: str | None) -> tuple[Any, dict[Path_, int]]:
         raise SweepSpecError(exc.problem, key=exc.key or "<yaml>", line=exc.line, source=source) from exc
 
 
-# ------------------------------------------------------------------------------------------------------------
-# schema
-
-
-_MODEL_FIELDS: dict[str, Field] = {
-    "pretrained": Field("str", optional=True, doc="name of a shipped pre-trained model (load_pretrained)"),
-    "checkpoint": Field("str", optional=True, doc="checkpoint path (safetensors + JSON; relative to the CWD)"),
-}
-_DATA_FIELDS: dict[str, Field] = {
-    "dataset": Field("str", required=True, doc="data set name (xbarlab.data.list_datasets)"),
-    "data_dir": Field("str", optional=True, doc="folder of the data files (default: the data set's own)"),
-    "test_samples": Field("int", optional=True, lo=1, doc="cap on test images (the first N of the test split)"),
-    "batch_size": Field("int", 256, lo=1, doc="test batch size"),
-    "calib_batches": Field("int", 4, lo=1, doc="batches for DAC/ADC range calibration"),
-    "calib_batch_size": Field("int", 128, lo=1, doc="batch size of the converter calibration"),
-}
-_METRIC_FIELDS: dict[str, Field] = {
-    "pc2_layer": Field("str", optional=True, doc="analog layer whose PC2 is recorded (dotted module name)"),
-    "clean_accuracy": Field("bool", False, doc="also record the digital model's accuracy (once per worker)"),
-}
-_HW_KEYS = ("preset", "file", "overrides", "name", "keep_digital", "layers", *SECTIONS)
-_BASE_FIELDS: dict[str, Field] = {
-    "model": Field("mapping", required=True, doc="pretrained: NAME or checkpoint: PATH"),
-    "data": Field("mapping", required=True),
-    "hardware": Field("mapping", required=True, doc="preset/file + sections + dotted overrides"),
-    "drift_s": Field("float", optional=True, lo=0.0, lo_open=True, doc="read time since programming (s)"),
-    "mitigation": Field("str", "none", doc="registered mitigation"),
-    "mitigation_options": Field("mapping", {}, doc="mitigation name -> options"),
-    "metrics": Field("mapping", {}),
-    "device": Field("str", "cpu", doc="torch device of the trials"),
-}
 _REPORT_FIELDS: dict[str, Field] = {
     "title": Field("str", optional=True),
     "x": Field("str", optional=True, doc="grid key for the x axis (default: the first numeric one)"),
     "log_x": Field("bool", optional=True, doc="logarithmic x axis (default: for drift_s)"),
     "pareto": Field("mapping", optional=True, doc="{x: cost metric, y: quality metric, by: grid key} fronts"),
 }
+
+
 _TOP_FIELDS: dict[str, Field] = {
     "name": Field("str", required=True, doc="sweep name ([A-Za-z0-9._-])"),
     "description": Field("str", "", doc="free text"),
@@ -157,56 +110,9 @@ _TOP_FIELDS: dict[str, Field] = {
     "plugins": Field("list", [], doc="modules imported before running (register mitigations)"),
     "report": Field("mapping", {}),
 }
+
+
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-class _Ctx:
-    """Error context: source name and the key → line map."""
-
-    def __init__(self, source: str | None, lines: Mapping[Path_, int]) -> None:
-        self.source = source
-        self.lines = lines
-        self.overridden: set[Path_] = set()
-
-    def line(self, path: Path_) -> int | None:
-        p = tuple(path)
-        while p:
-            if p in self.overridden:
-                return None
-            if p in self.lines:
-                return self.lines[p]
-            p = p[:-1]
-        return None
-
-    def error(self, path: Path_, message: str, *, line_path: Path_ | None = None) -> SweepSpecError:
-        target = tuple(line_path or path)
-        if any(target[: len(o)] == o for o in self.overridden):
-            message += " (set with --set)"
-        return SweepSpecError(message, key=".".join(path), line=self.line(target), source=self.source)
-
-
-def _check_mapping(
-    ctx: _Ctx, path: Path_, data: Any, fields: Mapping[str, Field], *, fill_defaults: bool = True
-) -> dict[str, Any]:
-    """:func:`xbarlab.schema.check_mapping` with the error located in the file (a missing key: its mapping's line)."""
-    try:
-        return check_mapping(path, data, fields, fill_defaults=fill_defaults)
-    except ConfigError as exc:
-        line_path = path if exc.problem == "missing" else None
-        raise ctx.error(exc.keys, exc.detail, line_path=line_path) from None
-
-
-# ------------------------------------------------------------------------------------------------------------
-# data classes
-
-
-@dataclass(frozen=True)
-class GridAxis:
-    """One swept key: a dotted path into the base settings, its values and its line in the file."""
-
-    path: str
-    values: tuple[Any, ...]
-    line: int | None = None
 
 
 @dataclass(frozen=True)
@@ -276,293 +182,6 @@ class SweepSpec:
     def default_store(self) -> Path:
         """Store path when none is given: the file's ``store``, else ``xbarlab-results/<name>.sqlite``."""
         return Path(self.store) if self.store else Path("xbarlab-results") / f"{self.name}.sqlite"
-
-
-# ------------------------------------------------------------------------------------------------------------
-# base settings
-
-
-def _check_hardware(ctx: _Ctx, path: Path_, data: Any) -> dict[str, Any]:
-    if not isinstance(data, Mapping):
-        raise ctx.error(path, f"invalid value {data!r}; allowed: a mapping with keys {', '.join(_HW_KEYS)}")
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        k = str(key)
-        if k not in _HW_KEYS:
-            raise ctx.error((*path, k), f"unknown key; allowed: {', '.join(_HW_KEYS)}")
-        if k in ("preset", "file", "name"):
-            if not isinstance(value, str) or not value:
-                raise ctx.error((*path, k), f"invalid value {value!r}; allowed: a non-empty string")
-        elif k == "overrides" or k in SECTIONS:
-            if not isinstance(value, Mapping):
-                raise ctx.error((*path, k), f"invalid value {value!r}; allowed: a mapping")
-            value = plain(value)
-        out[k] = value
-    if "preset" in out and "file" in out:
-        raise ctx.error((*path, "file"), "both 'preset' and 'file' given; allowed: one of them")
-    out.setdefault("overrides", {})
-    return out
-
-
-def _hardware_changes(hw: Mapping[str, Any]) -> dict[str, Any]:
-    """Dotted-path changes of a hardware settings mapping (sections flattened, then ``overrides``)."""
-    changes: dict[str, Any] = {}
-    for key, value in hw.items():
-        if key in SECTIONS:
-            for field_name, field_value in value.items():
-                changes[f"{key}.{field_name}"] = field_value
-        elif key in ("name", "keep_digital", "layers"):
-            changes[key] = value
-    for key, value in hw.get("overrides", {}).items():
-        if key in SECTIONS and isinstance(value, Mapping):
-            for field_name, field_value in value.items():
-                changes[f"{key}.{field_name}"] = field_value
-        else:
-            changes[str(key)] = value
-    return changes
-
-
-def build_hardware(hw: Mapping[str, Any]) -> HardwareConfig:
-    """The :class:`HardwareConfig` of hardware settings (preset or file, then sections and overrides)."""
-    if hw.get("preset"):
-        base = load_preset(str(hw["preset"]))
-    elif hw.get("file"):
-        path = Path(str(hw["file"])).expanduser()
-        if not path.is_file():
-            raise ConfigError("file", str(path), "an existing hardware YAML file")
-        try:
-            base = HardwareConfig.from_yaml(path)
-        except yamlio.YamlInputError as exc:  # empty file, duplicate key, bad YAML: name the sweep key too
-            raise ConfigError("file", str(path), f"a valid hardware YAML file ({exc})") from exc
-    else:
-        base = HardwareConfig()
-    changes = _hardware_changes(hw)
-    return base.override(changes) if changes else base
-
-
-def _hardware_error_line(ctx: _Ctx, root: Path_, exc: ConfigError) -> Path_:
-    """The key path of the file that most likely caused a :class:`ConfigError` (for its line number)."""
-    dotted = exc.path
-    section = dotted.split(".")[0]
-    candidates = [
-        (*root, "overrides", dotted),
-        (*root, "overrides", section),
-        (*root, *dotted.split(".")),
-        (*root, section),
-    ]
-    if dotted in ("preset", "file"):
-        candidates.insert(0, (*root, dotted))
-    for cand in candidates:
-        if cand in ctx.lines:
-            return cand
-    return root
-
-
-def _check_base(ctx: _Ctx, data: Any) -> dict[str, Any]:
-    path: Path_ = ("base",)
-    base = _check_mapping(ctx, path, data, _BASE_FIELDS)
-    model = _check_mapping(ctx, (*path, "model"), base["model"], _MODEL_FIELDS)
-    base["model"] = model
-    base["data"] = _check_mapping(ctx, (*path, "data"), base["data"], _DATA_FIELDS)
-    base["metrics"] = _check_mapping(ctx, (*path, "metrics"), base["metrics"], _METRIC_FIELDS)
-    base["hardware"] = _check_hardware(ctx, (*path, "hardware"), base["hardware"])
-    base["mitigation_options"] = {str(k): plain(v) for k, v in base["mitigation_options"].items()}
-    for name, options in base["mitigation_options"].items():
-        if not isinstance(options, Mapping):
-            raise ctx.error((*path, "mitigation_options", name), f"invalid value {options!r}; allowed: a mapping")
-    return base
-
-
-def _validate_settings(
-    ctx: _Ctx,
-    settings: dict[str, Any],
-    *,
-    blame: Path_ | None = None,
-    value: Any = _MISSING,
-    hw_cache: dict[str, HardwareConfig] | None = None,
-    check_model: bool = True,
-) -> HardwareConfig:
-    """Cross-field checks of one resolved settings mapping; returns its hardware config.
-
-    ``blame``: the grid key that produced these settings (errors then name it and the value).
-    """
-
-    def fail(path: Path_, message: str) -> SweepSpecError:
-        if blame is not None:
-            shown = f" (grid value {value!r})" if value is not _MISSING else ""
-            return SweepSpecError(
-                f"{'.'.join(path)}: {message}{shown}",
-                key=".".join(blame),
-                line=ctx.line(blame),
-                source=ctx.source,
-            )
-        return ctx.error(path, message)
-
-    model = settings["model"]
-    given = [k for k in ("pretrained", "checkpoint") if model.get(k)]
-    if check_model and len(given) != 1:
-        raise fail(
-            ("base", "model"),
-            f"{'both' if given else 'neither'} 'pretrained' and 'checkpoint' given; allowed: exactly one of them",
-        )
-    if check_model and model.get("pretrained") and model["pretrained"] not in list_pretrained():
-        raise fail(
-            ("base", "model", "pretrained"),
-            f"invalid value {model['pretrained']!r}; allowed: one of {', '.join(list_pretrained())}",
-        )
-    dataset = settings["data"].get("dataset")
-    if dataset is not None:
-        try:
-            dataset_info(str(dataset))
-        except KeyError:
-            names = ", ".join(d.name for d in list_datasets())
-            raise fail(("base", "data", "dataset"), f"invalid value {dataset!r}; allowed: one of {names}") from None
-    name = settings["mitigation"]
-    if name not in list_mitigations():
-        raise fail(("base", "mitigation"), f"invalid value {name!r}; allowed: one of {', '.join(list_mitigations())}")
-    for mit, options in settings["mitigation_options"].items():
-        if mit not in list_mitigations():
-            raise fail(
-                ("base", "mitigation_options", mit),
-                f"unknown mitigation; allowed: one of {', '.join(list_mitigations())}",
-            )
-        try:
-            check_options(mit, options)
-        except ValueError as exc:
-            raise fail(("base", "mitigation_options", mit), str(exc)) from exc
-    hw_key = canonical_json(settings["hardware"])
-    if hw_cache is not None and hw_key in hw_cache:
-        return hw_cache[hw_key]
-    try:
-        hw = build_hardware(settings["hardware"])
-    except ConfigError as exc:
-        if blame is not None:
-            raise fail(
-                ("base", "hardware", *exc.path.split(".")),
-                f"invalid value {exc.value!r}; allowed: {exc.allowed}",
-            ) from exc
-        full = ("base", "hardware", *exc.path.split("."))
-        from_set = any(full[: len(o)] == o for o in ctx.overridden)  # the value came from --set, not the file
-        raise SweepSpecError(
-            f"invalid value {exc.value!r}; allowed: {exc.allowed}" + (" (set with --set)" if from_set else ""),
-            key="base.hardware." + exc.path,
-            line=None if from_set else ctx.line(_hardware_error_line(ctx, ("base", "hardware"), exc)),
-            source=ctx.source,
-        ) from exc
-    if hw_cache is not None:
-        hw_cache[hw_key] = hw
-    return hw
-
-
-# ------------------------------------------------------------------------------------------------------------
-# grid
-
-
-_SCALAR_KEYS = ("drift_s", "mitigation", "device")
-
-
-def _grid_target(ctx: _Ctx, key: str, line_path: Path_) -> tuple[str, ...]:
-    """Check a grid key's syntax; returns its parts."""
-    parts = tuple(key.split("."))
-    if any(not p for p in parts):
-        raise ctx.error(line_path, "empty path component; allowed: a dotted path such as hardware.read_noise.sigma")
-    head = parts[0]
-    allowed_heads = ", ".join(_BASE_FIELDS)
-    if head not in _BASE_FIELDS:
-        raise ctx.error(line_path, f"unknown key {head!r}; allowed: a dotted path starting with one of {allowed_heads}")
-    if head in _SCALAR_KEYS and len(parts) != 1:
-        raise ctx.error(line_path, f"{head!r} takes no sub-key; allowed: {head}")
-    tables = {"model": _MODEL_FIELDS, "data": _DATA_FIELDS, "metrics": _METRIC_FIELDS}
-    if head in tables and (len(parts) != 2 or parts[1] not in tables[head]):
-        raise ctx.error(line_path, f"unknown key; allowed: {', '.join(f'{head}.{k}' for k in tables[head])}")
-    if head == "mitigation_options" and len(parts) != 3:
-        raise ctx.error(line_path, "allowed: mitigation_options.<mitigation>.<option>")
-    if head == "hardware":
-        if len(parts) < 2 or parts[1] not in _HW_KEYS or parts[1] == "overrides":
-            keys = ", ".join(k for k in _HW_KEYS if k != "overrides")
-            raise ctx.error(line_path, f"unknown key; allowed: hardware.<key> with key among {keys}")
-        if parts[1] in ("preset", "file", "name", "keep_digital", "layers") and len(parts) != 2:
-            raise ctx.error(line_path, f"hardware.{parts[1]} takes no sub-key")
-    return parts
-
-
-def _apply_path(ctx: _Ctx, settings: dict[str, Any], axis: GridAxis, value: Any) -> None:
-    """Set the grid value ``value`` of ``axis`` in ``settings`` (in place)."""
-    parts = tuple(axis.path.split("."))
-    head = parts[0]
-    value = plain(value)
-    if len(parts) == 1:
-        settings[head] = value
-        return
-    if head == "model":
-        settings["model"] = {"pretrained": None, "checkpoint": None, parts[1]: value}
-        return
-    if head in ("data", "metrics"):
-        settings[head][parts[1]] = value
-        return
-    if head == "mitigation_options":
-        settings[head].setdefault(parts[1], {})[parts[2]] = value
-        return
-    hw = settings["hardware"]
-    if parts[1] in ("preset", "file"):
-        hw.pop("preset", None)
-        hw.pop("file", None)
-        hw[parts[1]] = value
-        return
-    dotted = ".".join(parts[1:])
-    overrides = hw.setdefault("overrides", {})
-    if isinstance(value, Mapping):
-        for k, v in value.items():
-            overrides[f"{dotted}.{k}"] = v
-    else:
-        overrides[dotted] = value
-
-
-def _check_grid(ctx: _Ctx, data: Any) -> tuple[GridAxis, ...]:
-    if not isinstance(data, Mapping):
-        raise ctx.error(("grid",), f"invalid value {data!r}; allowed: a mapping of dotted paths to lists of values")
-    if not data:
-        raise ctx.error(("grid",), "empty grid; allowed: at least one dotted path with a non-empty list of values")
-    axes: list[GridAxis] = []
-    for key, values in data.items():
-        k = str(key)
-        line_path: Path_ = ("grid", k)
-        _grid_target(ctx, k, line_path)
-        if not isinstance(values, list):
-            raise ctx.error(line_path, f"invalid value {values!r}; allowed: a non-empty list of values")
-        if not values:
-            raise ctx.error(line_path, "empty list of values; allowed: a non-empty list")
-        seen: list[str] = []
-        for v in values:
-            token = canonical_json(v)
-            if token in seen:
-                raise ctx.error(line_path, f"value {v!r} listed twice; allowed: distinct values")
-            seen.append(token)
-        axes.append(GridAxis(k, tuple(plain(v) for v in values), ctx.line(line_path)))
-    # per-axis type checks: set each value alone on the base and validate the plain fields
-    for axis in axes:
-        path = ("grid", axis.path)
-        parts = axis.path.split(".")
-        for value in axis.values:
-            field_spec = _field_for(parts)
-            if field_spec is not None and not field_spec.fits(value):
-                raise ctx.error(path, f"invalid value {value!r}; allowed: {field_spec.describe()}")
-    return tuple(axes)
-
-
-def _field_for(parts: list[str]) -> Field | None:
-    head = parts[0]
-    if len(parts) == 1 and head in _BASE_FIELDS:
-        return _BASE_FIELDS[head]
-    tables = {"model": _MODEL_FIELDS, "data": _DATA_FIELDS, "metrics": _METRIC_FIELDS}
-    if head in tables and len(parts) == 2:
-        spec = tables[head][parts[1]]
-        return Field(spec.kind, optional=spec.optional or head == "model", lo=spec.lo, lo_open=spec.lo_open)
-    return None
-
-
-# ------------------------------------------------------------------------------------------------------------
-# entry points
 
 
 def _apply_overrides(data: Any, overrides: Mapping[str, Any], ctx: _Ctx) -> Any:
@@ -711,10 +330,6 @@ def builtin_sweep(name: str) -> Path:
     if not path.is_file():
         raise KeyError(f"unknown built-in sweep {name!r}; allowed: {', '.join(list_builtin_sweeps())}")
     return path
-
-
-# ------------------------------------------------------------------------------------------------------------
-# resolution
 
 
 def resolve_trials(spec: SweepSpec, *, fingerprint: bool = True) -> list[Trial]:
