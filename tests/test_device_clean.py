@@ -269,7 +269,7 @@ def test_compensation_training_steps_run_on_meta(monkeypatch: pytest.MonkeyPatch
     chip.to(META)
     teacher = copy.deepcopy(net).to(META)
     pool = compensation.ChipPool(chip, 2, seed=1) if pooled else None
-    seen = _meta_spy(monkeypatch, compensation, "_read_losses")
+    seen = _meta_spy(monkeypatch, compensation.training, "_read_losses")  # where train_compensation looks it up
     data = [(X, torch.tensor([0, 1])), (0.5 * X, torch.tensor([2, 3]))]
     res = compensation.train_compensation(
         chip, data, steps=3, chip_pool=pool, loss=loss, teacher=teacher, device=META, lr=1e-3
