@@ -271,14 +271,17 @@ def _cumulative_momentum_hooks(bns: list[nn.modules.batchnorm._BatchNorm], *, co
         return []  # a module without a count: leave torch's own rule in place
     start = torch.stack([t.reshape(()) for t in tracked]).tolist() if counted and bns else [0] * len(bns)
     counts = [int(c) for c in start]
-    hooks = []
+    hooks: list[Any] = []
     for k, bn in enumerate(bns):
 
         def hook(_mod: nn.Module, _args: Any, k: int = k, bn: nn.modules.batchnorm._BatchNorm = bn) -> None:
             counts[k] += 1
             bn.momentum = 1.0 / float(counts[k])
 
-        hooks.append(bn.register_forward_pre_hook(hook))
+        def unset(_mod: nn.Module, _args: Any, _out: Any, bn: nn.modules.batchnorm._BatchNorm = bn) -> None:
+            bn.momentum = None  # between calls the module shows the cumulative-average setting, as before
+
+        hooks += [bn.register_forward_pre_hook(hook), bn.register_forward_hook(unset)]
     return hooks
 
 
