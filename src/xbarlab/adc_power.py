@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from xbarlab.conversion import convert
 from xbarlab.hardware import HardwareConfig
+from xbarlab.hooks import ForwardHook, forward_hooks
 from xbarlab.layers import analog_layers
 from xbarlab.mapping import TileLayout
 
@@ -143,25 +144,25 @@ def output_positions(model: nn.Module, example: Tensor) -> dict[str, int]:
     dimensions after the batch (1 for vectors). Keys are module paths (= analog layer names after conversion).
     """
     found: dict[str, int] = {}
-    handles = []
-    for path, module in model.named_modules():
-        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
 
-            def hook(mod: nn.Module, _inp: Any, out: Tensor, path: str = path) -> None:
-                if isinstance(mod, nn.Linear):
-                    found[path] = int(math.prod(out.shape[1:-1]))
-                else:
-                    found[path] = int(math.prod(out.shape[2:]))
+    def hook_for(path: str) -> ForwardHook:
+        def hook(mod: nn.Module, _inp: Any, out: Tensor) -> None:
+            if isinstance(mod, nn.Linear):
+                found[path] = int(math.prod(out.shape[1:-1]))
+            else:
+                found[path] = int(math.prod(out.shape[2:]))
 
-            handles.append(module.register_forward_hook(hook))
+        return hook
+
+    layers = (nn.Conv1d, nn.Conv2d, nn.Linear)
+    hooks = [(m, hook_for(path)) for path, m in model.named_modules() if isinstance(m, layers)]
     was_training = model.training
     model.eval()
     try:
-        model(example[:1])
+        with forward_hooks(hooks):
+            model(example[:1])
     finally:
         model.train(was_training)
-        for h in handles:
-            h.remove()
     return found
 
 

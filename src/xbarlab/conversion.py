@@ -16,6 +16,7 @@ from torch import nn
 
 from xbarlab.attention import split_attention
 from xbarlab.hardware import CLASSIFIER_TOKEN, HardwareConfig
+from xbarlab.hooks import forward_hooks
 from xbarlab.layers import AnalogConv, AnalogLayer, AnalogLinear
 
 CONVERTIBLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
@@ -69,19 +70,17 @@ def _executed_order(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Mod
     ``x`` (eval mode, no grad; modes restored). Hooks are removed afterwards."""
     names = {id(m): n for n, m in model.named_modules()}
     order: list[tuple[str, nn.Module]] = []
-    handles = [
-        m.register_forward_hook(lambda mod, _i, _o: order.append((names[id(mod)], mod)))
-        for m in model.modules()
-        if isinstance(m, CONVERTIBLE)
-    ]
+
+    def hook(mod: nn.Module, _i: object, _o: object) -> None:
+        order.append((names[id(mod)], mod))
+
+    hooks = [(m, hook) for m in model.modules() if isinstance(m, CONVERTIBLE)]
     modes = {m: m.training for m in model.modules()}
     try:
         model.eval()
-        with torch.no_grad():
+        with forward_hooks(hooks), torch.no_grad():
             model(x)
     finally:
-        for h in handles:
-            h.remove()
         for m, mode in modes.items():
             m.train(mode)
     return order

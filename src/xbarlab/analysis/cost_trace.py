@@ -19,6 +19,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.overrides import TorchFunctionMode
 
+from xbarlab.hooks import forward_hooks
+
 # ----------------------------------------------------------------------------------------------------
 # Graph walk
 # ----------------------------------------------------------------------------------------------------
@@ -220,23 +222,21 @@ def _trace(model: nn.Module, input_shape: Sequence[int], batch_size: int) -> lis
         return hook
 
     targets = {id(m): n for n, m in _targets(model)}
-    handles = []
+    pre_hooks, hooks = [], []
     for n, m in model.named_modules():
         is_target = id(m) in targets
         label = targets.get(id(m), n)
-        handles.append(m.register_forward_pre_hook(make_pre_hook(label, is_target)))
-        handles.append(m.register_forward_hook(make_hook(label, is_target)))
+        pre_hooks.append((m, make_pre_hook(label, is_target)))
+        hooks.append((m, make_hook(label, is_target)))
     training = [(m, m.training) for m in model.modules()]
     try:
         model.eval()
         p = next(iter(model.parameters()), None)
         dev = p.device if p is not None else torch.device("cpu")
         dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
-        with torch.no_grad(), recorder:
+        with forward_hooks(hooks, pre_hooks), torch.no_grad(), recorder:
             model(torch.zeros((batch_size, *input_shape), device=dev, dtype=dtype))
     finally:
-        for h in handles:
-            h.remove()
         for m, flag in training:
             m.training = flag
     return calls

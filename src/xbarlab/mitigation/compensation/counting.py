@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from xbarlab.hooks import ForwardHook, forward_hooks
 from xbarlab.layers import AnalogLayer
 from xbarlab.mitigation.compensation.branches import CompensatedLayer, CompensationBranch, compensated_layers
 
@@ -40,22 +41,21 @@ def count_macs(model: nn.Module, example: Tensor) -> dict[str, int]:
     once in eval mode on ``example`` (its first dimension is the batch); analog layers must be programmed.
     """
     macs: dict[str, int] = {}
-    handles = []
-    for path, module in model.named_modules():
-        if _is_weight_layer(module):
 
-            def hook(mod: nn.Module, _inp: Any, out: Tensor, path: str = path) -> None:
-                macs[path] = macs.get(path, 0) + _layer_macs(mod, out)
+    def hook_for(path: str) -> ForwardHook:
+        def hook(mod: nn.Module, _inp: Any, out: Tensor) -> None:
+            macs[path] = macs.get(path, 0) + _layer_macs(mod, out)
 
-            handles.append(module.register_forward_hook(hook))
+        return hook
+
+    hooks = [(m, hook_for(path)) for path, m in model.named_modules() if _is_weight_layer(m)]
     was_training = model.training
     model.eval()
     try:
-        model(example)
+        with forward_hooks(hooks):
+            model(example)
     finally:
         model.train(was_training)
-        for h in handles:
-            h.remove()
     # the affine term of the branches: one MAC per output element
     for path, module in model.named_modules():
         if isinstance(module, CompensatedLayer) and module.branch.scale is not None:
