@@ -261,6 +261,21 @@ def _log(progress: bool, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
+def _epoch_loss(losses: list[Tensor], sizes: list[int], epoch: int, first_step: int) -> tuple[float, int]:
+    """(Σ loss·batch size, images) of an epoch from its step losses, read to the host once.
+
+    A non-finite loss is refused naming its first step (``first_step`` is the step count before the epoch).
+    """
+    values = torch.stack(losses).tolist() if losses else []
+    loss_sum, count = 0.0, 0
+    for k, (value, size) in enumerate(zip(values, sizes, strict=True)):
+        if not math.isfinite(value):
+            raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}, step {first_step + k + 1}; lower the lr")
+        loss_sum += value * size  # the same float arithmetic, in the same order, as the per-step read
+        count += size
+    return loss_sum, count
+
+
 def train_task(
     config: TaskTrainConfig,
     out_dir: str | Path,
@@ -270,12 +285,16 @@ def train_task(
     train_data: CanvasSet | None = None,
     test_data: CanvasSet | None = None,
     stop_after: int | None = None,
+    device: str | torch.device = "cpu",
 ) -> dict[str, Any] | None:
     """Train the detector or segmenter; returns the final metadata (also written to ``<out>/model.json``).
 
     ``train_data``/``test_data`` override the generated canvases (tests use small sets). ``stop_after``: run at
-    most that many epochs now and return ``None`` if training is not finished (rerun to continue).
+    most that many epochs now and return ``None`` if training is not finished (rerun to continue). ``device``:
+    where the model trains and is evaluated (not part of the config: a run resumes on any device); the step
+    losses stay there and are read once per epoch (a non-finite loss is still refused naming its first step).
     """
+    dev = torch.device(device)
     cfg = config
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -293,6 +312,7 @@ def train_task(
         src = shipped_path(cfg.task) if cfg.init_from == "shipped" else Path(cfg.init_from)
         init_model, init_meta = load_task_model(src)
         model.load_state_dict(init_model.state_dict())
+    model.to(dev)
     injection = None
     if cfg.noise_inject:
         injection = NoiseInjection(model, eta=cfg.noise_inject, alpha=cfg.clip_alpha).attach()
@@ -322,23 +342,23 @@ def train_task(
         es = epoch_seed(cfg.seed, epoch)
         torch.manual_seed(es)
         model.train()
-        loss_sum, count = 0.0, 0
+        losses: list[Tensor] = []
+        sizes: list[int] = []
         for x, y in batches(train_data, cfg.batch_size, target=target, shuffle=True, seed=es + 1):
             lr = cosine_lr(step, total, cfg.lr)
             for group in opt.param_groups:
                 group["lr"] = lr
-            loss = loss_fn(x, y)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}; lower the lr")
+            loss = loss_fn(x.to(dev, non_blocking=True), y if cfg.task == "detector" else y.to(dev, non_blocking=True))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             if injection is not None:
                 injection.clip_weights()
             step += 1
-            loss_sum += float(loss.detach()) * x.shape[0]
-            count += x.shape[0]
-        metric = evaluate_task(cfg.task, model, test_data)
+            losses.append(loss.detach())
+            sizes.append(x.shape[0])
+        loss_sum, count = _epoch_loss(losses, sizes, epoch, step - len(losses))
+        metric = evaluate_task(cfg.task, model, test_data, device=dev)
         entry = {"epoch": epoch + 1, "loss": loss_sum / count, metric_name(cfg.task): metric, "seconds": 0.0}
         entry["seconds"] = round(time.perf_counter() - t0, 2)
         history.append(entry)
@@ -365,7 +385,7 @@ def train_task(
         _log(progress, f"stopped after epoch {end_epoch}/{cfg.epochs}; rerun to continue from {state_path}")
         return None
     model.eval()
-    final = evaluate_task(cfg.task, model, test_data)
+    final = evaluate_task(cfg.task, model, test_data, device=dev)
     meta = {
         "task": cfg.task,
         "metric": metric_name(cfg.task),
