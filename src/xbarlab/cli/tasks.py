@@ -38,13 +38,14 @@ def _check_train_inputs(task: str, dataset: str, init_from: str | None, out: Pat
 def _train(task: str, **kw: Any) -> None:
     from xbarlab.papers.p2.train_tasks import TaskTrainConfig, train_task
 
+    dev = _check_device(kw.pop("device"))
     _threads(kw.pop("threads"))
     out = kw.pop("out") or Path("runs") / f"{task}_fmnist-canvas"
     resume = kw.pop("resume")
     stop_after = kw.pop("stop_after")
     cfg = TaskTrainConfig(task=task, **kw)
     _check_train_inputs(task, cfg.dataset, cfg.init_from, Path(out))
-    meta = train_task(cfg, out, resume=resume, stop_after=stop_after)
+    meta = train_task(cfg, out, resume=resume, stop_after=stop_after, device=dev)
     if meta is not None:
         typer.echo(f"{task}: test {meta['metric']} = {meta['test_metric']:.4f} → {Path(out) / 'model.safetensors'}")
 
@@ -88,6 +89,7 @@ def register(app: typer.Typer) -> None:
                 None, callback=opt.positive_int, help="Run at most N epochs now (rerun to continue)."
             ),
             threads: int = typer.Option(1, callback=opt.positive_int, help="Torch threads."),
+            device: str = typer.Option("cpu", "--device", help="Torch device of the training: cpu, cuda, cuda:N."),
         ) -> None:
             _train(
                 task,
@@ -108,6 +110,7 @@ def register(app: typer.Typer) -> None:
                 resume=resume,
                 stop_after=stop_after,
                 threads=threads,
+                device=device,
             )
 
         command.__doc__ = f"Train the canvas {task} (resumable; safetensors + JSON checkpoints)."
