@@ -24,6 +24,8 @@ COMMANDS = [
     ["correctnet", "run", "--model", "lenet5-fmnist", "--out", "{out}"],
     ["p2", "evaluate", "-o", "{out}"],
     ["p2", "drift", "-o", "{out}"],
+    ["p2", "train-detector", "-o", "{out}"],
+    ["p2", "train-segmenter", "-o", "{out}"],
     ["bench", "--repeats", "1"],
     ["demo", "-o", "{out}"],
     ["sweep", "{spec}", "--store", "{out}"],
@@ -80,7 +82,7 @@ def test_a_device_other_than_cpu_or_cuda_is_refused(
     assert not out.exists()
 
 
-@pytest.mark.parametrize("command", [COMMANDS[0], COMMANDS[7], COMMANDS[9]], ids=["evaluate", "bench", "sweep"])
+@pytest.mark.parametrize("command", [COMMANDS[0], COMMANDS[9], COMMANDS[11]], ids=["evaluate", "bench", "sweep"])
 def test_a_gpu_index_that_does_not_exist_is_refused(
     command: list[str],
     tmp_path: Path,

@@ -482,3 +482,15 @@ def test_ray_trial_resources_request_a_gpu_only_for_cuda_trials() -> None:
     assert trial_resources({"device": "cuda:1"}) == {"num_cpus": 1, "num_gpus": 1}
     assert trial_resources({"device": "cpu"}) == {"num_cpus": 1, "num_gpus": 0}
     assert trial_resources({}) == {"num_cpus": 1, "num_gpus": 0}
+
+
+def test_p2_training_reads_the_step_losses_once_per_epoch_and_names_a_non_finite_step() -> None:
+    """``train_task``'s epoch loss: the same float sum as the per-step read; the first non-finite step is named."""
+    from xbarlab.papers.p2.train_tasks import _epoch_loss
+
+    losses = [torch.tensor(v) for v in (0.5, 0.25, 0.125)]
+    want = float(losses[0]) * 4 + float(losses[1]) * 4 + float(losses[2]) * 2
+    assert _epoch_loss(losses, [4, 4, 2], 0, 0) == (want, 10)
+    bad = [torch.tensor(1.0), torch.tensor(float("nan")), torch.tensor(float("inf"))]
+    with pytest.raises(FloatingPointError, match=r"^non-finite loss at epoch 3, step 12; lower the lr$"):
+        _epoch_loss(bad, [4, 4, 4], 2, 10)
