@@ -430,6 +430,11 @@ def test_p2_evaluation_reads_nothing_between_batches(monkeypatch: pytest.MonkeyP
         else:
             masks = [data.masks[i : i + 3] for i in range(0, 7, 3)]
             want = miou(sum(confusion_matrix(model(x).argmax(1), m, 11) for x, m in zip(chunks, masks, strict=True)))
+    from xbarlab.papers.p2 import train_tasks
+
+    seen: list[Any] = []
+    real_map = train_tasks.mean_average_precision
+    monkeypatch.setattr(train_tasks, "mean_average_precision", lambda d, *a: seen.append(d) or real_map(d, *a))
     reads = _CountReads(monkeypatch)
     at_forward: list[int] = []
     model.register_forward_pre_hook(lambda *_: at_forward.append(reads.count))
@@ -437,6 +442,10 @@ def test_p2_evaluation_reads_nothing_between_batches(monkeypatch: pytest.MonkeyP
     monkeypatch.undo()
     assert len(at_forward) == 3 and at_forward[0] == at_forward[-1], at_forward
     assert got == want
+    if task == "detector":  # the detections themselves, box by box (a random net's mAP is 0)
+        assert len(seen[0]) == 7 and sum(d.scores.numel() for d in seen[0]) > 0
+        for a, b in zip(seen[0], dets, strict=True):
+            assert torch.equal(a.boxes, b.boxes) and torch.equal(a.scores, b.scores) and torch.equal(a.labels, b.labels)
 
 
 def test_adapt_bn_cumulative_average_runs_on_meta_and_is_bit_identical_on_cpu() -> None:
