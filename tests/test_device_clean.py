@@ -503,3 +503,14 @@ def test_p2_training_reads_the_step_losses_once_per_epoch_and_names_a_non_finite
     bad = [torch.tensor(1.0), torch.tensor(float("nan")), torch.tensor(float("inf"))]
     with pytest.raises(FloatingPointError, match=r"^non-finite loss at epoch 3, step 12; lower the lr$"):
         _epoch_loss(bad, [4, 4, 4], 2, 10)
+
+
+def test_make_loader_pins_memory_only_for_a_cuda_device() -> None:
+    """Pinned host memory for CUDA batches (the loops copy them ``non_blocking``); none for CPU or no device."""
+    from torch.utils.data import TensorDataset
+
+    from xbarlab.data import make_loader
+
+    data = TensorDataset(torch.randn(4, 2), torch.zeros(4))
+    pins = [make_loader(data, 2, device=d).pin_memory for d in ("cuda", "cuda:1", torch.device("cuda"), "cpu", None)]
+    assert pins == [True, True, True, False, False]  # built only, never iterated: no GPU needed
