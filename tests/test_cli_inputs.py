@@ -333,8 +333,8 @@ def test_confidence_interval_stays_in_range_and_is_marked() -> None:
 
 
 def test_report_table_marks_bounded_interval() -> None:
-    from xbarlab.reports import _summary_table
     from xbarlab.reports.aggregate import group_rows, normalize_rows
+    from xbarlab.reports.tables import _summary_table
 
     rows = normalize_rows(
         [
