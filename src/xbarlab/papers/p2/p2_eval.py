@@ -9,6 +9,9 @@ The idle device sits at 10 µS, ≥ 7σ_G above 0 up to η = 0.2, so the clamp a
 This is the encoding of the ``p2-noise-aware-bn`` sweep; :func:`measured_noise_ratio` checks it numerically on
 every evaluated chip (measured std of W_eff − W divided by η·max|W|).
 
+Every chip runs through the per-chip runner (:func:`xbarlab.runner.run_chip`, chip seed s = seed + k); its
+metric is the task metric under each method below, each method starting from the same programmed chip.
+
 Methods, per chip instance (docs/papers.md §2.6):
 
 * ``none``: the noisy chip with the pre-trained BN statistics;
@@ -27,7 +30,7 @@ it stopped; the Markdown table and the PNG plot are written at the end.
 
 from __future__ import annotations
 
-import copy
+import functools
 import json
 import math
 import sys
@@ -40,7 +43,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from xbarlab.chip import calibrate, drift, needs_calibration, program
 from xbarlab.conversion import convert
 from xbarlab.data.registry import dataset_info, list_datasets
 from xbarlab.hardware import HardwareConfig
@@ -50,6 +52,7 @@ from xbarlab.mitigation.drift_compensation import READOUTS, compensate, remove_c
 from xbarlab.papers.p2.canvas import CanvasLoader, CanvasSet
 from xbarlab.papers.p2.train_tasks import evaluate_task, load_shipped, load_task_model, make_canvases, metric_name
 from xbarlab.presets import list_presets, load_preset
+from xbarlab.runner import run_chip
 from xbarlab.stats import summarize
 
 __all__ = [
@@ -90,6 +93,11 @@ def measured_noise_ratio(chip: nn.Module, eta: float) -> float:
         w = layer.weight.detach().double()
         parts.append(((layer.effective_weight().double() - w) / w.abs().max()).reshape(-1))
     return float(torch.cat(parts).std() / eta) if eta > 0 else 0.0
+
+
+def _noise_probe(chip: nn.Module, eta: float) -> dict[str, float]:
+    """The measured noise ratio of a programmed chip (:func:`measured_noise_ratio`), for the per-chip runner."""
+    return {"ratio": measured_noise_ratio(chip, eta)}
 
 
 def _log(progress: bool, text: str) -> None:
@@ -271,25 +279,37 @@ def p2_experiment(
             per_chip: dict[str, list[float]] = {m: [] for m in config.methods}
             ratios = []
             for k in range(config.chips):
-                chip = copy.deepcopy(base)
-                program(chip, config.seed + k)
+                s = config.seed + k
+
+                def methods(chip: nn.Module, s: int = s, task: str = task) -> dict[str, float]:
+                    return _run_methods(
+                        task,
+                        chip,
+                        config.methods,
+                        test,
+                        calib,
+                        calib_batches=config.calib_batches,
+                        calib_batch_size=config.calib_batch_size,
+                        eval_batch_size=config.eval_batch_size,
+                        small_batch_size=config.small_batch_size,
+                        calib_seed=s,
+                        device=device,
+                    )
+
                 # no converters to calibrate: one calibration batch verifies that every analog layer runs on the chip
-                calibrate(chip, CanvasLoader(calib, config.calib_batch_size), num_batches=1, device=device)
-                ratios.append(measured_noise_ratio(chip, eta))
-                res = _run_methods(
-                    task,
-                    chip,
-                    config.methods,
-                    test,
-                    calib,
-                    calib_batches=config.calib_batches,
-                    calib_batch_size=config.calib_batch_size,
-                    eval_batch_size=config.eval_batch_size,
-                    small_batch_size=config.small_batch_size,
-                    calib_seed=config.seed + k,
+                run = run_chip(
+                    base,
+                    None,
+                    methods,
+                    seed=s,
+                    calibration=CanvasLoader(calib, config.calib_batch_size),
+                    calib_batches=1,
+                    verify=True,
+                    probe=functools.partial(_noise_probe, eta=eta),
                     device=device,
                 )
-                for m, v in res.items():
+                ratios.append(run.probe["ratio"])
+                for m, v in run.value.items():
                     per_chip[m].append(v)
             cell: dict[str, Any] = {
                 "model": label,
@@ -393,29 +413,38 @@ def drift_experiment(
             t0 = time.perf_counter()
             per_chip: dict[str, list[float]] = {m: [] for m in config.methods}
             for k in range(config.chips):
-                chip = copy.deepcopy(base)
-                program(chip, config.seed + k)
-                drift(chip, t)
+                s = config.seed + k
+
+                def methods(chip: nn.Module, s: int = s, task: str = task) -> dict[str, float]:
+                    return _run_methods(
+                        task,
+                        chip,
+                        config.methods,
+                        test,
+                        calib,
+                        calib_batches=config.calib_batches,
+                        calib_batch_size=config.calib_batch_size,
+                        eval_batch_size=config.eval_batch_size,
+                        small_batch_size=config.eval_batch_size,
+                        calib_seed=s,
+                        extra=extra,
+                        device=device,
+                    )
+
                 # calibrate also verifies that every analog layer runs on the chip (one batch is enough when
                 # there are no converters to calibrate)
-                batches = config.converter_batches if needs_calibration(chip) else 1
-                loader = CanvasLoader(calib, config.calib_batch_size)
-                calibrate(chip, loader, num_batches=batches, device=device)
-                res = _run_methods(
-                    task,
-                    chip,
-                    config.methods,
-                    test,
-                    calib,
-                    calib_batches=config.calib_batches,
-                    calib_batch_size=config.calib_batch_size,
-                    eval_batch_size=config.eval_batch_size,
-                    small_batch_size=config.eval_batch_size,
-                    calib_seed=config.seed + k,
-                    extra=extra,
+                run = run_chip(
+                    base,
+                    None,
+                    methods,
+                    seed=s,
+                    t_seconds=t,
+                    calibration=CanvasLoader(calib, config.calib_batch_size),
+                    calib_batches=config.converter_batches,
+                    verify=True,
                     device=device,
                 )
-                for m, v in res.items():
+                for m, v in run.value.items():
                     per_chip[m].append(v)
             cell: dict[str, Any] = {
                 "model": label,
