@@ -261,6 +261,10 @@ class TrialContext:
         ds = self.train_set if augment else self.train_set.with_augmentation(None)
         return make_loader(ds, batch_size, shuffle=True, seed=derive_seed(self.seed, purpose), device=self.device)
 
+    def digital_model(self) -> nn.Module:
+        """The trial's digital model (cached per worker process), e.g. the teacher of ``ln_distill``."""
+        return _load_model(self.config["model"])
+
 
 def run_trial(config: Mapping[str, Any]) -> dict[str, Any]:
     """Run one trial; returns a dict with metrics, timings, env, worker, started_at, finished_at, error.

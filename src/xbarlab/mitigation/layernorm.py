@@ -27,6 +27,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from xbarlab.checkpoint import load_checkpoint, load_pretrained
+from xbarlab.mitigation.registry import (
+    P1_SCHEDULE,
+    P1_SCHEDULE_LIMITS,
+    MitigationDef,
+    MitigationOutcome,
+    OptionLimit,
+    register_mitigation,
+)
+from xbarlab.models.common import channels_last
+
 __all__ = ["LNFinetuneResult", "distill_ln", "finetune_ln", "ln_modules", "register_sweep_mitigations"]
 
 
@@ -262,17 +273,6 @@ def distill_ln(
 
 # ------------------------------------------------------------------------------------------------ sweep registry
 
-_SCHEDULE: dict[str, Any] = {
-    "epochs": 5,
-    "lr": 0.01,
-    "lr_step_epochs": 2,
-    "lr_gamma": 0.2,
-    "momentum": 0.9,
-    "batch_size": 128,
-    "max_samples": None,
-    "augment": True,
-}
-
 
 def _info(prefix: str, res: LNFinetuneResult) -> dict[str, Any]:
     return {
@@ -285,8 +285,6 @@ def _info(prefix: str, res: LNFinetuneResult) -> dict[str, Any]:
 
 
 def _sweep_finetune(chip: nn.Module, ctx: Any, options: Mapping[str, Any]) -> Any:
-    from xbarlab.experiments.registry import MitigationOutcome
-
     ln_modules(chip, "mitigation 'ln_finetune'")
     loader = ctx.train_loader(int(options["batch_size"]), augment=bool(options["augment"]), purpose="ln_finetune")
     ms = options["max_samples"]
@@ -304,12 +302,20 @@ def _sweep_finetune(chip: nn.Module, ctx: Any, options: Mapping[str, Any]) -> An
     return MitigationOutcome(_info("finetune", res))
 
 
-def _sweep_distill(chip: nn.Module, ctx: Any, options: Mapping[str, Any]) -> Any:
-    from xbarlab.experiments.registry import MitigationOutcome
-    from xbarlab.experiments.trial import _load_model
+def _teacher(model: Mapping[str, Any]) -> nn.Module:
+    """The digital model named by a trial's ``model`` entry (pretrained name or checkpoint), loaded as the trial
+    loads it (eval mode, NHWC)."""
+    if model.get("pretrained"):
+        net, _ = load_pretrained(str(model["pretrained"]))
+    else:
+        net, _ = load_checkpoint(str(model["checkpoint"]))
+    return channels_last(net.eval())
 
+
+def _sweep_distill(chip: nn.Module, ctx: Any, options: Mapping[str, Any]) -> Any:
     ln_modules(chip, "mitigation 'ln_distill'")
-    teacher = _load_model(ctx.config["model"])  # the digital model of this trial (cached per worker)
+    digital_model = getattr(ctx, "digital_model", None)  # a sweep trial's context: its cached digital model
+    teacher = digital_model() if digital_model is not None else _teacher(ctx.config["model"])
     # the same images as ln_finetune draws (same purpose seed), labels unused
     loader = ctx.train_loader(int(options["batch_size"]), augment=bool(options["augment"]), purpose="ln_finetune")
     ms = options["max_samples"]
@@ -331,24 +337,14 @@ def _sweep_distill(chip: nn.Module, ctx: Any, options: Mapping[str, Any]) -> Any
 
 def register_sweep_mitigations() -> None:
     """Register ``ln_finetune`` and ``ln_distill`` in the sweep mitigation registry (idempotent)."""
-    from xbarlab.experiments.registry import MitigationDef, OptionLimit, register_mitigation
-
-    limits = {
-        "epochs": OptionLimit(lo=1),
-        "lr": OptionLimit(lo=0.0, lo_open=True),
-        "lr_step_epochs": OptionLimit(lo=1),
-        "lr_gamma": OptionLimit(lo=0.0, hi=1.0, lo_open=True),
-        "momentum": OptionLimit(lo=0.0, hi=1.0, hi_open=True),
-        "batch_size": OptionLimit(lo=1),
-        "max_samples": OptionLimit(lo=1),
-    }
+    limits = dict(P1_SCHEDULE_LIMITS)
     register_mitigation(
         MitigationDef(
             "ln_finetune",
             "LayerNorm γ/β fine-tuning on the chip with cross-entropy (P1 §1.7 B transferred to LayerNorm; "
             "xbarlab.mitigation.layernorm.finetune_ln); max_samples limits the labelled samples (few-shot).",
             _sweep_finetune,
-            dict(_SCHEDULE),
+            dict(P1_SCHEDULE),
             limits,
         ),
         replace=True,
@@ -359,7 +355,7 @@ def register_sweep_mitigations() -> None:
             "Label-free LayerNorm γ/β fine-tuning: the chip's outputs matched to the digital model's on "
             "unlabelled training images (T²·KL; xbarlab.mitigation.layernorm.distill_ln).",
             _sweep_distill,
-            {**_SCHEDULE, "temperature": 1.0},
+            {**P1_SCHEDULE, "temperature": 1.0},
             {**limits, "temperature": OptionLimit(lo=0.0, lo_open=True)},
         ),
         replace=True,

@@ -34,6 +34,8 @@ from xbarlab.mitigation.bn import adapt_bn, bn_modules, finetune_bn, online_bn
 from xbarlab.schema import ConfigError
 
 __all__ = [
+    "P1_SCHEDULE",
+    "P1_SCHEDULE_LIMITS",
     "MitigationContext",
     "MitigationDef",
     "MitigationFn",
@@ -120,6 +122,30 @@ class OptionLimit:
             return None
         return schema.bounds_text(self.lo, self.hi, **bounds)
 
+
+P1_SCHEDULE: Mapping[str, Any] = {
+    "epochs": 5,
+    "lr": 0.01,
+    "lr_step_epochs": 2,
+    "lr_gamma": 0.2,
+    "momentum": 0.9,
+    "batch_size": 128,
+    "max_samples": None,
+    "augment": True,
+}
+"""The P1 §1.7 B fine-tuning schedule (SGD with momentum, LR stepped by ``lr_gamma`` every ``lr_step_epochs``;
+``max_samples`` labelled samples, ``None``: all): the option defaults of ``bn_finetune`` and ``ln_finetune``."""
+
+P1_SCHEDULE_LIMITS: Mapping[str, OptionLimit] = {
+    "epochs": OptionLimit(lo=1),
+    "lr": OptionLimit(lo=0.0, lo_open=True),
+    "lr_step_epochs": OptionLimit(lo=1),
+    "lr_gamma": OptionLimit(lo=0.0, hi=1.0, lo_open=True),
+    "momentum": OptionLimit(lo=0.0, hi=1.0, hi_open=True),
+    "batch_size": OptionLimit(lo=1),
+    "max_samples": OptionLimit(lo=1),
+}
+"""The allowed values of :data:`P1_SCHEDULE`'s options."""
 
 _MITIGATIONS: dict[str, MitigationDef] = {}
 _LAZY_MITIGATIONS: dict[str, str] = {}
@@ -301,28 +327,8 @@ register_mitigation(
         "BN γ/β fine-tuning on the chip (P1 §1.7 B; xbarlab.mitigation.finetune_bn), starting from BN "
         "adaptation; max_samples limits the labelled training samples (few-shot).",
         _bn_finetune,
-        {
-            "epochs": 5,
-            "lr": 0.01,
-            "lr_step_epochs": 2,
-            "lr_gamma": 0.2,
-            "momentum": 0.9,
-            "batch_size": 128,
-            "max_samples": None,
-            "augment": True,
-            "start_from_adapted": True,
-            "adapt_batches": 20,
-        },
-        {
-            "epochs": OptionLimit(lo=1),
-            "lr": OptionLimit(lo=0.0, lo_open=True),
-            "lr_step_epochs": OptionLimit(lo=1),
-            "lr_gamma": OptionLimit(lo=0.0, hi=1.0, lo_open=True),
-            "momentum": OptionLimit(lo=0.0, hi=1.0, hi_open=True),
-            "batch_size": OptionLimit(lo=1),
-            "max_samples": OptionLimit(lo=1),
-            "adapt_batches": OptionLimit(lo=1),
-        },
+        {**P1_SCHEDULE, "start_from_adapted": True, "adapt_batches": 20},
+        {**P1_SCHEDULE_LIMITS, "adapt_batches": OptionLimit(lo=1)},
         requires_bn=True,
     )
 )
