@@ -64,3 +64,24 @@ def test_every_papers_md_citation_has_its_section_in_docs_papers_md() -> None:
     assert len(cited) >= 15
     missing = {label: where for label, where in cited.items() if label not in headings}
     assert not missing, f"cited but not in docs/papers.md: {missing}"
+
+
+_LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)\s]*)?\)")
+
+
+def _relative_links(path: Path) -> list[str]:
+    return [t for t in _LINK.findall(path.read_text()) if "://" not in t and not t.startswith("mailto:")]
+
+
+def test_readme_is_a_front_page_of_at_most_160_lines_opening_with_the_two_setup_commands() -> None:
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 160, f"README.md has {len(lines)} lines; results belong in docs/results/"
+    block = "\n".join(lines[:6])
+    assert "make demo" in block and "make test" in block
+
+
+@pytest.mark.parametrize("page", ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").rglob("*.md"))])
+def test_every_relative_link_in_the_docs_points_to_an_existing_file(page: str) -> None:
+    path = ROOT / page
+    broken = [t for t in _relative_links(path) if not (path.parent / t).exists()]
+    assert not broken, f"{page}: links to missing files: {broken}"
