@@ -235,3 +235,28 @@ def test_paper_settings() -> None:
     assert noise == {"none", "relative_to_G"}
     r2 = resolve_trials(load_spec("p1-r2-devices"), fingerprint=False)
     assert {t.config["hardware"]["name"] for t in r2} == {"pcm-i", "pcm-ii", "rram"}
+
+
+def test_builtin_sweeps_found_in_core_and_paper_folders() -> None:
+    """P1/P2/P3 sweep files ship in ``xbarlab/papers/<paper>/sweeps``, the core's examples in experiments/configs."""
+    from xbarlab.experiments.spec import builtin_sweep
+
+    names = list_builtin_sweeps()
+    assert builtin_sweep("p1-r1-read-noise").parent.as_posix().endswith("xbarlab/papers/p1/sweeps")
+    assert builtin_sweep("p2-noise-aware-bn").parent.as_posix().endswith("xbarlab/papers/p2/sweeps")
+    assert builtin_sweep("p3-correctnet").parent.as_posix().endswith("xbarlab/papers/p3/sweeps")
+    assert builtin_sweep("vit-ln").parent.as_posix().endswith("xbarlab/experiments/configs")
+    assert {"p1-r2-devices", "p1-r3-drift", "p1-r4-parasitics", "example-presets"} <= set(names)
+    with pytest.raises(KeyError, match=r"unknown built-in sweep 'nope'; allowed: .*p1-r1-read-noise"):
+        builtin_sweep("nope")
+
+
+def test_builtin_sweep_shipped_twice_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from xbarlab.experiments import spec as spec_module
+
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "same.yaml").write_text("name: same\n")
+    monkeypatch.setattr(spec_module, "_sweep_dirs", lambda: [tmp_path / "a", tmp_path / "b"])
+    with pytest.raises(RuntimeError, match="built-in sweep 'same' is shipped twice"):
+        list_builtin_sweeps()

@@ -314,22 +314,38 @@ def load_spec(path: str | Path, overrides: Mapping[str, Any] | None = None) -> S
     return parse_spec(p.read_text(), source=str(p), overrides=overrides)
 
 
-def _configs_dir() -> Path:
-    return Path(str(resources.files("xbarlab") / "experiments" / "configs"))
+def _sweep_dirs() -> list[Path]:
+    """Folders of the shipped sweep files: the core's examples, then every paper's ``sweeps/`` folder.
+
+    Paper folders are found as data on disk (``xbarlab/papers/<paper>/sweeps/*.yaml``), not imported: the sweep
+    engine stays independent of paper code (tests/test_import_graph.py).
+    """
+    root = Path(str(resources.files("xbarlab")))
+    return [root / "experiments" / "configs", *sorted((root / "papers").glob("*/sweeps"))]
+
+
+def _builtin_paths() -> dict[str, Path]:
+    """Built-in sweep name (file stem) → file; a name shipped twice is a packaging error, refused by name."""
+    out: dict[str, Path] = {}
+    for folder in _sweep_dirs():
+        for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+            if path.stem in out:
+                raise RuntimeError(f"built-in sweep {path.stem!r} is shipped twice: {out[path.stem]} and {path}")
+            out[path.stem] = path
+    return out
 
 
 def list_builtin_sweeps() -> list[str]:
-    """Names of the sweep files shipped in ``xbarlab/experiments/configs``."""
-    folder = _configs_dir()
-    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+    """Names of the shipped sweep files (``xbarlab/experiments/configs`` and ``xbarlab/papers/*/sweeps``)."""
+    return sorted(_builtin_paths())
 
 
 def builtin_sweep(name: str) -> Path:
     """Path of a shipped sweep file."""
-    path = _configs_dir() / f"{name}.yaml"
-    if not path.is_file():
-        raise KeyError(f"unknown built-in sweep {name!r}; allowed: {', '.join(list_builtin_sweeps())}")
-    return path
+    paths = _builtin_paths()
+    if name not in paths:
+        raise KeyError(f"unknown built-in sweep {name!r}; allowed: {', '.join(sorted(paths))}")
+    return paths[name]
 
 
 def resolve_trials(spec: SweepSpec, *, fingerprint: bool = True) -> list[Trial]:
