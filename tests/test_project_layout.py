@@ -80,7 +80,9 @@ def test_readme_is_a_front_page_of_at_most_160_lines_opening_with_the_two_setup_
     assert "make demo" in block and "make test" in block
 
 
-@pytest.mark.parametrize("page", ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").rglob("*.md"))])
+@pytest.mark.parametrize(
+    "page", ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").rglob("*.md"))]
+)
 def test_every_relative_link_in_the_docs_points_to_an_existing_file(page: str) -> None:
     path = ROOT / page
     broken = [t for t in _relative_links(path) if not (path.parent / t).exists()]

@@ -6,5 +6,6 @@
   (RL / greedy placement) → quantisation search, and its table and figures.
 
 P1 needs no code of its own: its experiments are sweep files (``xbarlab/papers/p1/sweeps/p1-*.yaml``) run by
-the generic sweep engine; each paper's sweep files sit in its ``sweeps/`` folder (P2, P3 as well). Modules here import the core; no core module imports them (``tests/test_import_graph.py``).
+the generic sweep engine; each paper's sweep files sit in its ``sweeps/`` folder (P2, P3 as well). Modules here
+import the core; no core module imports them (``tests/test_import_graph.py``).
 """
