@@ -325,8 +325,13 @@ def test_conversion_of_shared_subclassed_and_unsupported_modules() -> None:
     assert all(where[f"att.{p}"][0] for p in ("q_proj", "k_proj", "v_proj", "out_proj"))  # analog attention
     assert not where["emb"][0] and not where["conv"][0] and "overrides forward()" in where["conv"][1]
     x = torch.randn(3, 4, 8)
-    with torch.no_grad():
-        assert torch.equal(xbarlab.program(chip, 0)(x), net(x))  # nothing changed its behaviour
+    with torch.no_grad():  # nothing changed its behaviour; the analog attention runs q/k/v as three GEMMs where
+        # nn.MultiheadAttention runs one packed in_proj GEMM, so the two agree to float rounding, not bit for bit
+        # (which bits differ depends on the CPU's GEMM kernels): the tolerance of tests/test_attention.py
+        programmed = xbarlab.program(chip, 0)
+        assert (programmed(x) - net(x)).abs().max() < 1e-5
+        h = torch.relu(net.enc(x))  # the shared Linear alone is bit-exact
+        assert torch.equal(programmed.dec(torch.relu(programmed.enc(x))), net.dec(h))
 
 
 def test_patterns_that_match_no_layer_and_lazy_modules_are_errors() -> None:
