@@ -33,6 +33,11 @@ TIMES_S = {"1 h": 3600.0, "1 day": 86400.0, "1 year": 365.25 * 86400.0}
 TILE = 512
 XBARLAB_SIDES = {"xbarlab": TILE, "xbarlab-64x64": 64}
 """Fidelity sides run by xbarlab and their tile size (rows = cols); ``xbarlab-64x64`` is the tile-size study."""
+AIHWKIT_SIDES = {"aihwkit": TILE, "aihwkit-1tile": 0}
+"""Fidelity sides run by aihwkit and their ``mapping.max_input_size`` / ``max_output_size``. aihwkit splits a
+layer larger than the tile into *equal* pieces (576 rows → 2 × 288) and scales and drift-compensates every
+piece on its own; ``aihwkit-1tile`` (0: no split) keeps each layer on one tile, i.e. per-layer weight scaling and
+per-layer drift compensation, as xbarlab does (docs/peers-fidelity.md, finding 3)."""
 # aihwkit IOParameters: out_bound 12, out_res 1/(2^9 − 2) of the full range 2·12 → LSB = 24/510; out_noise 0.06.
 AIHWKIT_OUT_NOISE = 0.06
 AIHWKIT_ADC_LSB = 2 * 12.0 / (2**9 - 2)
@@ -80,14 +85,15 @@ def xbarlab_hw(overrides: dict[str, Any], tile: int = TILE) -> Any:
     return load_preset("pcm-nandakumar").override({**base, **overrides})
 
 
-def aihwkit_config(perfect: bool, w_noise: float = 0.0) -> Any:
-    """aihwkit InferenceRPUConfig: PCMLikeNoiseModel, global drift compensation, 512×512 tiles, digital bias."""
+def aihwkit_config(perfect: bool, w_noise: float = 0.0, tile: int = TILE) -> Any:
+    """aihwkit InferenceRPUConfig: PCMLikeNoiseModel, global drift compensation, ``tile``² tiles (0: one tile per
+    layer), digital bias."""
     from aihwkit.inference import GlobalDriftCompensation, PCMLikeNoiseModel
     from aihwkit.simulator.configs import InferenceRPUConfig, WeightNoiseType
 
     rpu = InferenceRPUConfig()
-    rpu.mapping.max_input_size = TILE
-    rpu.mapping.max_output_size = TILE
+    rpu.mapping.max_input_size = tile
+    rpu.mapping.max_output_size = tile
     rpu.mapping.digital_bias = True
     rpu.noise_model = PCMLikeNoiseModel(g_max=25.0)
     rpu.drift_compensation = GlobalDriftCompensation()
@@ -265,12 +271,13 @@ def run_fidelity(chips: int, images: int, out: Path, sides: tuple[str, ...] = ("
             if not todo:
                 continue
             seed = 1000 + chip_id
-            if side == "aihwkit":
-                c = make_aihwkit_chip(model, aihwkit_config(perfect=True), seed, TIMES_S[todo[0]])
+            if side in AIHWKIT_SIDES:
+                hw = aihwkit_config(perfect=True, tile=AIHWKIT_SIDES[side])
+                c = make_aihwkit_chip(model, hw, seed, TIMES_S[todo[0]])
             else:
                 c = make_xbarlab_chip(model, xbarlab_hw({}, XBARLAB_SIDES[side]), seed, TIMES_S[todo[0]], x[:64])
             for t_name in todo:
-                if side == "aihwkit":
+                if side in AIHWKIT_SIDES:
                     c.drift_analog_weights(TIMES_S[t_name])  # re-drifts from the programmed state
                     errs = _aihwkit_weight_errors(c, model)
                 else:
@@ -318,14 +325,15 @@ def main() -> None:
     parser.add_argument("--chips", type=int, default=20)
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument(
-        "--sides", default="aihwkit,xbarlab", help="comma-separated: aihwkit, xbarlab, xbarlab-64x64 (tile study)"
+        "--sides", default="aihwkit,xbarlab", help="comma-separated: aihwkit, aihwkit-1tile, xbarlab, xbarlab-64x64"
     )
     parser.add_argument("--summary-only", action="store_true", help="only rewrite the fidelity summary")
     args = parser.parse_args()
     sides = tuple(args.sides.split(","))
-    unknown = [s for s in sides if s != "aihwkit" and s not in XBARLAB_SIDES]
+    allowed = [*AIHWKIT_SIDES, *XBARLAB_SIDES]
+    unknown = [s for s in sides if s not in allowed]
     if unknown:
-        parser.error(f"--sides: unknown side(s) {unknown}; allowed: aihwkit, {', '.join(XBARLAB_SIDES)}")
+        parser.error(f"--sides: unknown side(s) {unknown}; allowed: {', '.join(allowed)}")
     torch.set_num_threads(2)
     RESULTS.mkdir(exist_ok=True)
     if args.fidelity:
