@@ -11,7 +11,7 @@ from experiments_util import (
     cli,
     toy_checkpoint,  # noqa: F401  (pytest fixture)
 )
-from xbarlab.experiments.p3 import P3Config
+from xbarlab.papers.p3 import P3Config
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -193,7 +193,7 @@ def test_config_rejects_bad_values(field: str, value: object, allowed: str) -> N
 
 
 def test_bits_per_cell_search_needs_sliced_devices(tmp_path: Path) -> None:
-    from xbarlab.experiments.p3 import run_p3
+    from xbarlab.papers.p3 import run_p3
 
     cfg = P3Config(
         out_dir=str(tmp_path / "x"),
@@ -217,7 +217,7 @@ def test_cli_rejects_unknown_greedy_mode(toy_checkpoint: Path, tmp_path: Path) -
 
 
 def test_long_placements_get_a_footnote() -> None:
-    from xbarlab.experiments.p3 import _placement_label
+    from xbarlab.papers.p3.report import _placement_label
 
     notes: dict[str, str] = {}
     assert _placement_label([], notes) == "none"

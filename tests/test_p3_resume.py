@@ -178,7 +178,7 @@ def test_branch_weights_are_verified_against_the_placement_results(tmp_path: Pat
     import torch
     from safetensors.torch import save_file
 
-    from xbarlab.experiments import p3
+    from xbarlab.papers.p3 import stages as p3
 
     layers = ["conv1", "fc"]
     path = p3._branches_path(tmp_path, layers)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from xbarlab.mitigation.placement import (
+from xbarlab.papers.p3.placement import (
     CachedEvaluator,
     PlacementProblem,
     all_layers_placement,

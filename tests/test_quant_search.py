@@ -8,7 +8,7 @@ from torch import nn
 
 import xbarlab
 from xbarlab.layers import analog_layers
-from xbarlab.quant_search import QuantConfig, QuantPoint, pareto_front, quant_search
+from xbarlab.papers.p3.quant_search import QuantConfig, QuantPoint, pareto_front, quant_search
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -39,7 +39,7 @@ def _as_option_error(message: str) -> str:
     """A P3Config/run_p3 message ``field: …`` as ``--option: …`` (the name the user typed)."""
     import dataclasses
 
-    from xbarlab.experiments.p3 import P3Config
+    from xbarlab.papers.p3 import P3Config
 
     field, sep, rest = message.partition(": ")
     if sep and field in {f.name for f in dataclasses.fields(P3Config)}:
@@ -117,7 +117,7 @@ def run(
     recomputed, and so are the stages after it (or, with --resume strict, the run is refused). Tables and labels
     come from the stored settings. Every option is checked before anything is written to OUT.
     """
-    from xbarlab.experiments.p3 import P3Config, prepare_p3, run_p3
+    from xbarlab.papers.p3 import P3Config, prepare_p3, run_p3
 
     dev = _check_device(device)
     try:
@@ -201,9 +201,9 @@ def train_lipschitz(
     dev = _check_device(device)
 
     from xbarlab.data import dataset_info, get_dataset
-    from xbarlab.experiments.p3 import load_model
     from xbarlab.mitigation.lipschitz import lipschitz_regularizer
     from xbarlab.models import build_model
+    from xbarlab.papers.p3 import load_model
     from xbarlab.training import TrainConfig, train
 
     torch.set_num_threads(threads)
@@ -237,8 +237,8 @@ def lipschitz(
     device: str = typer.Option("cpu", help="torch device of the power iterations: cpu, cuda or cuda:N."),
 ) -> None:
     """Per-layer σ_max (power iteration), the product bound and the penalty of a model."""
-    from xbarlab.experiments.p3 import load_model
     from xbarlab.mitigation.lipschitz import layer_spectral_norms, lipschitz_regularizer, lipschitz_upper_bound
+    from xbarlab.papers.p3 import load_model
 
     dev = _check_device(device)
     net, _ = load_model(model)
@@ -266,7 +266,7 @@ def adc_energy(
     """ADC conversions and energy per inference on the P3 hardware (with --set changes)."""
     from xbarlab.adc_power import ADCPowerModel, adc_energy_report
     from xbarlab.data import dataset_info
-    from xbarlab.experiments.p3 import load_model, p3_hardware
+    from xbarlab.papers.p3 import load_model, p3_hardware
 
     _check_device(device)
     net, meta = load_model(model)

@@ -1,0 +1,576 @@
+"""The computations of the P3 stages: models (plain and Lipschitz), σ sweep, placement of compensation branches,
+quantisation search and the per-chip extensions. Each returns the stage's result (a JSON mapping)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from xbarlab.papers.p3.cache import P3Plan, _read_json, _write_json
+from xbarlab.papers.p3.config import P3Config, _device, p3_hardware
+from xbarlab.papers.p3.data import _clean_accuracy, _Data, _full_test_loader, _lipschitz_model, _mc, load_model
+
+
+def _stage_models(cfg: P3Config, data: _Data, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    from xbarlab.mitigation.lipschitz import lipschitz_regularizer, lipschitz_upper_bound
+    from xbarlab.training import TrainConfig, train
+
+    plain, plain_meta = load_model(cfg.model)
+    reg = lipschitz_regularizer(cfg.lipschitz_kind, cfg.lipschitz_beta)
+    if cfg.lipschitz_checkpoint is not None:
+        lip_path = cfg.lipschitz_checkpoint
+        lip_info: dict[str, Any] = {"source": "checkpoint", "path": lip_path}
+    else:
+        lip_dir = out / "lipschitz_train"
+        lip_path = str(lip_dir / "model")
+        lip_model = copy.deepcopy(plain)
+        log(f"fine-tuning {cfg.model} with the {cfg.lipschitz_kind} penalty (β={cfg.lipschitz_beta}) ...")
+        tcfg = TrainConfig(epochs=cfg.lipschitz_epochs, lr=cfg.lipschitz_lr, seed=cfg.seed)
+        meta = {
+            "model": plain_meta.get("model"),
+            "model_kwargs": plain_meta.get("model_kwargs"),
+            "dataset": cfg.dataset,
+            "lipschitz": reg.describe(),
+            "finetuned_from": cfg.model,
+        }
+        train(
+            lip_model,
+            data.train_set,
+            data.test_set,
+            tcfg,
+            out_dir=lip_dir,
+            regularizer=reg,
+            progress=False,
+            metadata=meta,
+            device=_device(cfg),
+        )
+        lip_info = {"source": "fine-tuned", "path": lip_path, "train": tcfg.as_dict()}
+    lip, _ = load_model(lip_path)
+    full_test = _full_test_loader(cfg, data)
+    clean_plain = _clean_accuracy(plain, full_test, _device(cfg))
+    clean_lip = _clean_accuracy(lip, full_test, _device(cfg))
+    result = {
+        "plain": {
+            "spec": cfg.model,
+            "clean_accuracy": clean_plain,
+            "lipschitz_bound": lipschitz_upper_bound(plain),
+            "penalty": float(reg.penalty(plain).detach()),
+        },
+        "lipschitz": {
+            **lip_info,
+            "regularizer": reg.describe(),
+            "clean_accuracy": clean_lip,
+            "lipschitz_bound": lipschitz_upper_bound(lip),
+            "penalty": float(reg.penalty(lip).detach()),
+        },
+        "clean_gap": clean_lip - clean_plain,
+        "matched_within_1pt": abs(clean_lip - clean_plain) <= 1.0,
+    }
+    log(
+        f"clean accuracy: plain {clean_plain:.2f} %, Lipschitz {clean_lip:.2f} % "
+        f"(gap {clean_lip - clean_plain:+.2f} pt, matched: {result['matched_within_1pt']})"
+    )
+    return result
+
+
+def _stage_sweep(
+    cfg: P3Config, plan: P3Plan, data: _Data, out: Path, models: dict[str, Any], log: Callable[[str], None]
+) -> dict[str, Any]:
+    """Accuracy over chips of both models at every σ; rows are stored per σ, so a rerun with the same settings
+    (stage key) and new σ values adds rows, and other settings start the sweep afresh."""
+    stage = plan.stages["sweep"]
+    path = out / "sweep.json"
+    done: dict[str, Any] = {}
+    if stage.status == "reuse":
+        log(f"stage sweep: same settings, reusing the rows of {path.name}")
+        done = dict(_read_json(path))
+    elif stage.status == "recompute":
+        log(f"stage sweep: recomputing: {stage.reason}")
+    done["_stage"] = stage.record
+    nets = {"plain": load_model(cfg.model)[0], "lipschitz": _lipschitz_model(cfg, models)}
+    for name, net in nets.items():
+        rows = done.setdefault(name, {})
+        for sigma in cfg.sigmas:
+            key = f"{sigma:g}"
+            if key in rows:
+                continue
+            t0 = time.perf_counter()
+            rows[key] = _mc(
+                net,
+                p3_hardware(sigma, cfg.hardware_overrides),
+                data.sweep,
+                cfg.chips,
+                cfg.eval_seed,
+                data.calib,
+                device=_device(cfg),
+            )
+            log(
+                f"sweep {name} σ={key}: {rows[key]['mean']:.2f} % ± {rows[key]['std']:.2f} "
+                f"({time.perf_counter() - t0:.0f} s)"
+            )
+            done["images"] = data.n_sweep
+            done["chips"] = cfg.chips
+            _write_json(path, done)
+    return done
+
+
+def _placement_key(placement: Sequence[str] | frozenset[str]) -> str:
+    return ",".join(sorted(placement)) or "<none>"
+
+
+def _stage_placement(
+    cfg: P3Config, data: _Data, out: Path, models: dict[str, Any], log: Callable[[str], None]
+) -> dict[str, Any]:
+    from xbarlab.conversion import convert
+    from xbarlab.layers import analog_layers
+    from xbarlab.mitigation.compensation import (
+        ChipPool,
+        CompensationConfig,
+        attach_compensation,
+        compensation_overhead,
+        compensation_state,
+        train_compensation,
+    )
+    from xbarlab.papers.p3.placement import (
+        CachedEvaluator,
+        PlacementProblem,
+        all_layers_placement,
+        greedy_placement,
+        layer_features,
+        none_placement,
+        random_placement,
+        reinforce_placement,
+    )
+
+    pdir = out / "placement"
+    pdir.mkdir(parents=True, exist_ok=True)
+    dev = _device(cfg)
+    lip = _lipschitz_model(cfg, models)  # on the CPU: chips are converted from it, then moved to dev
+    teacher = copy.deepcopy(lip).to(dev)
+    example = data.example.to(dev)
+    sigma = cfg.sigma_max
+    hw, train_hw = _hardware_pair(cfg)
+    comp_cfg = CompensationConfig(reduction=cfg.comp_reduction, affine=cfg.comp_affine)
+    base = convert(lip, train_hw).to(dev)
+    layers = tuple(la.layer_name for la in analog_layers(base))
+
+    # per-layer overhead (branches are independent, so costs add up)
+    probe = copy.deepcopy(base)
+    attach_compensation(probe, layers, comp_cfg)
+    from xbarlab.chip import calibrate, program
+
+    program(probe, 0)
+    calibrate(probe, data.calib, num_batches=1, device=dev)
+    overhead = compensation_overhead(probe, example)
+    costs = []
+    for name in layers:
+        pl = overhead.per_layer[name]
+        p_pct = 100.0 * pl["params"] / max(1, overhead.base_params)
+        m_pct = 100.0 * pl["macs"] / max(1, overhead.base_macs)
+        costs.append({"params": p_pct, "macs": m_pct, "max": max(p_pct, m_pct)}[cfg.cost_metric])
+    del probe
+
+    # the search's evaluation: train the branches of a placement (chip pool), score on held-out images
+    cache_path = pdir / "search_cache.json"
+    cache: dict[str, float] = dict(_read_json(cache_path)) if cache_path.is_file() else {}
+    pool: ChipPool | None = None
+
+    def evaluate(placement: frozenset[str]) -> float:
+        nonlocal pool
+        key = _placement_key(placement)
+        if key in cache:
+            return cache[key]
+        t0 = time.perf_counter()
+        chip = copy.deepcopy(base)
+        if placement:
+            if pool is None and cfg.comp_pool > 0:
+                pool = ChipPool(copy.deepcopy(base), cfg.comp_pool, seed=cfg.seed)
+            attach_compensation(chip, [n for n in layers if n in placement], comp_cfg)
+            train_compensation(
+                chip,
+                data.comp_train,
+                steps=cfg.comp_steps,
+                lr=cfg.comp_lr,
+                seed=cfg.seed,
+                chip_pool=pool,
+                calib_loader=data.calib,
+                loss=cfg.comp_loss,
+                teacher=teacher,
+                device=dev,
+            )
+        acc = _mc(chip, None, data.val, cfg.search_chips, cfg.search_seed, data.calib, device=dev)["mean"]
+        cache[key] = acc
+        _write_json(cache_path, cache)
+        log(f"search: placement [{key}] → {acc:.2f} % on held-out images ({time.perf_counter() - t0:.0f} s)")
+        return acc
+
+    params = [int(la.weight.numel()) for la in analog_layers(base)]
+    macs_all = overhead.per_layer
+    del macs_all
+    problem = PlacementProblem(
+        layers=layers,
+        costs=tuple(costs),
+        budget=cfg.budget_pct,
+        evaluate=evaluate,
+        penalty=cfg.penalty,
+        features=layer_features(params, _layer_macs(base, example)),
+    )
+    results = {
+        "none": none_placement(problem, CachedEvaluator(problem)),
+        "all": all_layers_placement(problem, CachedEvaluator(problem)),
+        "greedy": greedy_placement(problem, mode=cfg.greedy_mode, evaluator=CachedEvaluator(problem)),
+        "rl": reinforce_placement(problem, episodes=cfg.rl_episodes, seed=cfg.seed, evaluator=CachedEvaluator(problem)),
+        "random": random_placement(
+            problem, samples=cfg.random_samples, seed=cfg.seed, evaluator=CachedEvaluator(problem)
+        ),
+    }
+
+    # final: retrain each chosen placement with a fresh chip every batch, test with the full hardware
+    final: dict[str, Any] = {}
+    final_cache_path = pdir / "final_cache.json"
+    final_cache: dict[str, Any] = dict(_read_json(final_cache_path)) if final_cache_path.is_file() else {}
+    for method, res in results.items():
+        key = _placement_key(res.placement)
+        if key not in final_cache:
+            t0 = time.perf_counter()
+            chip = copy.deepcopy(base)
+            info: dict[str, Any] = {}
+            if res.placement:
+                attach_compensation(chip, res.placement, comp_cfg)
+                tr = train_compensation(
+                    chip,
+                    data.comp_train,
+                    steps=cfg.comp_steps,
+                    lr=cfg.comp_lr,
+                    seed=cfg.seed + 1,
+                    calib_loader=data.calib,
+                    loss=cfg.comp_loss,
+                    teacher=teacher,
+                    device=dev,
+                )
+                state = compensation_state(chip)
+                branches = _branches_path(out, res.placement)
+                save_file({k: v.cpu() for k, v in state.items()}, str(branches))
+                info["branches_sha256"] = _file_sha256(branches)
+                info["train_wall_time_s"] = tr.wall_time_s
+                info["final_loss"] = sum(tr.losses[-20:]) / len(tr.losses[-20:])
+            test_chip = convert(lip, hw).to(dev)
+            if res.placement:
+                attach_compensation(test_chip, res.placement, comp_cfg, state=compensation_state(chip))
+            mc = _mc(test_chip, None, data.test, cfg.chips, cfg.eval_seed, data.calib, device=dev)
+            program(test_chip, 0)
+            calibrate(test_chip, data.calib, num_batches=1, device=dev)
+            ov = compensation_overhead(test_chip, example)
+            final_cache[key] = {"test": mc, "overhead": ov.to_dict(), **info}
+            _write_json(final_cache_path, final_cache)
+            log(
+                f"final {method}: [{key}] → {mc['mean']:.2f} % on the test set "
+                f"(params +{ov.params_pct:.2f} %, MACs +{ov.macs_pct:.2f} %; {time.perf_counter() - t0:.0f} s)"
+            )
+        final[method] = {**res.to_dict(with_history=method == "rl"), **final_cache[key]}
+    # the unprotected (plain) network under the same test protocol, for the table
+    if "__plain__" not in final_cache:
+        plain, _ = load_model(cfg.model)
+        final_cache["__plain__"] = {"test": _mc(plain, hw, data.test, cfg.chips, cfg.eval_seed, data.calib, device=dev)}
+        _write_json(final_cache_path, final_cache)
+        log(f"final unprotected (plain) at σ={sigma:g}: {final_cache['__plain__']['test']['mean']:.2f} %")
+    summary = {
+        "sigma": sigma,
+        "layers": list(layers),
+        "costs_pct": dict(zip(layers, costs, strict=True)),
+        "cost_metric": cfg.cost_metric,
+        "budget_pct": cfg.budget_pct,
+        "penalty": cfg.penalty,
+        "search": {
+            "distinct_placements_trained": len(cache),
+            "steps": cfg.comp_steps,
+            "pool": cfg.comp_pool,
+            "chips": cfg.search_chips,
+            "images": cfg.val_images,
+            "adc_in_training": cfg.adc_in_training,
+        },
+        "methods": final,
+        "unprotected": final_cache["__plain__"],
+        "compensation": comp_cfg.as_dict(),
+    }
+    return summary
+
+
+def _hardware_pair(cfg: P3Config) -> tuple[Any, Any]:
+    """The test hardware at ``sigma_max`` and the hardware branches are trained on (no ADC unless
+    ``adc_in_training``)."""
+    hw = p3_hardware(cfg.sigma_max, cfg.hardware_overrides)
+    train_hw = hw if cfg.adc_in_training else hw.override({"adc.bits": None, "adc.noise_lsb": 0.0})
+    return hw, train_hw
+
+
+def _branches_path(out: Path, layers: Sequence[str]) -> Path:
+    """Where the placement stage stores the trained branches of a placement."""
+    return out / "placement" / f"branches_{_safe(_placement_key(layers))}.safetensors"
+
+
+def _rl_branches(out: Path, placement: dict[str, Any]) -> tuple[list[str], Any, dict[str, torch.Tensor] | None]:
+    """The RL placement's layers, branch config and trained branch weights (None for an empty placement)."""
+    from xbarlab.mitigation.compensation import CompensationConfig
+
+    rl = placement["methods"]["rl"]
+    layers = list(rl["placement"])
+    state = None
+    if layers:
+        path = _branches_path(out, layers)
+        recorded = rl.get("branches_sha256")
+        if not isinstance(recorded, str):
+            raise ValueError(
+                f"{path}: no branches_sha256 in the placement results; the branch weights cannot be verified "
+                "(written by an older xbarlab): re-run the placement stage (--force)"
+            )
+        if not path.is_file():
+            raise ValueError(f"{path}: missing; re-run the placement stage (--force)")
+        actual = _file_sha256(path)
+        if actual != recorded:
+            raise ValueError(
+                f"{path}: sha256 {actual} does not match the placement results' branches_sha256 {recorded} "
+                "(file corrupt or replaced); re-run the placement stage (--force)"
+            )
+        state = load_file(str(path))
+    return layers, CompensationConfig(**placement["compensation"]), state
+
+
+def _file_sha256(path: Path) -> str:
+    """SHA-256 (hex) of a file's bytes (the checkpoints' hash)."""
+    from xbarlab.checkpoint import _sha256
+
+    return _sha256(path)
+
+
+def _safe(key: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in key)[:120]
+
+
+def _layer_macs(base: nn.Module, example: torch.Tensor) -> list[int]:
+    from xbarlab.chip import program
+    from xbarlab.mitigation.compensation import count_macs
+
+    probe = copy.deepcopy(base)
+    program(probe, 0)
+    hw = getattr(probe, "xbarlab_hw", None)
+    if hw is not None and (hw.dac.bits is not None or hw.adc.bits is not None):
+        from xbarlab.chip import calibrate
+
+        calibrate(probe, [(example, torch.zeros(1, dtype=torch.long, device=example.device))], num_batches=1)
+    macs = count_macs(probe, example)
+    from xbarlab.layers import analog_layers
+
+    paths = {id(m): p for p, m in probe.named_modules()}
+    return [int(macs.get(paths[id(la)], 0)) for la in analog_layers(probe)]
+
+
+def _stage_quant(
+    cfg: P3Config,
+    data: _Data,
+    out: Path,
+    models: dict[str, Any],
+    placement: dict[str, Any],
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    from xbarlab.adc_power import ADCPowerModel, adc_energy_report, output_positions
+    from xbarlab.conversion import convert
+    from xbarlab.mitigation.compensation import attach_compensation
+    from xbarlab.papers.p3.quant_search import QuantConfig, quant_search
+
+    qdir = out / "quant"
+    qdir.mkdir(parents=True, exist_ok=True)
+    dev = _device(cfg)  # chips are converted on the CPU and moved; ADC energies are exact counts on the CPU
+    lip = _lipschitz_model(cfg, models)
+    hw = p3_hardware(cfg.sigma_max, cfg.hardware_overrides)
+    rl_layers, comp_cfg, state = _rl_branches(out, placement)
+    power = ADCPowerModel(scaling=cfg.adc_scaling, fom_fj_per_step=cfg.adc_fom_fj)
+    positions = output_positions(lip, data.example)
+    from xbarlab.layers import analog_layers
+
+    layers = [la.layer_name for la in analog_layers(convert(lip, hw))]
+
+    def chip_for(qc: QuantConfig) -> nn.Module:
+        chip = convert(lip, qc.hardware(hw))
+        if rl_layers:
+            attach_compensation(chip, rl_layers, comp_cfg, state=state)
+        return chip
+
+    cache_path = qdir / "search_cache.json"
+    cache: dict[str, float] = dict(_read_json(cache_path)) if cache_path.is_file() else {}
+
+    def evaluate(qc: QuantConfig) -> float:
+        key = qc.label()
+        if key not in cache:
+            chip = chip_for(qc)
+            cache[key] = _mc(chip, None, data.quant_val, cfg.quant_chips, cfg.search_seed, data.calib, device=dev)[
+                "mean"
+            ]
+            _write_json(cache_path, cache)
+        return cache[key]
+
+    def energy(qc: QuantConfig) -> float:
+        return adc_energy_report(lip, qc.hardware(hw), data.example, power, positions=positions).total_pj
+
+    result = quant_search(
+        layers,
+        evaluate,
+        energy,
+        bits_per_cell_options=cfg.quant_bits_per_cell,
+        adc_bits_options=cfg.quant_adc_bits,
+        tolerance=cfg.quant_tolerance,
+        max_evaluations=cfg.quant_max_evaluations,
+        log=log,
+    )
+    # test-set numbers of the reference (uniform 8-bit) and of the chosen configuration
+    tests = {}
+    for name, point in (("reference", result.reference), ("best", result.best)):
+        tests[name] = _mc(chip_for(point.config), None, data.test, cfg.chips, cfg.eval_seed, data.calib, device=dev)
+        log(
+            f"quant {name} {point.config.label()}: {tests[name]['mean']:.2f} % on the test set, "
+            f"ADC energy {point.energy_pj:.1f} pJ/inference"
+        )
+    ref_report = adc_energy_report(lip, result.reference.config.hardware(hw), data.example, power, positions=positions)
+    best_report = adc_energy_report(lip, result.best.config.hardware(hw), data.example, power, positions=positions)
+    summary = {
+        "sigma": cfg.sigma_max,
+        "placement": rl_layers,
+        "search": result.to_dict(),
+        "test": tests,
+        "power_model": power.as_dict(),
+        "reference_energy": ref_report.to_dict(),
+        "best_energy": best_report.to_dict(),
+        "saving_pct": result.saving_pct,
+        "search_images": cfg.quant_images,
+        "search_chips": cfg.quant_chips,
+    }
+    return summary
+
+
+def _copy_dac_ranges(src: nn.Module, dst: nn.Module) -> None:
+    """Give ``dst``'s analog layers the DAC ranges of the same-named layers of ``src``."""
+    from xbarlab.layers import analog_layers
+
+    ranges = {la.layer_name: (la.dac_range, la.dac_signed) for la in analog_layers(src)}
+    for la in analog_layers(dst):
+        dac_range, dac_signed = ranges[la.layer_name]
+        la.dac_range = None if dac_range is None else dac_range.clone()
+        la.dac_signed = None if dac_signed is None else dac_signed.clone()
+
+
+def _stage_perchip(
+    cfg: P3Config,
+    data: _Data,
+    out: Path,
+    models: dict[str, Any],
+    placement: dict[str, Any],
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Extensions measured on the table's test chips (not part of P3; see docs/correctnet.md §8).
+
+    * per-chip compensation: the RL branches (trained over random chips) are fine-tuned on each test chip with
+      ``perchip_images`` labelled training images for ``perchip_steps`` steps, the chip's own static error
+      fixed (the chip-in-the-loop counterpart of P1's BN fine-tuning), then tested on that chip;
+    * BN adaptation (P1 §1.7 A / P2), for models with BN: the unprotected plain model's BN statistics
+      re-estimated on each test chip from ``bn_images`` unlabelled images.
+
+    Fine-tuning runs on a copy of the chip converted without the ADC (like the search's training, unless
+    ``adc_in_training``), programmed with the same seed — its weights are checked to be identical to the test
+    chip's — and with the test chip's DAC ranges.
+    """
+    from xbarlab.chip import program
+    from xbarlab.conversion import convert
+    from xbarlab.layers import analog_layers
+    from xbarlab.mitigation.bn import adapt_bn, bn_modules
+    from xbarlab.mitigation.compensation import (
+        attach_compensation,
+        compensation_state,
+        load_compensation_state,
+        train_compensation,
+    )
+
+    sigma = cfg.sigma_max
+    dev = _device(cfg)
+    hw, train_hw = _hardware_pair(cfg)
+    lip = _lipschitz_model(cfg, models)
+    teacher = copy.deepcopy(lip).to(dev)
+    rl_layers, comp_cfg, state = _rl_branches(out, placement)
+    summary: dict[str, Any] = {
+        "sigma": sigma,
+        "placement": rl_layers,
+        "steps": cfg.perchip_steps,
+        "images": data.n_perchip,
+        "batch_size": cfg.perchip_batch_size,
+        "lr": cfg.perchip_lr,
+        "adc_in_training": cfg.adc_in_training,
+    }
+    if rl_layers:
+        assert state is not None
+        test_chip = convert(lip, hw)
+        attach_compensation(test_chip, rl_layers, comp_cfg, state=state)
+        trainer = convert(lip, train_hw)
+        attach_compensation(trainer, rl_layers, comp_cfg, state=state)
+        trainer.to(dev)
+
+        def fine_tune(chip: nn.Module) -> dict[str, Any]:
+            layers = analog_layers(chip)
+            seed = int(layers[0].chip_seed) if layers[0].chip_seed is not None else 0
+            load_compensation_state(trainer, state)
+            program(trainer, seed)
+            for a, b in zip(analog_layers(trainer), layers, strict=True):
+                if not torch.equal(a.effective_weight(), b.effective_weight()):
+                    raise RuntimeError(f"per-chip training copy differs from test chip {seed} in {a.layer_name}")
+            _copy_dac_ranges(chip, trainer)
+            t0 = time.perf_counter()
+            tr = train_compensation(
+                trainer,
+                data.perchip,
+                steps=cfg.perchip_steps,
+                lr=cfg.perchip_lr,
+                seed=cfg.seed + 2,
+                resample=False,
+                calib_loader=data.calib,
+                loss=cfg.comp_loss,
+                teacher=teacher,
+                device=dev,
+            )
+            load_compensation_state(chip, compensation_state(trainer))
+            tail = tr.losses[-10:]
+            final_loss = sum(tail) / len(tail)
+            log(f"per-chip: chip {seed} fine-tuned in {time.perf_counter() - t0:.0f} s (loss {final_loss:.4f})")
+            return {"chip_seed": seed, "train_wall_time_s": tr.wall_time_s, "final_loss": final_loss}
+
+        t0 = time.perf_counter()
+        summary["finetuned"] = _mc(
+            test_chip, None, data.test, cfg.chips, cfg.eval_seed, data.calib, fine_tune, device=dev
+        )
+        log(
+            f"per-chip compensation [{_placement_key(rl_layers)}] at σ={sigma:g}: "
+            f"{summary['finetuned']['mean']:.2f} % on the test set ({time.perf_counter() - t0:.0f} s)"
+        )
+    plain, _ = load_model(cfg.model)
+    if bn_modules(plain):
+        n_batches = max(1, -(-cfg.bn_images // 128))
+
+        def adapt(chip: nn.Module) -> dict[str, Any]:
+            return dataclasses.asdict(adapt_bn(chip, data.bn, num_batches=n_batches))
+
+        t0 = time.perf_counter()
+        summary["bn_adapt"] = _mc(plain, hw, data.test, cfg.chips, cfg.eval_seed, data.calib, adapt, device=dev)
+        summary["bn_images"] = data.n_bn
+        log(
+            f"BN adaptation (plain model) at σ={sigma:g}: {summary['bn_adapt']['mean']:.2f} % on the test set "
+            f"({time.perf_counter() - t0:.0f} s)"
+        )
+    return summary
+
+
+# ------------------------------------------------------------------------------------------------ table
