@@ -265,6 +265,29 @@ class ParasiticsConfig:
             schema.number(f"{path}.{name}", getattr(self, name), lo=0.0)
 
 
+GAUSSIAN_SAMPLERS: tuple[str, ...] = ("exact", "pooled")
+"""Samplers of the per-MVM N(0, 1) draws (:class:`SamplingConfig`, implemented in :mod:`xbarlab.sampling`)."""
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How the per-MVM Gaussian draws are made: per-MVM read noise and ADC input noise (both unit-free N(0, 1)).
+
+    ``gaussian``: ``exact`` (default; ``torch.randn``, every draw independent) or ``pooled`` (approximate and
+    faster: each call draws n/16 exact values and reads them in 64-long blocks at random offsets with random signs;
+    every draw is exactly N(0, 1) and any two are uncorrelated, so sums of k draws have variance k, but within one
+    call each value is reused about 16 times. Do not use it where the statistics of one forward's noise matter
+    (e.g. measuring the noise itself); docs/sampling.md). Static noise (programming, frozen read noise) is always
+    exact. Left out of :meth:`HardwareConfig.to_dict` while at its default, so configuration hashes that predate
+    this section are unchanged.
+    """
+
+    gaussian: str = "exact"
+
+    def validate(self, path: str) -> None:
+        schema.choice(f"{path}.gaussian", self.gaussian, GAUSSIAN_SAMPLERS)
+
+
 @dataclass(frozen=True)
 class LayerOverride:
     """Settings for the layers whose dotted name matches ``pattern`` (fnmatch glob), as a partial config dict."""
@@ -284,7 +307,13 @@ SECTIONS: dict[str, type] = {
     "dac": DACConfig,
     "adc": ADCConfig,
     "parasitics": ParasiticsConfig,
+    "sampling": SamplingConfig,
 }
+
+OMITTED_AT_DEFAULT: frozenset[str] = frozenset({"sampling"})
+"""Sections that :meth:`HardwareConfig.to_dict` / ``to_yaml`` leave out while they equal their defaults. They
+were added after presets and sweep trials were hashed (the hash covers ``to_dict``): leaving them out keeps
+every stored hash valid, and a config that sets one hashes differently."""
 
 SWITCHES: dict[str, tuple[str, Any, str]] = {
     "programming": ("kind", "none", "one of " + ", ".join(repr(k) for k in ProgrammingConfig.KINDS[1:])),
@@ -318,6 +347,7 @@ class HardwareConfig:
     dac: DACConfig = field(default_factory=DACConfig)
     adc: ADCConfig = field(default_factory=ADCConfig)
     parasitics: ParasiticsConfig = field(default_factory=ParasiticsConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
     keep_digital: tuple[str, ...] = ()
     layers: tuple[LayerOverride, ...] = ()
 
@@ -366,6 +396,8 @@ class HardwareConfig:
         """Plain nested dict with float values as they are (``inf`` included); what YAML is written from."""
         out: dict[str, Any] = {"name": self.name}
         for section in SECTIONS:
+            if section in OMITTED_AT_DEFAULT and getattr(self, section) == SECTIONS[section]():
+                continue  # a section added after configs were hashed: absent while at its default
             out[section] = dataclasses.asdict(getattr(self, section))
         out["keep_digital"] = list(self.keep_digital)
         out["layers"] = [{"pattern": o.pattern, "settings": schema.plain(o.settings)} for o in self.layers]
@@ -461,7 +493,7 @@ class HardwareConfig:
             if key in SECTIONS:
                 if not isinstance(value, Mapping):
                     raise ConfigError(schema.join(root, key), value, "a mapping of fields")
-                merged = dict(data[key])
+                merged = dict(data[key]) if key in data else dataclasses.asdict(getattr(self, key))
                 unknown = sorted(set(value) - set(merged))
                 if unknown:
                     raise ConfigError(
