@@ -98,3 +98,12 @@ def test_problem_validation_and_features() -> None:
     assert feats[0] == pytest.approx((2 / 6, 0.25, 0.05))
     problem = _problem(features=tuple((float(i),) for i in range(10)))
     assert reinforce_placement(problem, episodes=5, seed=0).within_budget
+
+
+def test_overhead_sum_does_not_depend_on_the_set_order() -> None:
+    # 0.1 + 0.2 + 0.3 and 0.3 + 0.2 + 0.1 differ in the last bit: the overhead is summed in network order
+    problem = PlacementProblem(layers=("a", "b", "c"), costs=(0.1, 0.2, 0.3), budget=1.0, evaluate=lambda p: 0.0)
+    assert (0.1 + 0.2) + 0.3 != (0.3 + 0.2) + 0.1
+    assert problem.cost_of(["c", "b", "a"]) == problem.cost_of(["a", "b", "c"]) == (0.1 + 0.2) + 0.3
+    with pytest.raises(KeyError, match="unknown layer 'd'"):
+        problem.cost_of(["a", "d"])

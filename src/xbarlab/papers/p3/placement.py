@@ -99,13 +99,15 @@ class PlacementProblem:
                 raise ValueError(f"features: rows of lengths {sorted(widths)}; allowed: equal lengths")
 
     def cost_of(self, placement: Iterable[str]) -> float:
-        """Total overhead (%) of a placement."""
+        """Total overhead (%) of a placement, summed in network order (a set's iteration order depends on the
+        process's string hashing, and float addition on its order: the sum must not)."""
         index = {n: i for i, n in enumerate(self.layers)}
-        total = 0.0
         for name in placement:
             if name not in index:
                 raise KeyError(f"placement: unknown layer {name!r}; allowed: {list(self.layers)}")
-            total += self.costs[index[name]]
+        total = 0.0
+        for i in sorted(index[name] for name in set(placement)):
+            total += self.costs[i]
         return total
 
     def feasible(self, placement: Iterable[str]) -> bool:
