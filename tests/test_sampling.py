@@ -302,3 +302,41 @@ def test_sampling_field_is_validated_and_per_layer() -> None:
     with pytest.raises(ConfigError) as info:
         HardwareConfig.from_dict({"layers": [{"pattern": "x", "settings": {"sampling": {"gaussian": 1}}}]})
     assert str(info.value).startswith("layers[0].settings.sampling.gaussian: invalid value 1")
+
+
+def _per_mvm_chip(gaussian: str) -> tuple[torch.nn.Module, torch.Tensor]:
+    """A 256→64 analog Linear with per-MVM read noise and no ADC, programmed (seed 0)."""
+    import xbarlab
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(256, 64)
+    hw = load_preset("rram").override(
+        {"keep_digital": [], "dac.bits": None, "read_noise.mode": "per_mvm", "sampling.gaussian": gaussian}
+    )
+    chip = xbarlab.program(xbarlab.convert(lin, hw), 0)
+    return chip, torch.randn(2048, 256)
+
+
+def test_the_layer_draws_its_per_mvm_noise_with_the_configured_sampler() -> None:
+    """``exact`` is the torch.randn stream bit for bit; ``pooled`` really changes the draws (not a no-op) and keeps
+    the per-output noise variance of the exact sampler within sampling tolerance."""
+    exact, x = _per_mvm_chip("exact")
+    pooled, _ = _per_mvm_chip("pooled")
+    with torch.no_grad():
+        mean = exact._compute(x, exact.w_ni, exact.bias)  # the noise-free part of the output
+        std = exact._compute(x**2, exact.var_ni, None).clamp_min(0).sqrt()
+        gen = torch.Generator().manual_seed(0)
+        gen.set_state(exact._mvm_generator(x.device).get_state())
+        expected = mean + std * torch.randn(mean.shape, generator=gen)
+        first_exact, first_pooled = exact(x), pooled(x)  # both the first draw of the same seeded stream
+        assert torch.equal(first_exact, expected)  # exact: today's randn stream, unchanged
+        assert not torch.equal(first_pooled, expected)  # pooled is not a silent no-op
+        z_exact = (first_exact - mean) / std
+        z_pooled = (first_pooled - mean) / std
+    n = z_pooled.numel()  # 131,072 draws: above MIN_POOLED_ELEMENTS, so the pool is used
+    assert n >= MIN_POOLED_ELEMENTS
+    # the standard normalised noise has variance 1 for both; the pooled estimate is ~16x noisier than an
+    # independent one (each |z| reused ~POOL_REUSE times): 6 sigma of sqrt(2·POOL_REUSE/n)
+    for z, reuse in ((z_exact, 1), (z_pooled, POOL_REUSE)):
+        assert abs(float(z.var()) - 1.0) < 6 * math.sqrt(2 * reuse / n)
+        assert abs(float(z.mean())) < 6 * math.sqrt(reuse / n)

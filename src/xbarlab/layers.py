@@ -39,6 +39,7 @@ from xbarlab.mapping import (
     target_digits,
     weight_to_matrix,
 )
+from xbarlab.sampling import standard_normal
 from xbarlab.seeding import generator
 
 MAX_PARTIAL_BYTES = 8 * 2**20
@@ -428,8 +429,10 @@ class AnalogLayer(nn.Module):
             self._mvm_generator(torch.device(key)).set_state(gen_state)
 
     def _gaussian(self, like: torch.Tensor) -> torch.Tensor:
-        """Fresh N(0, 1) draws (contiguous) with the shape of ``like`` from this chip's per-MVM generator."""
-        return torch.randn(like.shape, generator=self._mvm_generator(like.device), device=like.device, dtype=like.dtype)
+        """Fresh N(0, 1) draws (contiguous) with the shape of ``like`` from this chip's per-MVM generator
+        (``hw.sampling.gaussian``: ``exact`` = torch.randn, or the approximate ``pooled``; xbarlab.sampling)."""
+        gen, sampler = self._mvm_generator(like.device), self.hw.sampling.gaussian
+        return standard_normal(like.shape, generator=gen, device=like.device, dtype=like.dtype, sampler=sampler)
 
     # ------------------------------------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
