@@ -21,7 +21,7 @@ COMMANDS = [
     ["mitigate", "--hw", "fefet", "--pretrained", "resnet20-fmnist", "--out", "{out}"],
     ["distortion", "--hw", "fefet", "--out", "{out}"],
     ["train", "-m", "resnet20", "-d", "digits", "--out", "{out}"],
-    ["correctnet", "run", "--model", "lenet5-fmnist", "--out", "{out}"],
+    ["correctnet", "run", "--set", "model=lenet5-fmnist", "--out", "{out}"],
     ["p2", "evaluate", "-o", "{out}"],
     ["p2", "drift", "-o", "{out}"],
     ["p2", "train-detector", "-o", "{out}"],

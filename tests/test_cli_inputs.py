@@ -358,7 +358,7 @@ def test_report_table_marks_bounded_interval() -> None:
         ["p2", "drift"],
         ["p2", "evaluate"],
         ["train", "-m", "resnet20", "-d", "digits"],
-        ["correctnet", "run", "--model", "lenet5-fmnist"],
+        ["correctnet", "run", "--set", "model=lenet5-fmnist"],
     ],
 )
 def test_cuda_unavailable_is_one_line_before_any_work(

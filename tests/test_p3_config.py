@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 
 import pytest
 
-from xbarlab.papers.p3 import P3Config
+from xbarlab.papers.p3 import STAGES, P3Config, config_path, list_configs
 from xbarlab.papers.p3.cache import _stage_settings
 from xbarlab.papers.p3.config import P3_FIELDS
 from xbarlab.schema import ConfigError
@@ -140,3 +141,104 @@ def test_overrides_replace_file_values_and_name_set(tmp_path: Path) -> None:
     path = _write(tmp_path, "chips: 0\n")
     with pytest.raises(ConfigError, match=rf"^{path}:1: chips: invalid value 0"):
         P3Config.from_yaml(path, {"seed": 1})
+
+
+# ------------------------------------------------------------------------------------------------ shipped configs
+
+
+def test_shipped_configs_are_the_recorded_settings_of_the_shipped_results() -> None:
+    """Each shipped config equals the config recorded in docs/results/p3/<name>.json (the per-run fields aside);
+    the per-weight run differs only where today's hardware rules demand (one 8-bit cell per weight)."""
+    docs = Path(__file__).resolve().parents[1] / "docs" / "results" / "p3"
+    assert list_configs() == [
+        "lenet5-fmnist-sigma0.5",
+        "lenet5-fmnist-sigma1",
+        "lenet5-fmnist-weight-sigma1",
+        "resnet20-fmnist-sigma0.5",
+    ]
+    for name in list_configs():
+        cfg = P3Config.from_yaml(config_path(name)).as_dict()
+        recorded = json.loads((docs / f"{name}.json").read_text())["config"]
+        differ = {
+            k: (cfg[k], recorded[k])
+            for k in recorded
+            if k not in ("stages", "force") and (list(cfg[k]) if isinstance(cfg[k], tuple) else cfg[k]) != recorded[k]
+        }
+        if name == "lenet5-fmnist-weight-sigma1":
+            assert differ == {
+                "hardware_overrides": (
+                    {
+                        "device.on_off_ratio": math.inf,
+                        "weights.noise_granularity": "weight",
+                        "weights.bits_per_cell": 8,
+                    },
+                    {"device.on_off_ratio": math.inf, "weights.noise_granularity": "weight"},
+                ),
+                "quant_bits_per_cell": ((8,), [2]),
+            }
+        else:
+            assert differ == {}, name
+        assert cfg["stages"] == STAGES and cfg["device"] == "cpu"
+
+
+def test_a_shipped_name_or_a_path_selects_the_config(tmp_path: Path) -> None:
+    assert config_path("lenet5-fmnist-sigma0.5").name == "lenet5-fmnist-sigma0.5.yaml"
+    own = _write(tmp_path, "chips: 2\n")
+    assert config_path(str(own)) == own
+    with pytest.raises(ConfigError, match=r"^config: no such file or shipped config 'nope'; allowed: .*resnet20"):
+        config_path("nope")
+
+
+# ------------------------------------------------------------------------------------------------ command line
+
+
+def _refused(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """The single ``error:`` line of ``xbarlab correctnet run ARGS`` (exit status 2)."""
+    from xbarlab.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["correctnet", "run", *args])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert info.value.code == 2, err
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "text", "start"),
+    [
+        (["--set", "chips=0"], None, "error: --set: chips: invalid value 0; allowed: an integer >= 1"),
+        (["--set", "budget_pct=-1"], None, "error: --set: budget_pct: invalid value -1; allowed: a finite number >= 0"),
+        (["--set", "sigmas=0,0.5"], None, "error: --set: sigmas: invalid value '0,0.5'; allowed: a non-empty list"),
+        (["--set", "beta=0.1"], None, "error: --set: beta: unknown key; allowed: model, dataset, "),
+        (["--set", "chips"], None, "error: --set 'chips': expected KEY=VALUE, e.g. chips=8"),
+        (["--config", "{file}"], "chips: 8\nbogus: 1\n", "error: {file}:2: bogus: unknown key; allowed: model, "),
+        (["--config", "{file}"], "test_images: many\n", "error: {file}:1: test_images: invalid value 'many'; allowed"),
+        (["--config", "{file}"], "chips: 8\nsigmas: [0, 1\n", "error: {file}:3: invalid YAML"),
+        (["--config", "{file}", "--set", "chips=2"], "chips: -3\n", "error: {file}:1: chips: invalid value -3"),
+        (["--config", "nope.yaml"], None, "error: config: no such file or shipped config 'nope.yaml'; allowed: "),
+        (["--config", "lenet5-fmnist-sigma1", "--resume", "never"], None, "error: resume: invalid value 'never'"),
+        (["--device", "tpu"], None, "error: --device: invalid value 'tpu'"),
+    ],
+)
+def test_cli_bad_input_is_one_line_before_any_work(
+    args: list[str], text: str | None, start: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = _write(tmp_path, text) if text is not None else tmp_path / "p3.yaml"
+    out = tmp_path / "out"
+    line = _refused([*(a.replace("{file}", str(file)) for a in args), "--out", str(out)], capsys)
+    assert line.startswith(start.replace("{file}", str(file))), line
+    assert not out.exists()
+
+
+def test_cli_lists_the_shipped_configs(capsys: pytest.CaptureFixture[str]) -> None:
+    from xbarlab.cli import main
+
+    try:
+        main(["correctnet", "configs"])
+    except SystemExit as exc:  # typer may exit with status 0 after a command
+        assert exc.code in (0, None)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list_configs()
+    assert "docs/results/p3/lenet5-fmnist-sigma1.md" in lines[1]

@@ -15,60 +15,45 @@ from xbarlab.papers.p3 import P3Config
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-ARGS = [
-    "--dataset",
-    "digits",
-    "--sigmas",
-    "0,0.5",
-    "--chips",
-    "2",
-    "--test-images",
-    "150",
-    "--sweep-images",
-    "150",
-    "--val-images",
-    "150",
-    "--lipschitz-epochs",
-    "1",
-    "--comp-steps",
-    "4",
-    "--comp-batch-size",
-    "32",
-    "--comp-pool",
-    "2",
-    "--rl-episodes",
-    "3",
-    "--random-samples",
-    "2",
-    "--greedy-mode",
-    "ranked",
-    "--search-chips",
-    "1",
-    "--quant-chips",
-    "1",
-    "--quant-images",
-    "100",
-    "--quant-max-evaluations",
-    "4",
-    "--quant-bits-per-cell",
-    "2",
-    "--quant-adc-bits",
-    "6,8",
-    "--budget",
-    "30",
-    "--perchip-steps",
-    "30",
-    "--perchip-images",
-    "300",
-    "--bn-images",
-    "256",
-]
+SETTINGS = {
+    "dataset": "digits",
+    "sigmas": "[0,0.5]",
+    "chips": "2",
+    "test_images": "150",
+    "sweep_images": "150",
+    "val_images": "150",
+    "lipschitz_epochs": "1",
+    "comp_steps": "4",
+    "comp_batch_size": "32",
+    "comp_pool": "2",
+    "rl_episodes": "3",
+    "random_samples": "2",
+    "greedy_mode": "ranked",
+    "search_chips": "1",
+    "quant_chips": "1",
+    "quant_images": "100",
+    "quant_max_evaluations": "4",
+    "quant_bits_per_cell": "[2]",
+    "quant_adc_bits": "[6,8]",
+    "budget_pct": "30",
+    "perchip_steps": "30",
+    "perchip_images": "300",
+    "bn_images": "256",
+}
+"""The tiny run of these tests, as ``--set FIELD=VALUE`` settings."""
+
+ARGS = [arg for key, value in SETTINGS.items() for arg in ("--set", f"{key}={value}")]
+
+
+def model(spec: object) -> list[str]:
+    """``--set model=SPEC``."""
+    return ["--set", f"model={spec}"]
 
 
 @pytest.fixture(scope="module")
 def p3_run(toy_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:  # noqa: F811
     out = tmp_path_factory.mktemp("p3") / "run"
-    res = cli(["correctnet", "run", "--model", str(toy_checkpoint), "--out", str(out), *ARGS], cwd=out.parent)
+    res = cli(["correctnet", "run", *model(toy_checkpoint), "--out", str(out), *ARGS], cwd=out.parent)
     assert res.returncode == 0, res.stdout + res.stderr
     return out, res.stdout
 
@@ -155,7 +140,7 @@ def test_ranked_greedy_and_rl_reuse_the_search_cache(p3_run: tuple[Path, str]) -
 def test_rerun_resumes_from_the_stage_files(p3_run: tuple[Path, str], toy_checkpoint: Path) -> None:  # noqa: F811
     out, _log = p3_run
     before = {p.name: p.read_text() for p in out.glob("*.json") if p.name != "config.json"}
-    res = cli(["correctnet", "run", "--model", str(toy_checkpoint), "--out", str(out), *ARGS], cwd=out.parent)
+    res = cli(["correctnet", "run", *model(toy_checkpoint), "--out", str(out), *ARGS], cwd=out.parent)
     assert res.returncode == 0, res.stdout + res.stderr
     work = ("fine-tuning ", "search: ", "final ", "quant ", "per-chip", "BN adaptation")
     assert not [line for line in res.stdout.splitlines() if line.startswith(work)]  # nothing recomputed
@@ -165,7 +150,7 @@ def test_rerun_resumes_from_the_stage_files(p3_run: tuple[Path, str], toy_checkp
     # a table-only run reads every stage file: the same table, sweep rows included
     table = (out / "results.md").read_text()
     res = cli(
-        ["correctnet", "run", "--model", str(toy_checkpoint), "--out", str(out), *ARGS, "--stages", "models,table"],
+        ["correctnet", "run", *model(toy_checkpoint), "--out", str(out), *ARGS, "--set", "stages=[models,table]"],
         cwd=out.parent,
     )
     assert res.returncode == 0, res.stdout + res.stderr
@@ -208,11 +193,11 @@ def test_bits_per_cell_search_needs_sliced_devices(tmp_path: Path) -> None:
 
 def test_cli_rejects_unknown_greedy_mode(toy_checkpoint: Path, tmp_path: Path) -> None:  # noqa: F811
     res = cli(
-        ["correctnet", "run", "--model", str(toy_checkpoint), "--out", str(tmp_path / "x"), "--greedy-mode", "best"],
+        ["correctnet", "run", *model(toy_checkpoint), "--out", str(tmp_path / "x"), "--set", "greedy_mode=best"],
         cwd=tmp_path,
     )
     assert res.returncode == 2
-    assert res.stderr.startswith("error: --greedy-mode: invalid value 'best'; allowed: 'iterative' or 'ranked'")
+    assert res.stderr.startswith("error: --set: greedy_mode: invalid value 'best'; allowed: 'iterative' or 'ranked'")
     assert not (tmp_path / "x").exists()  # refused before anything was written
 
 

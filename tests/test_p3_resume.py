@@ -18,17 +18,17 @@ from experiments_util import (
     cli,
     toy_checkpoint,  # noqa: F401  (pytest fixture)
 )
-from test_p3_pipeline import ARGS
+from test_p3_pipeline import ARGS, model
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-STAGES = ["--stages", "models,sweep,placement,table"]
+STAGES = ["--set", "stages=[models,sweep,placement,table]"]
 STAGE_FILES = ("models.json", "sweep.json", "placement.json")
 
 
 def _run(toy: Path, out: Path, *extra: str) -> tuple[int, str, str]:
-    args = ["correctnet", "run", "--model", str(toy), "--out", str(out), *ARGS, *STAGES]
-    args += ["--lipschitz-checkpoint", str(toy), *extra]  # the toy net as its own Lipschitz model: no fine-tuning
+    args = ["correctnet", "run", *model(toy), "--out", str(out), *ARGS, *STAGES]
+    args += ["--set", f"lipschitz_checkpoint={toy}", *extra]  # the toy net as its own Lipschitz model: no fine-tuning
     res = cli(args, cwd=out.parent)
     return res.returncode, res.stdout, res.stderr
 
@@ -87,7 +87,7 @@ def test_unchanged_rerun_reuses_every_stage(run_copy: Path, toy_checkpoint: Path
 def test_changed_setting_recomputes_its_stage_and_relabels(run_copy: Path, toy_checkpoint: Path) -> None:  # noqa: F811
     models_mtime = (run_copy / "models.json").stat().st_mtime_ns
     sweep_mtime = (run_copy / "sweep.json").stat().st_mtime_ns
-    code, stdout, stderr = _run(toy_checkpoint, run_copy, "--test-images", "100")
+    code, stdout, stderr = _run(toy_checkpoint, run_copy, "--set", "test_images=100")
     assert code == 0, stdout + stderr
     assert "stage placement: recomputing: settings changed (test_images 150 → 100)" in stdout.splitlines()
     assert [line for line in stdout.splitlines() if line.startswith("final ")]  # really recomputed
@@ -106,7 +106,9 @@ def test_changed_setting_recomputes_its_stage_and_relabels(run_copy: Path, toy_c
 def test_upstream_change_recomputes_downstream_stages(run_copy: Path, toy_checkpoint: Path) -> None:  # noqa: F811
     old_models = _stage(run_copy, "models")["key"]
     placement_before = (run_copy / "placement.json").read_text()
-    code, stdout, stderr = _run(toy_checkpoint, run_copy, "--beta", "0.001", "--stages", "models,sweep,table")
+    code, stdout, stderr = _run(
+        toy_checkpoint, run_copy, "--set", "lipschitz_beta=0.001", "--set", "stages=[models,sweep,table]"
+    )
     assert code == 0, stdout + stderr
     lines = stdout.splitlines()
     assert "stage models: recomputing: settings changed (lipschitz_beta 0.0005 → 0.001)" in lines
@@ -121,7 +123,7 @@ def test_upstream_change_recomputes_downstream_stages(run_copy: Path, toy_checkp
 
 def test_strict_resume_refuses_changed_settings(run_copy: Path, toy_checkpoint: Path) -> None:  # noqa: F811
     before = {p.name: p.read_bytes() for p in run_copy.glob("*.json")}
-    code, _stdout, stderr = _run(toy_checkpoint, run_copy, "--test-images", "100", "--resume", "strict")
+    code, _stdout, stderr = _run(toy_checkpoint, run_copy, "--set", "test_images=100", "--resume", "strict")
     assert code == 2
     assert stderr.startswith("error: stage placement: settings changed (test_images 150 → 100);")
     assert len(_errors(stderr)) == 1
@@ -130,9 +132,9 @@ def test_strict_resume_refuses_changed_settings(run_copy: Path, toy_checkpoint: 
 
 def test_too_many_test_images_is_refused_before_writing(run_copy: Path, toy_checkpoint: Path) -> None:  # noqa: F811
     config = (run_copy / "config.json").read_bytes()
-    code, _stdout, stderr = _run(toy_checkpoint, run_copy, "--test-images", "5000")
+    code, _stdout, stderr = _run(toy_checkpoint, run_copy, "--set", "test_images=5000")
     assert code == 2
-    assert stderr.startswith("error: --test-images: 5000 exceeds the test set (")
+    assert stderr.startswith("error: test_images: 5000 exceeds the test set (")
     assert len(_errors(stderr)) == 1
     assert (run_copy / "config.json").read_bytes() == config
 
@@ -140,10 +142,10 @@ def test_too_many_test_images_is_refused_before_writing(run_copy: Path, toy_chec
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--model", "no-such-model"], "error: --model: invalid value 'no-such-model'"),
-        (["--resume", "sometimes"], "error: --resume: invalid value 'sometimes'"),
-        (["--comp-lr", "0"], "error: --comp-lr: invalid value 0.0; allowed: > 0"),
-        (["--seed", "-1"], "error: --seed"),
+        (["--set", "model=no-such-model"], "error: model: invalid value 'no-such-model'"),
+        (["--resume", "sometimes"], "error: resume: invalid value 'sometimes'"),
+        (["--set", "comp_lr=0"], "error: --set: comp_lr: invalid value 0; allowed: a finite number > 0"),
+        (["--set", "seed=-1"], "error: --set: seed: invalid value -1; allowed: an integer >= 0"),
     ],
 )
 def test_bad_options_fail_before_anything_is_written(
@@ -153,7 +155,7 @@ def test_bad_options_fail_before_anything_is_written(
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "new"
-    args = ["correctnet", "run", "--model", str(toy_checkpoint), "--out", str(out), *ARGS, *extra]
+    args = ["correctnet", "run", *model(toy_checkpoint), "--out", str(out), *ARGS, *extra]
     res = cli(args, cwd=tmp_path)
     assert res.returncode == 2, res.stdout + res.stderr
     assert res.stderr.startswith(message), res.stderr
@@ -166,9 +168,9 @@ def test_unreadable_checkpoint_fails_before_anything_is_written(tmp_path: Path) 
     (tmp_path / "bad.json").write_text("{}")
     (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
     out = tmp_path / "new"
-    res = cli(["correctnet", "run", "--model", str(bad), "--out", str(out), *ARGS], cwd=tmp_path)
+    res = cli(["correctnet", "run", *model(bad), "--out", str(out), *ARGS], cwd=tmp_path)
     assert res.returncode == 2, res.stdout + res.stderr
-    assert res.stderr.startswith("error: --model: cannot read checkpoint"), res.stderr
+    assert res.stderr.startswith("error: model: cannot read checkpoint"), res.stderr
     assert not out.exists()
 
 

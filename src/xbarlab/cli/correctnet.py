@@ -1,6 +1,8 @@
 """``xbarlab correctnet ...``: the P3 (CorrectNet / CorrectNet+) pipeline and its building blocks.
 
-* ``run``: plain → Lipschitz → + compensation (RL placement) → + quantisation search, with a results table;
+* ``run``: plain → Lipschitz → + compensation (RL placement) → + quantisation search, with a results table
+  (settings: ``--config FILE|NAME`` and ``--set FIELD=VALUE``);
+* ``configs``: the shipped P3 configs;
 * ``train-lipschitz``: fine-tune a model (or train one from scratch) with a Lipschitz penalty;
 * ``lipschitz``: per-layer spectral norms and penalties of a model;
 * ``adc-energy``: ADC conversions and energy per inference of a model on a hardware configuration.
@@ -14,8 +16,7 @@ from typing import Any
 
 import typer
 
-from xbarlab.cli.core import _check_device, _parse_floats, _parse_overrides
-from xbarlab.cli.options import positive
+from xbarlab.cli.core import _check_device, _parse_overrides
 
 __all__ = ["register"]
 
@@ -25,154 +26,75 @@ correctnet_app = typer.Typer(
 )
 
 
-_OPTION_OF_FIELD = {
-    "lipschitz_beta": "--beta",
-    "budget_pct": "--budget",
-    "adc_fom_fj": "--adc-fom",
-    "hardware_overrides": "--set",
-    "out_dir": "--out",
-}
-"""P3Config fields whose command-line option is not ``--`` + the field name with dashes."""
-
-
-def _as_option_error(message: str) -> str:
-    """A P3Config/run_p3 message ``field: …`` as ``--option: …`` (the name the user typed)."""
-    import dataclasses
-
-    from xbarlab.papers.p3 import P3Config
-
-    field, sep, rest = message.partition(": ")
-    if sep and field in {f.name for f in dataclasses.fields(P3Config)}:
-        return f"{_OPTION_OF_FIELD.get(field, '--' + field.replace('_', '-'))}: {rest}"
-    return message
-
-
-def _ints(text: str, name: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError as exc:
-        raise typer.BadParameter(f"{name}: expected comma-separated integers, got {text!r}") from exc
-
-
 @correctnet_app.command("run")
 def run(
-    model: str = typer.Option("lenet5-fmnist", help="Shipped pretrained model name or checkpoint path."),
-    dataset: str = typer.Option("fashion-mnist", help="Data set of the model."),
-    data_dir: str = typer.Option(None, help="Folder with the data set files."),
-    out: Path = typer.Option(Path("runs/p3-lenet5-fmnist"), help="Output folder (resumable)."),
-    sigmas: str = typer.Option("0,0.25,0.5,0.75,1", help="Log-normal σ values of the sweep."),
-    target_sigma: float = typer.Option(
-        None, min=0.0, help="σ of the placement, quantisation and table (default: the largest swept σ)."
+    config: str = typer.Option(
+        None,
+        "--config",
+        help="P3 config: a YAML file of P3Config fields or a shipped name (`xbarlab correctnet configs`); "
+        "default: the P3Config defaults.",
     ),
-    chips: int = typer.Option(5, min=1, help="Chips per reported point."),
-    test_images: int = typer.Option(10000, min=1, help="Test images of the final table."),
-    sweep_images: int = typer.Option(2000, min=1, help="Test images per point of the σ sweep."),
-    val_images: int = typer.Option(2000, min=1, help="Held-out training images that score the searches."),
-    lipschitz_checkpoint: str = typer.Option(None, help="Use this Lipschitz-trained checkpoint (no fine-tuning)."),
-    lipschitz_kind: str = typer.Option("parseval_neft", help="parseval_neft, parseval_matrix or spectral."),
-    beta: float = typer.Option(5e-4, min=0.0, help="Lipschitz penalty weight β."),
-    lipschitz_epochs: int = typer.Option(5, min=1, help="Fine-tuning epochs with the penalty."),
-    lipschitz_lr: float = typer.Option(0.01, callback=positive, help="Fine-tuning learning rate (cosine)."),
-    comp_steps: int = typer.Option(600, min=1, help="Compensation training steps (batches)."),
-    comp_lr: float = typer.Option(3e-3, callback=positive, help="Compensation learning rate (Adam)."),
-    comp_loss: str = typer.Option("ce_normalized", help="Compensation loss: ce_normalized, ce, kd or feature."),
-    budget: float = typer.Option(10.0, min=0.0, help="Compensation overhead budget, % of the base model."),
-    penalty: float = typer.Option(0.2, min=0.0, help="Reward λ: accuracy points per % of overhead."),
-    cost_metric: str = typer.Option("max", help="Overhead measure: params, macs or max of both."),
-    rl_episodes: int = typer.Option(30, min=1, help="RL episode budget."),
-    search_chips: int = typer.Option(3, min=1, help="Chips per placement evaluation."),
-    greedy_mode: str = typer.Option("iterative", help="Greedy baseline: iterative or ranked (one pass)."),
-    random_samples: int = typer.Option(5, min=1, help="Random feasible placements tried by the random baseline."),
-    comp_pool: int = typer.Option(64, min=0, help="Training chips of the search (0: a fresh chip every batch)."),
-    comp_batch_size: int = typer.Option(128, min=1, help="Compensation training batch size."),
-    quant_tolerance: float = typer.Option(1.0, min=0.0, help="'Equal accuracy' tolerance of the ADC search, points."),
-    quant_bits_per_cell: str = typer.Option("1,2,4", help="Bits-per-cell options of the quantisation search."),
-    quant_adc_bits: str = typer.Option("4,5,6,7,8", help="ADC resolutions of the quantisation search."),
-    quant_max_evaluations: int = typer.Option(60, min=1, help="Evaluation cap of the quantisation search."),
-    quant_chips: int = typer.Option(3, min=1, help="Chips per evaluation of the quantisation search."),
-    quant_images: int = typer.Option(1000, min=1, help="Held-out images per evaluation of the quantisation search."),
-    adc_fom: float = typer.Option(5.0, callback=positive, help="Walden FOM, fJ per conversion step."),
-    adc_scaling: str = typer.Option("walden", help="ADC energy scaling: walden (2^B) or schreier (4^B)."),
-    perchip_steps: int = typer.Option(100, min=1, help="Per-chip fine-tuning steps of the RL branches (extension)."),
-    perchip_images: int = typer.Option(1000, min=1, help="Labelled training images of the per-chip fine-tuning."),
-    perchip_lr: float = typer.Option(3e-3, callback=positive, help="Per-chip fine-tuning learning rate (Adam)."),
-    bn_images: int = typer.Option(2560, min=1, help="Unlabelled images of the BN-adaptation row (models with BN)."),
-    overrides: list[str] = typer.Option([], "--set", help="Hardware override dotted.key=value (repeatable)."),
-    stages: str = typer.Option("models,sweep,placement,quant,perchip,table", help="Stages to run."),
-    seed: int = typer.Option(0, min=0),
-    threads: int = typer.Option(1, min=1, help="torch threads."),
-    force: bool = typer.Option(False, help="Recompute every stage run, even when its stored settings match."),
+    sets: list[str] = typer.Option(
+        [],
+        "--set",
+        help="Change one setting: FIELD=VALUE (e.g. chips=8, sigmas=[0,0.5], model=resnet20-fmnist) or "
+        "hardware_overrides.SECTION.KEY=VALUE (e.g. hardware_overrides.adc.bits=6); repeatable.",
+    ),
+    device: str = typer.Option(None, help="torch device of every stage: cpu, cuda or cuda:N (default: the config's)."),
+    out: Path = typer.Option(None, help="Output folder, resumable (default: the config's out_dir)."),
     resume: str = typer.Option(
-        "auto",
-        help="A stored stage whose settings differ from this command's: 'auto' recomputes it (and every stage "
-        "after it), printing one line saying which settings changed; 'strict' refuses the run (exit 2, nothing "
-        "written).",
+        None,
+        help="A stored stage whose settings differ: 'auto' recomputes it (and every stage after it), printing one "
+        "line saying which settings changed; 'strict' refuses the run (exit 2, nothing written).",
     ),
-    device: str = typer.Option("cpu", help="torch device of every stage: cpu, cuda or cuda:N."),
+    force: bool = typer.Option(False, "--force", help="Recompute every stage run, even when its settings match."),
+    quiet: bool = typer.Option(False, "--quiet", help="Print only the results table, not the progress lines."),
 ) -> None:
-    """Run the P3 pipeline and write results.json / results.md to OUT.
+    """Run the P3 pipeline and write results.json / results.md to the output folder.
 
+    The settings come from --config (docs/correctnet.md lists every field with its unit and default) and --set.
     Resumable: each stage file (models.json, sweep.json, placement.json, quant.json, perchip.json) records the
     settings that determine it. Rerun with the same settings, a stage is reused; with other settings it is
-    recomputed, and so are the stages after it (or, with --resume strict, the run is refused). Tables and labels
-    come from the stored settings. Every option is checked before anything is written to OUT.
+    recomputed, and so are the stages after it (or, with --resume strict, the run is refused). Every setting is
+    checked before anything is written.
     """
-    from xbarlab.papers.p3 import P3Config, prepare_p3, run_p3
+    import dataclasses
 
-    dev = _check_device(device)
+    from xbarlab.papers.p3 import P3Config, config_path, prepare_p3, run_p3
+    from xbarlab.yamlio import parse_assignments
+
+    if device is not None:
+        device = str(_check_device(device))
     try:
-        cfg = P3Config(
-            model=model,
-            dataset=dataset,
-            data_dir=data_dir,
-            out_dir=str(out),
-            hardware_overrides=_parse_overrides(overrides),
-            sigmas=_parse_floats(sigmas, "--sigmas"),
-            target_sigma=target_sigma,
-            chips=chips,
-            test_images=test_images,
-            sweep_images=sweep_images,
-            val_images=val_images,
-            lipschitz_checkpoint=lipschitz_checkpoint,
-            lipschitz_kind=lipschitz_kind,
-            lipschitz_beta=beta,
-            lipschitz_epochs=lipschitz_epochs,
-            lipschitz_lr=lipschitz_lr,
-            comp_steps=comp_steps,
-            comp_lr=comp_lr,
-            comp_loss=comp_loss,
-            budget_pct=budget,
-            penalty=penalty,
-            cost_metric=cost_metric,
-            rl_episodes=rl_episodes,
-            search_chips=search_chips,
-            greedy_mode=greedy_mode,
-            random_samples=random_samples,
-            comp_pool=comp_pool,
-            comp_batch_size=comp_batch_size,
-            quant_tolerance=quant_tolerance,
-            quant_bits_per_cell=_ints(quant_bits_per_cell, "--quant-bits-per-cell"),
-            quant_adc_bits=_ints(quant_adc_bits, "--quant-adc-bits"),
-            quant_max_evaluations=quant_max_evaluations,
-            quant_chips=quant_chips,
-            quant_images=quant_images,
-            perchip_steps=perchip_steps,
-            perchip_images=perchip_images,
-            perchip_lr=perchip_lr,
-            bn_images=bn_images,
-            adc_fom_fj=adc_fom,
-            adc_scaling=adc_scaling,
-            stages=tuple(s.strip() for s in stages.split(",") if s.strip()),
-            seed=seed,
-            threads=threads,
-            force=force,
-            resume=resume,
-            device=str(dev),
-        )
+        overrides = parse_assignments(sets, example="chips=8")
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    try:
+        if config is None:
+            cfg = P3Config.from_dict({}, overrides=overrides)
+        else:
+            cfg = P3Config.from_yaml(config_path(config), overrides)
+        run_flags = {"out_dir": None if out is None else str(out), "device": device, "resume": resume}
+        changes: dict[str, object] = {k: v for k, v in run_flags.items() if v is not None}
+        if force:
+            changes["force"] = True
+        cfg = dataclasses.replace(cfg, **changes)  # type: ignore[arg-type]
         plan = prepare_p3(cfg)  # every check, nothing written yet
-    except (ValueError, FileNotFoundError) as exc:
-        raise ValueError(_as_option_error(str(exc))) from None
-    run_p3(cfg, plan=plan)
+    except FileNotFoundError as exc:
+        raise ValueError(str(exc)) from None
+    results = run_p3(cfg, plan=plan, log=(lambda _msg: None) if quiet else None)
+    if quiet and "table" in results:
+        typer.echo(results["table"])
+
+
+@correctnet_app.command("configs")
+def configs() -> None:
+    """List the shipped P3 configs (`--config NAME`) and the results each one made."""
+    from xbarlab.papers.p3 import config_path, list_configs
+
+    for name in list_configs():
+        first = config_path(name).read_text().splitlines()[0].lstrip("# ").strip()
+        typer.echo(f"{name:<32} {first}")
 
 
 @correctnet_app.command("train-lipschitz")

@@ -17,7 +17,7 @@ The command line is ``xbarlab correctnet run`` (:mod:`xbarlab.cli.correctnet`); 
 from __future__ import annotations
 
 from xbarlab.papers.p3.cache import STAGE_FORMAT, P3Plan
-from xbarlab.papers.p3.config import P3_HARDWARE, STAGES, P3Config, p3_hardware
+from xbarlab.papers.p3.config import P3_HARDWARE, STAGES, P3Config, config_path, list_configs, p3_hardware
 from xbarlab.papers.p3.data import load_model
 from xbarlab.papers.p3.pipeline import prepare_p3, run_p3
 from xbarlab.papers.p3.report import write_figures, write_table
@@ -28,6 +28,8 @@ __all__ = [
     "STAGE_FORMAT",
     "P3Config",
     "P3Plan",
+    "config_path",
+    "list_configs",
     "load_model",
     "p3_hardware",
     "prepare_p3",

@@ -21,7 +21,7 @@ import yaml
 
 from xbarlab.schema import ConfigError, Field, bounds_text, join, plain
 
-__all__ = ["P3_FIELDS", "P3_HARDWARE", "STAGES", "P3Config", "p3_hardware"]
+__all__ = ["P3_FIELDS", "P3_HARDWARE", "STAGES", "P3Config", "config_path", "list_configs", "p3_hardware"]
 
 P3_HARDWARE: dict[str, Any] = {
     "preset": "rram",
@@ -148,6 +148,11 @@ class P3Config:
         for key in values:
             if key not in P3_FIELDS:
                 raise _located(ConfigError(key, values[key], ", ".join(P3_FIELDS), "unknown key"), source, lines or {})
+        if overrides and values:  # the file's own values must be valid too: an override does not hide a bad file
+            try:
+                cls(**values)
+            except ConfigError as exc:
+                raise _located(exc, source, lines or {}) from None
         given: set[tuple[str, ...]] = set()  # the key paths set by ``overrides``
         for key, value in (overrides or {}).items():
             name, _, sub = key.partition(".")
@@ -377,6 +382,31 @@ def _located(exc: ConfigError, source: str | None, lines: Mapping[tuple[str, ...
             break
         keys = keys[:-1]
     return ConfigError(exc.path, exc.value, exc.allowed, exc.problem, source=source, line=line, keys=exc.keys)
+
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+"""The shipped P3 configs: the settings that made the results in docs/results/p3/ (one YAML file each)."""
+
+
+def list_configs() -> list[str]:
+    """Names of the shipped P3 configs (file stems in :data:`CONFIG_DIR`)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def config_path(name_or_path: str | Path) -> Path:
+    """A config file: ``name_or_path`` when it is a file, else the shipped config of that name (as a bare name
+    selects a built-in sweep in ``xbarlab sweep``); :class:`ConfigError` naming both choices otherwise."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    if str(name_or_path) in list_configs():  # a bare name (which may hold a dot: lenet5-fmnist-sigma0.5)
+        return CONFIG_DIR / f"{name_or_path}.yaml"
+    raise ConfigError(
+        "config",
+        str(name_or_path),
+        f"a YAML file of P3Config fields or a shipped config ({', '.join(list_configs())})",
+        f"no such file or shipped config {str(name_or_path)!r}",
+    )
 
 
 def _device(cfg: P3Config) -> torch.device:
