@@ -33,6 +33,12 @@ BENCH_CONFIGS: dict[str, dict[str, Any]] = {
         "adc.bits": 8,
         "read_noise.mode": "per_mvm",
     },
+    "DAC 8b + per-tile ADC 8b + per-MVM read noise, pooled sampler (docs/sampling.md)": {
+        "preset": "rram",
+        "adc.bits": 8,
+        "read_noise.mode": "per_mvm",
+        "sampling.gaussian": "pooled",
+    },
     "DAC 8b + ADC 8b (0.5 LSB noise) + per-MVM noise, 4-bit slices": {
         "preset": "rram",
         "weights.noise_granularity": "slice",
