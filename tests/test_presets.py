@@ -83,8 +83,8 @@ def test_hardware_resolves_a_preset_key_from_the_files() -> None:
     with pytest.raises(ConfigError) as info:
         HardwareConfig.from_dict({"preset": "nope"}, path="hardware")
     assert str(info.value) == (
-        "hardware.preset: invalid value 'nope'; allowed: one of fefet, ideal, pcm-i, pcm-ii, pcm-nandakumar, rram, "
-        "rram-ir"
+        "hardware.preset: unknown hardware preset 'nope'; allowed: one of fefet, ideal, pcm-i, pcm-ii, pcm-nandakumar, "
+        "rram, rram-ir"
     )
 
 

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, TypeVar, get_args, get_origin, get_type_hints
 import yaml
 
 from xbarlab import schema, yamlio
+from xbarlab.datafiles import list_data_files, resolve_data_file
 from xbarlab.schema import ConfigError as ConfigError  # re-exported: users catch xbarlab.hardware.ConfigError
 
 # --------------------------------------------------------------------------------------------------------------
@@ -555,6 +556,8 @@ PRESET_DIR = Path(__file__).resolve().parent / "assets" / "presets"
 """Folder of the preset files: ``index.yaml`` (the names, in listing order) and one ``NAME.yaml`` per preset."""
 
 _PRESET_KEYS = ("description", "hardware")
+_PRESET_SUFFIXES = (".yaml",)
+_PRESET_EXCLUDE = ("index",)
 
 
 def preset_names() -> list[str]:
@@ -568,10 +571,27 @@ def preset_entry(name: str) -> tuple[str, dict[str, Any]]:
     The settings are a partial hardware mapping (sections not given keep their defaults). An unknown name raises
     :class:`ConfigError` at ``preset``; a malformed file raises :class:`ConfigError` naming the file and key.
     """
-    if name not in _preset_index():
-        raise ConfigError("preset", name, "one of " + ", ".join(sorted(_preset_index())))
-    description, settings = _read_preset_file(name)
+    description, settings = _read_preset_file(preset_file(name).stem)
     return description, schema.plain(settings)
+
+
+def preset_file(value: str | Path, *, key: str = "preset", accept_paths: bool = False) -> Path:
+    """The file of preset ``value`` (``PRESET_DIR/NAME.yaml``), by :func:`xbarlab.datafiles.resolve_data_file`.
+
+    With ``accept_paths`` an existing file path wins and is returned as is (``--hw NAME|FILE``). An unknown name
+    raises :class:`xbarlab.datafiles.UnknownDataFileError` (a :class:`ConfigError` at ``key``) listing the presets.
+    """
+    _preset_index()  # the index and the folder agree
+    return resolve_data_file(
+        value,
+        kind="hardware preset",
+        folders=(PRESET_DIR,),
+        suffixes=_PRESET_SUFFIXES,
+        exclude=_PRESET_EXCLUDE,
+        key=key,
+        accept_paths=accept_paths,
+        file_hint="a hardware YAML file",
+    )
 
 
 def preset_config(name: str) -> HardwareConfig:
@@ -587,7 +607,7 @@ def _preset_index() -> tuple[str, ...]:
     names = data.get("presets") if isinstance(data, Mapping) else None
     if not isinstance(data, Mapping) or set(data) != {"presets"} or not isinstance(names, list):
         raise ConfigError(f"{path}: presets", names, "a mapping with one key 'presets': a list of preset names")
-    files = sorted(p.stem for p in PRESET_DIR.glob("*.yaml") if p.name != "index.yaml")
+    files = list_data_files((PRESET_DIR,), kind="hardware preset", suffixes=_PRESET_SUFFIXES, exclude=_PRESET_EXCLUDE)
     if sorted(names) != files or len(set(names)) != len(names):
         raise ConfigError(f"{path}: presets", names, "each preset file of the folder listed once: " + ", ".join(files))
     return tuple(str(n) for n in names)

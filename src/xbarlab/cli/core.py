@@ -16,22 +16,21 @@ console = Console()
 
 
 def _load_hardware(spec: str) -> Any:
-    from xbarlab.hardware import HardwareConfig
-    from xbarlab.presets import list_presets, load_preset
+    """``--hw``: an existing hardware YAML file, else a preset name (:func:`xbarlab.hardware.preset_file`)."""
+    from xbarlab.datafiles import UnknownDataFileError
+    from xbarlab.hardware import ConfigError, HardwareConfig, preset_file
+    from xbarlab.presets import load_preset
 
-    if spec in list_presets():
-        return load_preset(spec)
-    path = Path(spec)
-    if path.is_file():
-        from xbarlab.hardware import ConfigError
-
-        try:
-            return HardwareConfig.from_yaml(path)
-        except ConfigError as exc:  # a field of the file: name the file too
-            raise ValueError(f"--hw {path}: {exc}") from exc
-    raise typer.BadParameter(
-        f"--hw: invalid value {spec!r}; allowed: a preset ({', '.join(list_presets())}) or an existing YAML file"
-    )
+    try:
+        path = preset_file(spec, key="--hw", accept_paths=True)
+    except UnknownDataFileError as exc:  # neither a file nor a preset: the presets are listed
+        raise typer.BadParameter(str(exc)) from None
+    if path != Path(spec):  # the file of a shipped preset
+        return load_preset(path.stem)
+    try:
+        return HardwareConfig.from_yaml(path)
+    except ConfigError as exc:  # a field of the file: name the file too
+        raise ValueError(f"--hw {path}: {exc}") from exc
 
 
 def _parse_overrides(items: list[str]) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Experiments at scale: declarative sweeps, a resumable SQLite results store, local/process/Ray executors.
 
 >>> from xbarlab.experiments import load_spec, run_sweep, Store
->>> spec = load_spec("p1-r1")                                   # a shipped sweep file (or any path)
+>>> spec = load_spec("p1-r1-read-noise")                        # a shipped sweep name (or any path)
 >>> summary = run_sweep(spec, executor="process", workers=2)    # doctest: +SKIP
 >>> rows = Store(summary.store).rows(spec.name)                 # doctest: +SKIP
 

@@ -41,6 +41,7 @@ from xbarlab import yamlio
 from xbarlab.checkpoint import load_checkpoint, load_pretrained
 from xbarlab.data import DatasetError, get_dataset
 from xbarlab.data.check import check_model_input
+from xbarlab.datafiles import UnknownDataFileError, list_data_files, resolve_data_file
 from xbarlab.experiments.grid import GridAxis, _apply_path, _check_grid
 from xbarlab.experiments.identity import TRIAL_FORMAT, canonical_json, format_value, trial_hash
 from xbarlab.experiments.registry import check_options, import_plugins, list_trial_kinds
@@ -298,20 +299,28 @@ def _validate_points(ctx: _Ctx, spec: SweepSpec) -> None:
 
 
 def load_spec(path: str | Path, overrides: Mapping[str, Any] | None = None) -> SweepSpec:
-    """Read and validate a sweep file; a bare name (``p1-r1-read-noise``) selects a built-in sweep.
+    """Read and validate a sweep file: an existing file path, else a built-in sweep name (``p1-r1-read-noise``),
+    resolved by :func:`xbarlab.datafiles.resolve_data_file`.
 
     ``overrides``: dotted keys set after reading (see :func:`parse_spec`).
     """
-    p = Path(path)
-    if not p.is_file() and not p.suffix and p.name in list_builtin_sweeps():
-        p = builtin_sweep(p.name)
-    if not p.is_file():
-        raise SweepSpecError(
-            f"no such file; allowed: a YAML sweep file or a built-in sweep ({', '.join(list_builtin_sweeps())})",
+    try:
+        p = resolve_data_file(
+            path,
+            kind="built-in sweep",
+            folders=_sweep_dirs(),
+            suffixes=_SWEEP_SUFFIXES,
             key="<file>",
-            source=str(path),
+            file_hint="a YAML sweep file",
         )
+    except UnknownDataFileError as exc:
+        raise SweepSpecError(exc.detail, key="<file>", source=str(path)) from None
     return parse_spec(p.read_text(), source=str(p), overrides=overrides)
+
+
+_SWEEP_SUFFIXES = (".yaml",)
+"""Endings of the shipped sweep files (what pyproject.toml ships: ``experiments/configs/*.yaml`` and
+``papers/*/sweeps/*.yaml``)."""
 
 
 def _sweep_dirs() -> list[Path]:
@@ -324,28 +333,18 @@ def _sweep_dirs() -> list[Path]:
     return [root / "experiments" / "configs", *sorted((root / "papers").glob("*/sweeps"))]
 
 
-def _builtin_paths() -> dict[str, Path]:
-    """Built-in sweep name (file stem) → file; a name shipped twice is a packaging error, refused by name."""
-    out: dict[str, Path] = {}
-    for folder in _sweep_dirs():
-        for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
-            if path.stem in out:
-                raise RuntimeError(f"built-in sweep {path.stem!r} is shipped twice: {out[path.stem]} and {path}")
-            out[path.stem] = path
-    return out
-
-
 def list_builtin_sweeps() -> list[str]:
-    """Names of the shipped sweep files (``xbarlab/experiments/configs`` and ``xbarlab/papers/*/sweeps``)."""
-    return sorted(_builtin_paths())
+    """Names of the shipped sweep files (``xbarlab/experiments/configs`` and ``xbarlab/papers/*/sweeps``), sorted;
+    a name shipped twice is a packaging error (``RuntimeError``)."""
+    return list_data_files(_sweep_dirs(), kind="built-in sweep", suffixes=_SWEEP_SUFFIXES)
 
 
 def builtin_sweep(name: str) -> Path:
-    """Path of a shipped sweep file."""
-    paths = _builtin_paths()
-    if name not in paths:
-        raise KeyError(f"unknown built-in sweep {name!r}; allowed: {', '.join(sorted(paths))}")
-    return paths[name]
+    """Path of a shipped sweep file; an unknown name raises :class:`xbarlab.datafiles.UnknownDataFileError` (a
+    ``KeyError`` and a :class:`xbarlab.schema.ConfigError`) listing the built-in sweeps."""
+    return resolve_data_file(
+        name, kind="built-in sweep", folders=_sweep_dirs(), suffixes=_SWEEP_SUFFIXES, key="sweep", accept_paths=False
+    )
 
 
 def resolve_trials(spec: SweepSpec, *, fingerprint: bool = True) -> list[Trial]:

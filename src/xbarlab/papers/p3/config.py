@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import yaml
 
+from xbarlab.datafiles import list_data_files, resolve_data_file
 from xbarlab.schema import ConfigError, Field, bounds_text, join, plain
 
 __all__ = ["P3_FIELDS", "P3_HARDWARE", "STAGES", "P3Config", "config_path", "list_configs", "p3_hardware"]
@@ -389,23 +390,21 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 def list_configs() -> list[str]:
-    """Names of the shipped P3 configs (file stems in :data:`CONFIG_DIR`)."""
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    """Names of the shipped P3 configs (file stems in :data:`CONFIG_DIR`), sorted."""
+    return list_data_files((CONFIG_DIR,), kind="shipped config", suffixes=(".yaml",))
 
 
 def config_path(name_or_path: str | Path) -> Path:
     """A config file: ``name_or_path`` when it is a file, else the shipped config of that name (as a bare name
-    selects a built-in sweep in ``xbarlab sweep``); :class:`ConfigError` naming both choices otherwise."""
-    p = Path(name_or_path)
-    if p.is_file():
-        return p
-    if str(name_or_path) in list_configs():  # a bare name (which may hold a dot: lenet5-fmnist-sigma0.5)
-        return CONFIG_DIR / f"{name_or_path}.yaml"
-    raise ConfigError(
-        "config",
-        str(name_or_path),
-        f"a YAML file of P3Config fields or a shipped config ({', '.join(list_configs())})",
-        f"no such file or shipped config {str(name_or_path)!r}",
+    selects a built-in sweep in ``xbarlab sweep``; :func:`xbarlab.datafiles.resolve_data_file`); a
+    :class:`ConfigError` at ``config`` naming both choices otherwise."""
+    return resolve_data_file(
+        name_or_path,
+        kind="shipped config",
+        folders=(CONFIG_DIR,),
+        suffixes=(".yaml",),  # what pyproject.toml ships (papers/*/configs/*.yaml)
+        key="config",
+        file_hint="a YAML file of P3Config fields",
     )
 
 
