@@ -643,6 +643,7 @@ class AnalogConv(AnalogLayer):
         self.padding: Any = source.padding
         self.padding_mode = source.padding_mode
         self._reversed_padding_repeated_twice = list(source._reversed_padding_repeated_twice)
+        self._tile_channels_identity = False  # set by _to_tiles when every (group, tile) reads all its channels
 
     def _compute(
         self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, groups: int | None = None
@@ -681,6 +682,8 @@ class AnalogConv(AnalogLayer):
         chans = (first.view(tr, 1) + torch.arange(cg, device=dev).view(1, cg)).clamp_max(cin_g - 1)
         chans = chans.view(1, tr, cg) + (torch.arange(g, device=dev) * cin_g).view(g, 1, 1)
         self.tile_channels = chans.reshape(-1).to(self.weight.device)
+        # one row tile reading every channel of its group: the channel selection is the identity (host ints only)
+        self._tile_channels_identity = tr == 1 and cg == cin_g
         return w.contiguous()
 
     def _tiled(self, x: torch.Tensor) -> torch.Tensor:
@@ -695,7 +698,9 @@ class AnalogConv(AnalogLayer):
         in_place = not (x.requires_grad or self.w_tiles.requires_grad)
         y: torch.Tensor | None = None
         for start in range(0, x.shape[0], chunk):
-            xs = x[start : start + chunk].index_select(1, self.tile_channels)
+            xs = x[start : start + chunk]
+            if not self._tile_channels_identity:  # the identity selection would only copy the input
+                xs = xs.index_select(1, self.tile_channels)
             if fused is not None:  # partial sums in LSB, variances in LSB² (ADC scale folded into the weights)
                 with torch.no_grad():
                     codes = self._compute(xs.detach(), fused.weights, None, groups=g * tr)

@@ -231,12 +231,13 @@ class OutputScale:
             shape = [1] * output.dim()
             shape[1 if isinstance(module, AnalogConv) else -1] = -1
             s = s.view(shape)
+        in_place = not output.requires_grad  # the layer's fresh output: the same operations without copies
         if bias is None:
-            return output * s
+            return output.mul_(s) if in_place else output * s
         b = bias.detach().to(output.dtype)
         if isinstance(module, AnalogConv):
             b = b.view(1, -1, *([1] * (output.dim() - 2)))
-        return (output - b) * s + b
+        return output.sub_(b).mul_(s).add_(b) if in_place else (output - b) * s + b
 
 
 def remove_compensation(model: nn.Module) -> int:
