@@ -16,9 +16,9 @@ from xbarlab.metrics import (
     mac_error_stats,
     pc2,
     pc2_proj,
-    plot_weight_scatter,
     snr_db,
 )
+from xbarlab.reports.plots import plot_weight_scatter
 
 N = 200_000
 

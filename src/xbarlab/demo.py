@@ -27,6 +27,7 @@ from xbarlab.experiments.spec import check_inputs, parse_spec
 from xbarlab.experiments.store import Store
 from xbarlab.experiments.sweep import run_sweep
 from xbarlab.experiments.toy import save_small_checkpoint
+from xbarlab.progress import log
 from xbarlab.reports import render_report
 
 __all__ = ["DemoResult", "DemoSettings", "demo_settings", "run_demo"]
@@ -236,9 +237,9 @@ def run_demo(
     store = out / "demo.sqlite"
 
     def show(p: Any) -> None:
-        if progress and (p.ran or p.failed):
+        if p.ran or p.failed:
             eta = f", ETA {p.eta_s:.0f} s" if p.eta_s is not None else ""
-            print(f"demo: {p.done}/{p.total} chip evaluations{eta}", flush=True)
+            log(progress, f"demo: {p.done}/{p.total} chip evaluations{eta}")
 
     # one torch thread per worker: on a shared or busy machine more threads per process cost far more in
     # synchronisation than they gain (measured 8x slower with 2 threads under load)

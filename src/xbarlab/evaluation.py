@@ -20,6 +20,7 @@ from xbarlab.conversion import convert
 from xbarlab.data import make_loader
 from xbarlab.hardware import HardwareConfig
 from xbarlab.layers import AnalogLayer
+from xbarlab.progress import progress_bar
 from xbarlab.runner import Calibration, Mitigation, RegisteredMitigation, run_chip
 from xbarlab.seeding import derive_seed
 from xbarlab.stats import Summary, summarize
@@ -140,7 +141,7 @@ def evaluate_chips(
     def metric(chip: nn.Module) -> float:
         return accuracy(chip, test_loader, device=device, max_batches=max_batches)
 
-    with _progress(progress, chips, hw_name) as bar:
+    with progress_bar(progress, chips, f"chips ({hw_name})") as bar:
         for k in range(chips):
             # chip k: a fresh copy of the base, seeded per chip as in a sweep trial (xbarlab.runner), so chip
             # seed s gives the same result here, in `xbarlab mitigate` and in a sweep
@@ -156,7 +157,7 @@ def evaluate_chips(
                 device=device,
             )
             results.append(ChipResult(k, seed + k, run.value, dict(run.info)))
-            bar.advance(run.value)
+            bar.advance(f"last acc {run.value:.2f}%")
     return MonteCarloResult(
         hw_name,
         tuple(results),
@@ -173,40 +174,3 @@ def seeded_calibration(dataset: Any, batch_size: int) -> Callable[[int], Iterabl
         return make_loader(dataset, batch_size, shuffle=True, seed=derive_seed(chip_seed, "calibration"))
 
     return batches
-
-
-class _Bar:
-    def __init__(self, enabled: bool, total: int, label: str) -> None:
-        self.enabled = enabled
-        self.total = total
-        self.label = label
-        self._progress: Any = None
-        self._task: Any = None
-
-    def __enter__(self) -> _Bar:
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self._progress = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[last]}"),
-                TimeRemainingColumn(),
-                transient=True,
-            )
-            self._progress.__enter__()
-            self._task = self._progress.add_task(f"chips ({self.label})", total=self.total, last="")
-        return self
-
-    def advance(self, acc: float) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, advance=1, last=f"last acc {acc:.2f}%")
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(None, None, None)
-
-
-def _progress(enabled: bool, total: int, label: str) -> _Bar:
-    return _Bar(enabled, total, label)

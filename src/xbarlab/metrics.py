@@ -6,18 +6,19 @@
 * :func:`snr_db`, :func:`mac_error_stats` -- dot-product (MAC) error of a layer's outputs against the ideal
   digital outputs.
 * :func:`layer_distortion` -- PC2 (and, given calibration inputs, MAC SNR) of every analog layer of a model.
-* :func:`plot_weight_scatter` -- the "dumb-bell" W_NI vs W_ideal scatter of P1 Fig. 4, as a PNG.
 
 Analog layers are duck-typed: any module with a ``weight`` (ideal weights), an ``effective_weight()`` method
 (the weights the chip computes with, same shape) and a ``layer_name`` attribute.
+
+Pure computation: the W_NI vs W_ideal scatter plot of these records is
+:func:`xbarlab.reports.plots.plot_weight_scatter`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,6 @@ __all__ = [
     "mac_error_stats",
     "pc2",
     "pc2_proj",
-    "plot_weight_scatter",
     "snr_db",
 ]
 
@@ -293,7 +293,8 @@ class LayerDistortion:
         num_weights: number of weights.
         pc2: PC2 of (weight, effective_weight()).
         mac: MAC error statistics of the layer outputs over the calibration inputs (``None`` without them).
-        scatter: a random subsample (≤ 20k points) of (w_ideal, w_ni) for :func:`plot_weight_scatter`.
+        scatter: a random subsample (≤ 20k points) of (w_ideal, w_ni) for
+            :func:`xbarlab.reports.plots.plot_weight_scatter`.
     """
 
     layer_name: str
@@ -422,73 +423,3 @@ def layer_distortion(
     for rec, acc in zip(records, accs, strict=True):
         rec.mac = acc.stats() if acc.n else None
     return records
-
-
-# ----------------------------------------------------------------------------------------------------
-# Plot
-# ----------------------------------------------------------------------------------------------------
-
-
-def plot_weight_scatter(
-    data: Sequence[LayerDistortion] | tuple[ArrayLike, ArrayLike],
-    path: str | Path,
-    *,
-    max_points: int = MAX_SCATTER_POINTS,
-    seed: int = 0,
-    title: str | None = None,
-) -> Path:
-    """Write the W_NI vs W_ideal scatter ("dumb-bell" plot of P1 Fig. 4) as a PNG and return its path.
-
-    Args:
-        data: either a pair ``(w_ideal, w_ni)`` (tensors/arrays of the same shape) or a sequence of
-            :class:`LayerDistortion` records with scatter samples (one panel per layer).
-        path: output PNG file; parent directories are created.
-        max_points: at most this many points are drawn per panel (random subsample).
-        seed: subsampling seed.
-        title: figure title.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels: list[tuple[str, np.ndarray, np.ndarray, float]] = []
-    if isinstance(data, tuple) and len(data) == 2 and not isinstance(data[0], LayerDistortion):
-        x, y = _pair(data[0], data[1], "plot_weight_scatter", "w_ideal", "w_ni")
-        panels.append(("", *_subsample(x, y, max_points, seed), pc2(x, y)))
-    else:
-        for rec in data:
-            if not isinstance(rec, LayerDistortion):
-                raise TypeError(
-                    "plot_weight_scatter: data must be (w_ideal, w_ni) or LayerDistortion records, "
-                    f"got an item of type {type(rec).__name__}"
-                )
-            if rec.scatter is None:
-                raise ValueError(
-                    f"plot_weight_scatter: record {rec.layer_name!r} has no scatter sample "
-                    "(use layer_distortion(..., keep_scatter=True))"
-                )
-            panels.append((rec.layer_name, *_subsample(*rec.scatter, max_points, seed), rec.pc2))
-    if not panels:
-        raise ValueError("plot_weight_scatter: nothing to plot (empty record list)")
-    ncols = min(4, len(panels))
-    nrows = math.ceil(len(panels) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.4 * nrows), squeeze=False)
-    for ax, (name, x, y, p) in zip(axes.flat, panels, strict=False):
-        ax.scatter(x, y, s=1, alpha=0.3, rasterized=True)
-        lo = float(min(x.min(), y.min()))
-        hi = float(max(x.max(), y.max()))
-        ax.plot([lo, hi], [lo, hi], color="k", lw=0.8, ls="--", label="W_NI = W_ideal")
-        ax.set_xlabel("W_ideal")
-        ax.set_ylabel("W_NI")
-        ax.set_title(f"{name + ': ' if name else ''}PC2 = {p:.3g}", fontsize=9)
-    for ax in list(axes.flat)[len(panels) :]:
-        ax.axis("off")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110, format="png")
-    plt.close(fig)
-    return out

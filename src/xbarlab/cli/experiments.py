@@ -10,6 +10,7 @@ from typing import Any
 import typer
 
 from xbarlab.cli import options as opt
+from xbarlab.progress import log, progress_bar
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -114,40 +115,26 @@ class _Reporter:
     def __init__(self, name: str, quiet: bool) -> None:
         self.name = name
         self.quiet = quiet
-        self.live: Any = None
-        self.task: Any = None
+        self.bar = progress_bar(not quiet and sys.stderr.isatty(), None, f"sweep {name}", transient=False, elapsed=True)
 
     def __enter__(self) -> _Reporter:
-        if not self.quiet and sys.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.live = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"),
-                TimeElapsedColumn(),
-                console=Console(stderr=True),
-            )
-            self.live.__enter__()
-            self.task = self.live.add_task(f"sweep {self.name}", total=None, info="")
+        self.bar.__enter__()
         return self
 
     def __call__(self, p: Any) -> None:
         acc = p.last_metrics.get("accuracy")
         last = f"last acc {acc:.2f}%" if isinstance(acc, (int, float)) else ""
         info = f"ETA {_fmt_eta(p.eta_s)}  {p.rate_per_min:.1f}/min  failed {p.failed}  {last}"
-        if self.live is not None:
-            self.live.update(self.task, total=p.total, completed=p.done, info=info)
-        elif not self.quiet and (p.ran or p.failed):
-            _err(f"[{p.done}/{p.total}] {info}" + (f"  error: {p.last_error}" if p.last_error else ""))
-        elif not self.quiet:
-            _err(f"[{p.done}/{p.total}] {p.pending} trial(s) to run")
+        if self.bar.active:
+            self.bar.update(completed=p.done, total=p.total, text=info)
+        elif p.ran or p.failed:
+            line = f"[{p.done}/{p.total}] {info}" + (f"  error: {p.last_error}" if p.last_error else "")
+            log(not self.quiet, line.rstrip())
+        else:
+            log(not self.quiet, f"[{p.done}/{p.total}] {p.pending} trial(s) to run")
 
     def __exit__(self, *exc: object) -> None:
-        if self.live is not None:
-            self.live.__exit__(None, None, None)
+        self.bar.__exit__(*exc)
 
 
 def register(app: typer.Typer) -> None:

@@ -189,7 +189,8 @@ def distortion(
     from xbarlab.chip import calibrate, drift, needs_calibration, program
     from xbarlab.conversion import convert
     from xbarlab.evaluation import seeded_calibration
-    from xbarlab.metrics import layer_distortion, plot_weight_scatter
+    from xbarlab.metrics import layer_distortion
+    from xbarlab.reports.plots import plot_weight_scatter
 
     dev = _check_device(device)
     if calib_images % 128:

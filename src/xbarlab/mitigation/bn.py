@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -31,6 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from xbarlab.progress import log
 
 __all__ = [
     "BNAdaptResult",
@@ -593,12 +594,11 @@ def finetune_bn(
                 accs.append(int(correct) / n_epoch)
                 lrs.append(epoch_lr)
                 sched.step()
-                if progress:
-                    print(
-                        f"finetune_bn: epoch {epoch + 1}/{epochs} lr={epoch_lr:.3g} loss={losses[-1]:.4f} "
-                        f"train_acc={100 * accs[-1]:.2f}% samples={n_epoch}",
-                        file=sys.stderr,
-                    )
+                log(
+                    progress,
+                    f"finetune_bn: epoch {epoch + 1}/{epochs} lr={epoch_lr:.3g} loss={losses[-1]:.4f} "
+                    f"train_acc={100 * accs[-1]:.2f}% samples={n_epoch}",
+                )
             for p in params:
                 p.grad = None
     except BaseException:

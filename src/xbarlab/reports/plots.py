@@ -1,4 +1,5 @@
-"""Matplotlib figures of a sweep: metric vs a swept key with 95 % CI bands, bar charts, Pareto fronts.
+"""Matplotlib figures of a sweep: metric vs a swept key with 95 % CI bands, bar charts, Pareto fronts; and the
+W_NI vs W_ideal weight scatter of a chip (:func:`plot_weight_scatter`, from :mod:`xbarlab.metrics` records).
 
 Every function writes one PNG and returns its path (or None when there is nothing to draw). The Agg backend
 is used, so no display is needed.
@@ -11,11 +12,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from xbarlab.atomic import atomic_write
 from xbarlab.experiments.spec import canonical_json, format_value
+from xbarlab.metrics import MAX_SCATTER_POINTS, ArrayLike, LayerDistortion, _pair, _subsample, pc2
 from xbarlab.reports.aggregate import Group, SweepData, is_number, pareto_front, short_key
 
-__all__ = ["bar_plot", "choose_x", "curve_plot", "line_plot", "pareto_plot", "points_pareto_plot"]
+__all__ = [
+    "bar_plot",
+    "choose_x",
+    "curve_plot",
+    "line_plot",
+    "pareto_plot",
+    "plot_weight_scatter",
+    "points_pareto_plot",
+]
 
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 _LABELS = {
@@ -326,6 +338,71 @@ def points_pareto_plot(
     if min(xs) > 0 and max(xs) / min(xs) >= 8:
         ax.set_xscale("log", base=2)
     return _finish(fig, ax, path, xlabel=xlabel, ylabel=ylabel, title=title)
+
+
+def plot_weight_scatter(
+    data: Sequence[LayerDistortion] | tuple[ArrayLike, ArrayLike],
+    path: str | Path,
+    *,
+    max_points: int = MAX_SCATTER_POINTS,
+    seed: int = 0,
+    title: str | None = None,
+) -> Path:
+    """Write the W_NI vs W_ideal scatter ("dumb-bell" plot of P1 Fig. 4) as a PNG and return its path.
+
+    Args:
+        data: either a pair ``(w_ideal, w_ni)`` (tensors/arrays of the same shape) or a sequence of
+            :class:`LayerDistortion` records with scatter samples (one panel per layer).
+        path: output PNG file; parent directories are created.
+        max_points: at most this many points are drawn per panel (random subsample).
+        seed: subsampling seed.
+        title: figure title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels: list[tuple[str, np.ndarray, np.ndarray, float]] = []
+    if isinstance(data, tuple) and len(data) == 2 and not isinstance(data[0], LayerDistortion):
+        x, y = _pair(data[0], data[1], "plot_weight_scatter", "w_ideal", "w_ni")
+        panels.append(("", *_subsample(x, y, max_points, seed), pc2(x, y)))
+    else:
+        for rec in data:
+            if not isinstance(rec, LayerDistortion):
+                raise TypeError(
+                    "plot_weight_scatter: data must be (w_ideal, w_ni) or LayerDistortion records, "
+                    f"got an item of type {type(rec).__name__}"
+                )
+            if rec.scatter is None:
+                raise ValueError(
+                    f"plot_weight_scatter: record {rec.layer_name!r} has no scatter sample "
+                    "(use layer_distortion(..., keep_scatter=True))"
+                )
+            panels.append((rec.layer_name, *_subsample(*rec.scatter, max_points, seed), rec.pc2))
+    if not panels:
+        raise ValueError("plot_weight_scatter: nothing to plot (empty record list)")
+    ncols = min(4, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.4 * nrows), squeeze=False)
+    for ax, (name, x, y, p) in zip(axes.flat, panels, strict=False):
+        ax.scatter(x, y, s=1, alpha=0.3, rasterized=True)
+        lo = float(min(x.min(), y.min()))
+        hi = float(max(x.max(), y.max()))
+        ax.plot([lo, hi], [lo, hi], color="k", lw=0.8, ls="--", label="W_NI = W_ideal")
+        ax.set_xlabel("W_ideal")
+        ax.set_ylabel("W_NI")
+        ax.set_title(f"{name + ': ' if name else ''}PC2 = {p:.3g}", fontsize=9)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110, format="png")
+    plt.close(fig)
+    return out
 
 
 def _finish(fig: Any, ax: Any, path: Path, *, xlabel: str, ylabel: str, title: str) -> Path:

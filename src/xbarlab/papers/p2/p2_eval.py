@@ -33,7 +33,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -52,6 +51,7 @@ from xbarlab.mitigation.drift_compensation import READOUTS, compensate, remove_c
 from xbarlab.papers.p2.canvas import CanvasLoader, CanvasSet
 from xbarlab.papers.p2.train_tasks import evaluate_task, load_shipped, load_task_model, make_canvases, metric_name
 from xbarlab.presets import list_presets, load_preset
+from xbarlab.progress import log
 from xbarlab.runner import run_chip
 from xbarlab.stats import summarize
 
@@ -98,11 +98,6 @@ def measured_noise_ratio(chip: nn.Module, eta: float) -> float:
 def _noise_probe(chip: nn.Module, eta: float) -> dict[str, float]:
     """The measured noise ratio of a programmed chip (:func:`measured_noise_ratio`), for the per-chip runner."""
     return {"ratio": measured_noise_ratio(chip, eta)}
-
-
-def _log(progress: bool, text: str) -> None:
-    if progress:
-        print(text, file=sys.stderr, flush=True)
 
 
 def _stats(values: Sequence[float]) -> dict[str, Any]:
@@ -257,7 +252,7 @@ def p2_experiment(
     results.setdefault("config", cfg_dict)
     results.setdefault("cells", {})
     t_all = time.perf_counter()
-    _log(progress, "generating test and calibration canvases")
+    log(progress, "generating test and calibration canvases")
     n_calib = config.calib_batches * config.calib_batch_size
     test, calib = _data(config.dataset, config.data_seed, config.test_count, n_calib)
     for label, task, model, _ in models:
@@ -266,7 +261,7 @@ def p2_experiment(
             clean = evaluate_task(task, model.to(device), test, batch_size=config.eval_batch_size, device=device)
             results["cells"][key0] = {"model": label, "task": task, "metric": metric_name(task), "clean": clean}
             _save_results(path, results)
-        _log(progress, f"{label}: clean {metric_name(task)} {results['cells'][key0]['clean']:.4f}")
+        log(progress, f"{label}: clean {metric_name(task)} {results['cells'][key0]['clean']:.4f}")
         for eta in config.etas:
             key = f"{label}|eta={eta:g}"
             if key in results["cells"]:
@@ -324,7 +319,7 @@ def p2_experiment(
             results["cells"][key] = cell
             _save_results(path, results)
             summary = ", ".join(f"{m} {s['mean']:.3f}" for m, s in cell["summary"].items())
-            _log(progress, f"{label} η={eta:g}: {summary} ({cell['seconds']:.0f} s)")
+            log(progress, f"{label} η={eta:g}: {summary} ({cell['seconds']:.0f} s)")
     results["wall_time_s"] = round(time.perf_counter() - t_all, 1)
     _save_results(path, results)
     (out / "p2_results.md").write_text(render_table(results, x_key="eta", x_label="η") + "\n")
@@ -392,7 +387,7 @@ def drift_experiment(
     results.setdefault("config", cfg_dict)
     results.setdefault("cells", {})
     t_all = time.perf_counter()
-    _log(progress, "generating test and calibration canvases")
+    log(progress, "generating test and calibration canvases")
     n_calib = config.calib_batches * config.calib_batch_size
     test, calib = _data(config.dataset, config.data_seed, config.test_count, n_calib)
     extra: dict[str, Callable[[nn.Module], Any]] = {
@@ -458,7 +453,7 @@ def drift_experiment(
             results["cells"][key] = cell
             _save_results(path, results)
             summary = ", ".join(f"{m} {s['mean']:.3f}" for m, s in cell["summary"].items())
-            _log(progress, f"{label} t={t:g} s: {summary} ({cell['seconds']:.0f} s)")
+            log(progress, f"{label} t={t:g} s: {summary} ({cell['seconds']:.0f} s)")
     results["wall_time_s"] = round(time.perf_counter() - t_all, 1)
     _save_results(path, results)
     (out / "drift_results.md").write_text(render_table(results, x_key="t_s", x_label="t (s)") + "\n")

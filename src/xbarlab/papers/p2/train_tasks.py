@@ -24,7 +24,6 @@ import contextlib
 import hashlib
 import json
 import math
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -40,6 +39,7 @@ from xbarlab.mitigation.noise_injection import NoiseInjection
 from xbarlab.papers.p2.canvas import CanvasConfig, CanvasSet, batches, generate_canvases, source_images
 from xbarlab.papers.p2.detection import TinyCenterNet, decode, detection_loss, encode_targets, mean_average_precision
 from xbarlab.papers.p2.segmentation import ConfusionAccumulator, TinySegNet, miou
+from xbarlab.progress import log
 from xbarlab.training import cosine_lr, epoch_seed
 
 __all__ = [
@@ -256,11 +256,6 @@ class TaskTrainConfig:
                 raise ValueError(f"TaskTrainConfig.{name}: invalid value {getattr(self, name)!r}; allowed: {allowed}")
 
 
-def _log(progress: bool, text: str) -> None:
-    if progress:
-        print(text, file=sys.stderr, flush=True)
-
-
 def _epoch_loss(losses: list[Tensor], sizes: list[int], epoch: int, first_step: int) -> tuple[float, int]:
     """(Σ loss·batch size, images) of an epoch from its step losses, read to the host once.
 
@@ -300,10 +295,10 @@ def train_task(
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     if train_data is None:
-        _log(progress, f"generating {cfg.train_count} training canvases (seed {cfg.data_seed})")
+        log(progress, f"generating {cfg.train_count} training canvases (seed {cfg.data_seed})")
         train_data = make_canvases("train", cfg.train_count, cfg.data_seed, dataset=cfg.dataset)
     if test_data is None:
-        _log(progress, f"generating {cfg.test_count} test canvases (seed {cfg.data_seed + 1})")
+        log(progress, f"generating {cfg.test_count} test canvases (seed {cfg.data_seed + 1})")
         test_data = make_canvases("test", cfg.test_count, cfg.data_seed + 1, dataset=cfg.dataset)
     torch.manual_seed(cfg.seed)
     model = build_task_model(cfg.task, num_classes=train_data.num_classes, width=cfg.width)
@@ -333,7 +328,7 @@ def train_task(
         start_epoch, step = int(state["epoch"]), int(state["step"])
         history = list(state["history"])
         wall_before = float(state["wall_time_s"])
-        _log(progress, f"resuming from {state_path} after epoch {start_epoch}/{cfg.epochs}")
+        log(progress, f"resuming from {state_path} after epoch {start_epoch}/{cfg.epochs}")
     loss_fn = _loss_fn(cfg.task, model, train_data)
     target = "mask" if cfg.task == "segmenter" else "index"
     end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
@@ -362,7 +357,7 @@ def train_task(
         entry = {"epoch": epoch + 1, "loss": loss_sum / count, metric_name(cfg.task): metric, "seconds": 0.0}
         entry["seconds"] = round(time.perf_counter() - t0, 2)
         history.append(entry)
-        _log(
+        log(
             progress,
             f"{cfg.task} epoch {epoch + 1}/{cfg.epochs}: loss {entry['loss']:.4f}, "
             f"test {metric_name(cfg.task)} {metric:.4f} ({entry['seconds']:.0f} s)",
@@ -382,7 +377,7 @@ def train_task(
     if injection is not None:
         injection.detach()
     if end_epoch < cfg.epochs:
-        _log(progress, f"stopped after epoch {end_epoch}/{cfg.epochs}; rerun to continue from {state_path}")
+        log(progress, f"stopped after epoch {end_epoch}/{cfg.epochs}; rerun to continue from {state_path}")
         return None
     model.eval()
     final = evaluate_task(cfg.task, model, test_data, device=dev)
@@ -403,5 +398,5 @@ def train_task(
         "torch_version": torch.__version__,
     }
     save_task_model(model, out / "model", meta)
-    _log(progress, f"{cfg.task}: test {metric_name(cfg.task)} {final:.4f}; saved {out / 'model.safetensors'}")
+    log(progress, f"{cfg.task}: test {metric_name(cfg.task)} {final:.4f}; saved {out / 'model.safetensors'}")
     return meta
