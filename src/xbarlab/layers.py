@@ -452,14 +452,17 @@ class AnalogLayer(nn.Module):
             y = y + std.mul_(self._gaussian(std))
         return y
 
-    def _adc_sums(self, partial: torch.Tensor, var: torch.Tensor | None, *, slice_dim: int) -> torch.Tensor:
+    def _adc_sums(
+        self, partial: torch.Tensor, var: torch.Tensor | None, *, slice_dim: int, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Per-MVM read noise (variance ``var``) plus ADC input noise, then per-slice quantisation.
 
         Both noises are Gaussian and independent, so one draw with the summed variance represents them: in LSB,
         code = round(p/step + sqrt(var/step² + noise_lsb²)·z), clamped to the signed code range. ``partial`` and
         ``var`` are consumed (modified in place) when they do not need gradients; with gradients the quantiser is a
         straight-through estimator. While calibrating, partial sums (with read noise) are observed and returned
-        unquantised.
+        unquantised. ``out`` (only without gradients): the tensor the quantised values are written to (the layer's
+        output when one tile and one slice leave nothing to accumulate; the same multiply, no extra pass).
         """
         hw = self.hw
         if self._calibration_stage == "adc":
@@ -489,8 +492,10 @@ class AnalogLayer(nn.Module):
             codes.addcmul_(std.clamp_min_(0).sqrt_(), self._gaussian(codes))
         elif hw.adc.noise_lsb > 0:
             codes.add_(self._gaussian(codes), alpha=hw.adc.noise_lsb)
-        values = codes.round_().clamp_(-top, top).mul_(step)
-        return straight_through(partial, values)
+        codes.round_().clamp_(-top, top)
+        if out is not None:
+            return torch.mul(codes, step, out=out)
+        return straight_through(partial, codes.mul_(step))
 
     def _fused_weights(self, *, slice_dim: int) -> FusedTiles | None:
         """Tile weights with the ADC scale folded in, for the per-MVM noise path: (W/step, σ²/step²), or None.
@@ -531,12 +536,15 @@ class AnalogLayer(nn.Module):
             mask = (per_tile != 0).to(self.w_tiles.dtype)
         return FusedTiles(weights, None, row_var, mask)
 
-    def _adc_codes_noisy(self, codes: torch.Tensor, var: torch.Tensor, *, slice_dim: int) -> torch.Tensor:
+    def _adc_codes_noisy(
+        self, codes: torch.Tensor, var: torch.Tensor, *, slice_dim: int, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """ADC of partial sums already in LSB (``codes``) with per-MVM read-noise variance in LSB² (``var``).
 
         The same conversion as :meth:`_adc_sums` (one Gaussian draw with the summed variance of read noise and
         ADC input noise, round, clamp to the signed code range, times the step); both inputs are consumed.
         ``var`` may broadcast against ``codes`` (the row-sum path: one variance for every column of a tile).
+        ``out``: as in :meth:`_adc_sums`.
         """
         hw = self.hw
         assert hw.adc.bits is not None and self.adc_range is not None
@@ -547,7 +555,8 @@ class AnalogLayer(nn.Module):
         if hw.adc.noise_lsb > 0:
             var.add_(hw.adc.noise_lsb**2)
         codes.addcmul_(var.clamp_min_(0).sqrt_(), self._gaussian(codes))
-        return codes.round_().clamp_(-top, top).mul_(step)
+        codes.round_().clamp_(-top, top)
+        return codes.mul_(step) if out is None else torch.mul(codes, step, out=out)
 
     def _chunk(self, per_sample_elements: int) -> int:
         """Samples per chunk so that the partial sums of one chunk stay under :data:`MAX_PARTIAL_BYTES`."""
@@ -563,10 +572,15 @@ class AnalogLayer(nn.Module):
         fused = self._fused_weights(slice_dim=2)
         grad = rows.requires_grad or self.w_tiles.requires_grad
         out = None if grad else rows.new_empty((rows.shape[0], n))
+        # one tile and one slice leave nothing to accumulate: the ADC writes the output itself (not while calibrating)
+        direct = out is not None and tr * s == 1 and self._calibration_stage is None
         for start in range(0, rows.shape[0], chunk):
             part = rows[start : start + chunk]
             mc = part.shape[0]
-            xt = F.pad(part, (0, lay.k_pad - lay.k)).reshape(mc, tr, r).transpose(0, 1)  # (Tr, mc, R)
+            target = out[start : start + mc].view(1, mc, 1, n) if direct and out is not None else None
+            if lay.k_pad != lay.k:  # zero rows of the last tile's unused word lines
+                part = F.pad(part, (0, lay.k_pad - lay.k))
+            xt = part.reshape(mc, tr, r).transpose(0, 1)  # (Tr, mc, R)
             if fused is not None:  # partial sums in LSB, variances in LSB² (ADC scale folded into the weights)
                 with torch.no_grad():
                     codes = torch.bmm(xt.detach(), fused.weights).reshape(tr, mc, s, n)
@@ -576,7 +590,7 @@ class AnalogLayer(nn.Module):
                     else:
                         assert fused.variances is not None
                         var_lsb = torch.bmm(xt.detach() ** 2, fused.variances).reshape(tr, mc, s, n)
-                    q = self._adc_codes_noisy(codes, var_lsb, slice_dim=2)
+                    q = self._adc_codes_noisy(codes, var_lsb, slice_dim=2, out=target)
                 if grad:  # straight-through gradient of the unscaled partial sums, the same forward values
                     q = straight_through(torch.bmm(xt, self.w_tiles).reshape(tr, mc, s, n), q)
             else:
@@ -586,7 +600,9 @@ class AnalogLayer(nn.Module):
                     if self.var_tiles is not None
                     else None
                 )
-                q = self._adc_sums(p.reshape(tr, mc, s, n), var, slice_dim=2)
+                q = self._adc_sums(p.reshape(tr, mc, s, n), var, slice_dim=2, out=target)
+            if target is not None:
+                continue
             if out is None:
                 outs.append(q.sum((0, 2)))
             else:  # written in place: no concatenation copy (same reduction kernel, bit-identical)
@@ -626,7 +642,10 @@ class AnalogLinear(AnalogLayer):
     def _tiled(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         y = self._tile_matmul(x.reshape(-1, self.in_features)).reshape(*lead, self.out_features)
-        return y + self.bias if self.bias is not None else y
+        if self.bias is None:
+            return y
+        # a fresh output without gradients takes the bias in place (the same addition, no copy)
+        return y.add_(self.bias) if not (y.requires_grad or self.bias.requires_grad) else y + self.bias
 
 
 class AnalogConv(AnalogLayer):
@@ -697,6 +716,8 @@ class AnalogConv(AnalogLayer):
         fused = self._fused_weights(slice_dim=3)
         in_place = not (x.requires_grad or self.w_tiles.requires_grad)
         y: torch.Tensor | None = None
+        # one tile and one slice leave nothing to accumulate: the ADC writes the output itself (not while calibrating)
+        direct = in_place and tr * s == 1 and self._calibration_stage is None
         for start in range(0, x.shape[0], chunk):
             xs = x[start : start + chunk]
             if not self._tile_channels_identity:  # the identity selection would only copy the input
@@ -715,7 +736,8 @@ class AnalogConv(AnalogLayer):
                     else:
                         assert fused.variances is not None
                         var_lsb = self._compute(xs.detach() ** 2, fused.variances, None, groups=g * tr).view(shape)
-                    q = self._adc_codes_noisy(codes.view(shape), var_lsb, slice_dim=3)
+                    y, target = self._direct_target(y, x, codes, start, direct)
+                    q = self._adc_codes_noisy(codes.view(shape), var_lsb, slice_dim=3, out=target)
                 if not in_place:  # straight-through gradient of the unscaled partial sums, same forward values
                     q = straight_through(self._compute(xs, self.w_tiles, None, groups=g * tr).view(shape), q)
             else:
@@ -726,7 +748,10 @@ class AnalogConv(AnalogLayer):
                 var = None
                 if self.var_tiles is not None:
                     var = self._compute(xs.detach() ** 2, self.var_tiles, None, groups=g * tr).view(shape)
-                q = self._adc_sums(p.view(shape), var, slice_dim=3)
+                y, target = self._direct_target(y, x, p, start, direct)
+                q = self._adc_sums(p.view(shape), var, slice_dim=3, out=target)
+            if direct:  # already written into y
+                continue
             # tiles and slices accumulated digitally (the slice significance is folded into the decoded values)
             if not in_place:
                 outs.append(q.sum((2, 3)).reshape(mc, g * n, *spatial))
@@ -740,6 +765,19 @@ class AnalogConv(AnalogLayer):
             bias = self.bias.view(1, -1, *([1] * self.ndim))
             y = y.add_(bias) if in_place and not self.bias.requires_grad else y + bias
         return y
+
+    def _direct_target(
+        self, y: torch.Tensor | None, x: torch.Tensor, partial: torch.Tensor, start: int, direct: bool
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The output (allocated on the first chunk) and, when ``direct``, this chunk's slice of it shaped like the
+        partial sums (mc, G, Tr = 1, S = 1, N, *spatial); ``partial``: the chunk's (mc, G·N, *spatial) partial sums."""
+        if not direct:
+            return y, None
+        mc, spatial = partial.shape[0], partial.shape[2:]
+        if y is None:
+            y = partial.new_empty((x.shape[0], *partial.shape[1:]))
+        lay = self.layout
+        return y, y[start : start + mc].view(mc, lay.groups, 1, 1, lay.n, *spatial)
 
     def _chunk_for(self, x: torch.Tensor) -> int:
         lay = self.layout
