@@ -19,6 +19,7 @@ from xbarlab.cli.core import (
     _run_settings,
     _spread,
 )
+from xbarlab.mitigation.registry import get_mitigation, list_mitigations
 from xbarlab.models import channels_last
 
 console = Console()
@@ -50,12 +51,63 @@ def _model_and_data(pretrained: str | None, checkpoint: str | None, dataset: str
     return model, meta, name, train, test
 
 
+def _method_options(methods: list[str], options: list[str]) -> dict[str, dict[str, Any]]:
+    """The full option set of every ``--method`` from the mitigation registry (defaults updated with ``--option
+    method.option=value``, values read as YAML 1.2 as in a sweep file's ``mitigation_options``).
+
+    An unknown method is refused naming the registered ones; a bad option value with the registry's message
+    (option, value, what is allowed), as a sweep refuses it; an ``--option`` for no selected method as well.
+    """
+    from xbarlab.mitigation.registry import check_options
+
+    parsed = _parse_overrides(options)
+    for key in parsed:  # every --option must name a selected method (a typo would otherwise be ignored)
+        method, dot, name = key.partition(".")
+        if method not in methods or not dot or not name:
+            raise typer.BadParameter(
+                f"--option {key}: allowed: method.option for a selected method ({', '.join(methods)})"
+            )
+    method_options: dict[str, dict[str, Any]] = {}
+    for method in methods:
+        with opt.named("--method"):
+            get_mitigation(method)  # unknown: "unknown mitigation 'x'; allowed: <registered names>"
+        prefix = f"{method}."
+        with opt.named("--option"):
+            method_options[method] = check_options(
+                method, {k[len(prefix) :]: v for k, v in parsed.items() if k.startswith(prefix)}
+            )
+    return method_options
+
+
+def _import_plugins(plugins: list[str]) -> None:
+    """Import ``--plugin`` modules as a sweep imports its ``plugins`` (they register their mitigations)."""
+    from xbarlab.experiments.registry import import_plugins
+
+    for module in plugins:
+        try:
+            import_plugins([module])
+        except ImportError as exc:
+            raise typer.BadParameter(f"--plugin {module}: cannot import it: {exc.__cause__ or exc}") from exc
+
+
 def mitigate(
     hardware: str = typer.Option(..., "--hw", help="Preset name or hardware YAML file."),
     methods: list[str] = typer.Option(
-        ["none", "bn_adapt", "bn_finetune"], "--method", help="Mitigation(s) from the registry (repeatable)."
+        ["none", "bn_adapt", "bn_finetune"],
+        "--method",
+        help="Mitigation(s) from the registry shared with sweeps (repeatable): "
+        + ", ".join(list_mitigations())
+        + " (and those a --plugin registers).",
     ),
-    options: list[str] = typer.Option([], "--option", help="method.option=value, e.g. bn_finetune.max_samples=2000"),
+    options: list[str] = typer.Option(
+        [],
+        "--option",
+        help="method.option=value (repeatable), e.g. bn_finetune.max_samples=2000: the method's options as in a "
+        "sweep file's mitigation_options, same defaults and allowed values.",
+    ),
+    plugins: list[str] = typer.Option(
+        [], "--plugin", help="Module imported first that registers mitigations (as a sweep file's plugins)."
+    ),
     pretrained: str = typer.Option(None, help="Shipped pretrained model name."),
     checkpoint: str = typer.Option(None, help="Checkpoint path written by `xbarlab train`."),
     dataset: str = typer.Option(None),
@@ -71,49 +123,56 @@ def mitigate(
     device: str = typer.Option("cpu"),
     out: Path = typer.Option(None, help="Write the results as JSON here."),
 ) -> None:
-    """Program N chips and compare mitigations on each (chip k is programmed, mitigated and tested on its own)."""
+    """Program N chips and compare mitigations on each (chip k is programmed, mitigated and tested on its own).
+
+    Methods come from the mitigation registry and run as in a sweep trial: chip seed s gives a trial's numbers.
+    """
 
     from xbarlab.data import make_loader
     from xbarlab.evaluation import accuracy, evaluate_chips, seeded_calibration
-    from xbarlab.experiments.registry import check_options, get_mitigation, require_bn
-    from xbarlab.experiments.trial import TrialContext
+    from xbarlab.experiments.trial import trial_mitigation
+    from xbarlab.mitigation.registry import require_bn
 
     dev = _check_device(device)
     _check_out(out)
+    _import_plugins(plugins)
+    method_options = _method_options(methods, options)  # all checked before any model or data is read
     hw = _load_hardware(hardware)
     if overrides:
         hw = hw.override(_parse_overrides(overrides))
     model, meta, ds_name, train, test = _model_and_data(pretrained, checkpoint, dataset, data_dir)
+    for method in methods:
+        if get_mitigation(method).requires_bn:
+            with opt.named("--method"):
+                require_bn(model, method)
     if test_samples:
         test = test.subset(list(range(min(test_samples, len(test)))))
-    parsed = _parse_overrides(options)
-    for key in parsed:  # every --option must name a selected method (a typo would otherwise be ignored)
-        if key.partition(".")[0] not in methods:
-            raise typer.BadParameter(
-                f"--option {key}: allowed: method.option for a selected method ({', '.join(methods)})"
-            )
-    method_options = {}
-    for method in methods:  # all checked before the first chip runs
-        prefix = f"{method}."
-        opts = {k[len(prefix) :]: v for k, v in parsed.items() if k.startswith(prefix)}
-        with opt.named("--method"):
-            method_options[method] = check_options(method, opts)
-            if get_mitigation(method).requires_bn:
-                require_bn(model, method)
     _prepare_out(out)  # every option checked: only now is anything written
     test_loader = make_loader(test, batch_size, device=dev)
     calib_loader = seeded_calibration(train.with_augmentation(None), 128)  # per chip seed, same for every method
     clean = accuracy(model.to(dev), test_loader, device=dev)
+    # the resolved configuration of a sweep trial (xbarlab.experiments.spec) for these inputs, without the seed
+    base_config: dict[str, Any] = {
+        "model": {"pretrained": pretrained}
+        if pretrained
+        else {"checkpoint": str(Path(checkpoint).expanduser().resolve())},
+        "data": {
+            "dataset": ds_name,
+            "data_dir": data_dir,
+            "test_samples": test_samples,
+            "batch_size": batch_size,
+            "calib_batches": 4,
+            "calib_batch_size": 128,
+        },
+        "hardware": hw.to_dict(),
+        "drift_s": t_seconds,
+        "device": str(dev),
+        "plugins": list(plugins),
+    }
     rows: list[dict[str, Any]] = []
     for method in methods:
-        definition = get_mitigation(method)
         opts = method_options[method]
-        seeds = iter(range(seed, seed + chips))
-
-        def apply(chip: Any, definition: Any = definition, opts: dict[str, Any] = opts, seeds: Any = seeds) -> Any:
-            ctx = TrialContext({}, next(seeds), dev, train)
-            return definition.apply(chip, ctx, opts)
-
+        config = {**base_config, "mitigation": {"name": method, "options": opts}}
         result = evaluate_chips(
             model,
             hw,
@@ -122,7 +181,7 @@ def mitigate(
             seed=seed,
             calib_loader=calib_loader,
             t_seconds=t_seconds,
-            mitigation=apply,
+            mitigation=trial_mitigation(config, train, dev),
             device=dev,
         )
         rows.append({"method": method, "options": opts, **result.to_dict()})

@@ -65,6 +65,7 @@ __all__ = [
     "model_fingerprint",
     "run_trial",
     "shared_payloads",
+    "trial_mitigation",
 ]
 
 _CACHE: dict[str, Any] = {}
@@ -266,6 +267,22 @@ class TrialContext:
         return _load_model(self.config["model"])
 
 
+def trial_mitigation(config: Mapping[str, Any], train: ImageDataset, device: torch.device) -> RegisteredMitigation:
+    """The mitigation of a resolved configuration, ready for :func:`xbarlab.runner.run_chip`.
+
+    ``config["mitigation"]`` names a registered mitigation and its full option set (already checked with
+    :func:`xbarlab.mitigation.registry.check_options`; default: ``none``). Chip seed s gets a
+    :class:`TrialContext` on ``config`` with seed s and training loaders from ``train``. Sweep trials
+    (:func:`accuracy_trial`) and ``xbarlab mitigate`` apply every mitigation this way.
+    """
+    mitigation = config.get("mitigation", {"name": "none", "options": {}})
+    return RegisteredMitigation(
+        get_mitigation(str(mitigation["name"])),
+        dict(mitigation.get("options", {})),
+        lambda seed: TrialContext({**config, "seed": seed}, seed, device, train),
+    )
+
+
 def run_trial(config: Mapping[str, Any]) -> dict[str, Any]:
     """Run one trial; returns a dict with metrics, timings, env, worker, started_at, finished_at, error.
 
@@ -366,8 +383,6 @@ def accuracy_trial(config: Mapping[str, Any]) -> dict[str, Any]:
             out["pc2_proj"] = pc2_proj(value, float(t), hw.drift.t0_s, hw.drift.nu_mean)
         return out
 
-    mitigation = config.get("mitigation", {"name": "none", "options": {}})
-    ctx = TrialContext(config, seed, device, train)
     run = run_chip(
         digital,
         hw,
@@ -377,9 +392,7 @@ def accuracy_trial(config: Mapping[str, Any]) -> dict[str, Any]:
         calibration=calib,
         calib_batches=int(data["calib_batches"]),
         probe=probe if probe_layer else None,
-        mitigation=RegisteredMitigation(
-            get_mitigation(str(mitigation["name"])), dict(mitigation.get("options", {})), lambda _seed: ctx
-        ),
+        mitigation=trial_mitigation(config, train, device),
         device=device,
     )
     for stage, key in _TIMING_KEYS.items():

@@ -2,9 +2,10 @@
 
 A **mitigation** is applied to every programmed (drifted, calibrated) chip before it is tested. It is
 registered with its options and their defaults; a sweep file selects it by name (``mitigation: bn_adapt``)
-and may change options (``mitigation_options: {bn_adapt: {num_batches: 5}}``). The resolved trial
-configuration stores the full option set of the selected mitigation, so a trial's identity changes when an
-option (or a default) changes.
+and may change options (``mitigation_options: {bn_adapt: {num_batches: 5}}``), ``xbarlab mitigate`` the same way
+(``--method bn_adapt --option bn_adapt.num_batches=5``, checked by :func:`check_options` and run as a trial runs
+it: :func:`xbarlab.experiments.trial.trial_mitigation`). The resolved trial configuration stores the full
+option set of the selected mitigation, so a trial's identity changes when an option (or a default) changes.
 
 A method registers itself with :func:`register_mitigation` in its own module (e.g.
 :mod:`xbarlab.mitigation.drift_compensation`), declared here with :func:`register_lazy_mitigation` (name →
