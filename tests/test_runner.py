@@ -108,21 +108,22 @@ def test_runner_refuses_a_chip_with_converters_and_no_calibration(toy_checkpoint
 
 
 def test_p2_chip_seed_gives_the_same_metrics_whatever_the_run(tmp_path: Path) -> None:
-    """P2's noise experiment runs each chip through run_chip: chip seed 1 is the same chip as chip 1 of seed 0."""
-    from xbarlab.papers.p2.p2_eval import P2Config, p2_experiment
+    """P2's task sweeps run each chip through run_chip: chip seed 1 is the same chip as chip 1 of seed 0."""
+    from xbarlab.experiments import Store
+    from xbarlab.papers.p2.experiments import noise_sweeps, parse_models, run_p2_sweeps
     from xbarlab.papers.p2.train_tasks import shipped_path
 
     if not shipped_path("segmenter").with_suffix(".json").is_file():
         pytest.skip("shipped task weights missing")
-    common = {"models": ("segmenter",), "etas": (0.1,), "test_count": 16, "calib_batches": 2, "calib_batch_size": 8}
-    both = p2_experiment(
-        P2Config(**common, chips=2, seed=0, dataset="fashion-mnist-mini"), tmp_path / "a", progress=False
-    )
-    second = p2_experiment(
-        P2Config(**common, chips=1, seed=1, dataset="fashion-mnist-mini"), tmp_path / "b", progress=False
-    )
-    a, b = both["cells"]["segmenter|eta=0.1"]["values"], second["cells"]["segmenter|eta=0.1"]["values"]
-    assert set(a) == {"none", "bn_adapt", "bn_online", "bn_online_small"}
-    for method in a:
-        assert a[method][1] == b[method][0]
-        assert a[method][0] != a[method][1]  # two different chips
+    common = {"test_count": 16, "calib_batches": 2, "calib_batch_size": 8, "dataset": "fashion-mnist-mini"}
+    values = []
+    for run, (chips, seed) in enumerate(((2, 0), (1, 1))):
+        texts = noise_sweeps(parse_models(["segmenter"]), [0.1], chips=chips, seed=seed, **common)
+        run_p2_sweeps(texts, tmp_path / f"{run}.sqlite", tmp_path / f"r{run}", progress=False)
+        with Store(tmp_path / f"{run}.sqlite") as db:
+            values.append({(r.mitigation, r.seed): r.metrics["mIoU_pct"] for r in db.rows("p2-segmenter-noise")})
+    both, second = values
+    assert {m for m, _ in both} == {"none", "bn_adapt", "bn_online"}
+    for method in ("none", "bn_adapt", "bn_online"):
+        assert both[(method, 1)] == second[(method, 1)]
+        assert both[(method, 0)] != both[(method, 1)]  # two different chips

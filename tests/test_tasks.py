@@ -205,7 +205,7 @@ def test_training_resume_is_identical(tmp_path: Path) -> None:
 
 def test_p2_noise_hardware_gives_eta_max_w() -> None:
     import xbarlab
-    from xbarlab.papers.p2.p2_eval import measured_noise_ratio, p2_noise_hardware
+    from xbarlab.papers.p2.noise import measured_noise_ratio, p2_noise_hardware
 
     torch.manual_seed(0)
     net = TinySegNet(11)
@@ -220,7 +220,8 @@ def test_p2_noise_hardware_gives_eta_max_w() -> None:
 
 
 def test_shipped_models_and_p2_pipeline(tmp_path: Path) -> None:
-    from xbarlab.papers.p2.p2_eval import DriftConfig, P2Config, drift_experiment, p2_experiment
+    from xbarlab.experiments import Store
+    from xbarlab.papers.p2.experiments import drift_sweeps, noise_sweeps, parse_models, run_p2_sweeps
     from xbarlab.papers.p2.train_tasks import load_shipped, shipped_path
 
     for task in ("detector", "segmenter"):
@@ -230,29 +231,33 @@ def test_shipped_models_and_p2_pipeline(tmp_path: Path) -> None:
         assert shipped_path(task).with_suffix(".safetensors").stat().st_size < 2e6
         assert sum(p.numel() for p in model.parameters()) <= 100_000
         assert meta["test_metric"] > 0.5
-    cfg = P2Config(
-        models=("segmenter",), etas=(0.1,), chips=1, test_count=16, calib_batches=2, calib_batch_size=8, dataset=MINI
-    )
-    res = p2_experiment(cfg, tmp_path, progress=False)
-    cell = res["cells"]["segmenter|eta=0.1"]
-    assert set(cell["summary"]) == {"none", "bn_adapt", "bn_online", "bn_online_small"}
-    assert cell["noise_std_over_eta_maxw"] == pytest.approx(1.0, abs=0.05)
-    assert res["cells"]["segmenter|clean"]["clean"] > 0.4
-    assert (tmp_path / "p2_results.png").stat().st_size > 10_000
-    assert "| segmenter | mIoU (%) | 0.1 |" in (tmp_path / "p2_results.md").read_text()
-    dcfg = DriftConfig(
-        models=("detector",), times_s=(1e6,), chips=1, test_count=8, calib_batches=1, calib_batch_size=8, dataset=MINI
-    )
-    dres = drift_experiment(dcfg, tmp_path, progress=False)
-    s = dres["cells"]["detector|t=1e+06"]["summary"]
-    assert set(s) == {"none", "drift_comp_global", "drift_comp_column", "bn_adapt", "bn_online"}
+    small = {"chips": 1, "test_count": 16, "calib_batches": 2, "calib_batch_size": 8, "dataset": MINI}
+    texts = noise_sweeps(parse_models(["segmenter"]), [0.1], **small)
+    texts += drift_sweeps(parse_models(["detector"]), [1e6], **{**small, "test_count": 8, "converter_batches": 1})
+    report = run_p2_sweeps(texts, tmp_path / "p2.sqlite", tmp_path / "report", progress=False)
+    with Store(tmp_path / "p2.sqlite") as db:
+        noise = db.rows("p2-segmenter-noise")
+        small_batch = db.rows("p2-segmenter-noise-batch4")
+        drift = db.rows("p2-detector-drift")
+    assert {r.mitigation for r in noise} == {"none", "bn_adapt", "bn_online"}
+    assert [r.mitigation for r in small_batch] == ["bn_online"]
+    assert small_batch[0].config["data"]["batch_size"] == 4
+    assert all(r.metrics["weight_noise_rel_std"] / 0.1 == pytest.approx(1.0, abs=0.05) for r in noise)
+    assert noise[0].metrics["clean_mIoU_pct"] > 40.0
+    assert {r.mitigation for r in drift} == {"none", "drift_comp_global", "drift_comp_column", "bn_adapt", "bn_online"}
+    assert drift[0].config["hardware"]["keep_digital"] == []  # every conv on crossbars, the head too
+    text = report.markdown.read_text()
+    assert "mIoU_pct mean" in text and "mAP50_pct mean" in text
+    assert any(p.name.endswith("mIoU-pct.png") and p.stat().st_size > 10_000 for p in report.plots)
+    with pytest.raises(ValueError, match="--models: invalid value 'resnet'"):
+        parse_models(["resnet"])
+    with pytest.raises(ValueError, match=r"--etas: eta: invalid value 0.5; allowed: a number in \(0, 0.3\]"):
+        noise_sweeps(parse_models(["segmenter"]), [0.5])
 
 
 def test_p2_pipelines_refuse_an_analog_layer_that_never_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """P2's noise and drift experiments calibrate/verify every chip, converters or not: a converted layer that the
     model never calls is a CoverageError naming it, not a silently digital number."""
-    from xbarlab.chip import CoverageError
-    from xbarlab.papers.p2 import p2_eval
     from xbarlab.papers.p2.train_tasks import load_shipped, shipped_path
 
     if not shipped_path("segmenter").with_suffix(".json").is_file():
@@ -263,14 +268,15 @@ def test_p2_pipelines_refuse_an_analog_layer_that_never_runs(tmp_path: Path, mon
         model.add_module("unused_head", torch.nn.Conv2d(1, 2, 1))  # converted to analog, never called
         return model, meta
 
-    monkeypatch.setattr(p2_eval, "load_shipped", with_unused_head)
-    cfg = p2_eval.P2Config(
-        models=("segmenter",), etas=(0.1,), chips=1, test_count=8, calib_batches=1, calib_batch_size=8, dataset=MINI
-    )
-    with pytest.raises(CoverageError, match="unused_head"):
-        p2_eval.p2_experiment(cfg, tmp_path / "noise", progress=False)
-    dcfg = p2_eval.DriftConfig(
-        models=("segmenter",), times_s=(1e6,), chips=1, test_count=8, calib_batches=1, calib_batch_size=8, dataset=MINI
-    )
-    with pytest.raises(CoverageError, match="unused_head"):
-        p2_eval.drift_experiment(dcfg, tmp_path / "drift", progress=False)
+    from xbarlab.papers.p2 import trial
+    from xbarlab.papers.p2.experiments import drift_sweeps, noise_sweeps, parse_models, run_p2_sweeps
+
+    monkeypatch.setattr(trial, "load_shipped", with_unused_head)
+    monkeypatch.setattr(trial, "_CACHE", {})
+    small = {"chips": 1, "test_count": 8, "calib_batches": 1, "calib_batch_size": 8, "dataset": MINI}
+    for texts in (
+        noise_sweeps(parse_models(["segmenter"]), [0.1], **small, small_batch_size=None),
+        drift_sweeps(parse_models(["segmenter"]), [1e6], **small),
+    ):
+        with pytest.raises(RuntimeError, match=r"CoverageError.*unused_head"):
+            run_p2_sweeps(texts, tmp_path / "p2.sqlite", tmp_path / "report", progress=False)

@@ -60,8 +60,9 @@ BOUNDED_NOTE = "† 95 % CI limited to the metric's range (the Student-t interva
 
 
 def metric_bounds(metric: str) -> tuple[float, float] | None:
-    """Range of a recorded metric: accuracies in % → ``(0, 100)``; None for unbounded ones (times, PC2, SNR)."""
-    return (0.0, 100.0) if metric.endswith("accuracy") else None
+    """Range of a recorded metric: accuracies and other percentages (names ending in ``accuracy`` or ``_pct``,
+    e.g. ``map50_pct``) → ``(0, 100)``; None for unbounded ones (times, PC2, SNR)."""
+    return (0.0, 100.0) if metric.endswith(("accuracy", "_pct")) else None
 
 
 def summarize(values: Sequence[float], *, bounds: tuple[float, float] | None = None) -> Summary:

@@ -50,6 +50,35 @@ def _train(task: str, **kw: Any) -> None:
         typer.echo(f"{task}: test {meta['metric']} = {meta['test_metric']:.4f} → {Path(out) / 'model.safetensors'}")
 
 
+def _run_p2(
+    make_sweeps: Any,
+    models: str,
+    values: tuple[float, ...],
+    keep_digital: str,
+    device: str,
+    threads: int,
+    out: Path,
+    **options: Any,
+) -> None:
+    """Write a P2 experiment's sweeps from the command's options (refused with the option named), run, report."""
+    from xbarlab.papers.p2.experiments import parse_models, run_p2_sweeps
+
+    dev = _check_device(device)
+    _threads(threads)
+    try:
+        texts = make_sweeps(
+            parse_models([m.strip() for m in models.split(",") if m.strip()]),
+            values,
+            keep_digital=[k.strip() for k in keep_digital.split(",") if k.strip()],
+            device=str(dev),
+            **options,
+        )
+    except (ValueError, OSError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    report = run_p2_sweeps(texts, out / "p2.sqlite", out, threads=threads)
+    typer.echo(f"store: {out / 'p2.sqlite'}, report: {report.markdown}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``p2`` command group (train-detector, train-segmenter, evaluate, drift) to ``app``."""
     p2 = typer.Typer(
@@ -144,14 +173,21 @@ def register(app: typer.Typer) -> None:
         threads: int = typer.Option(1, callback=opt.positive_int, help="Torch threads."),
         device: str = typer.Option("cpu", "--device", help="Torch device of the chips: cpu, cuda, cuda:N."),
     ) -> None:
-        """Clean / noisy / BN-adapted (offline, online) metrics over noise levels and chips (resumable)."""
-        from xbarlab.papers.p2.p2_eval import P2Config, p2_experiment
+        """Clean / noisy / BN-adapted (offline, online) metrics over noise levels and chips, as sweeps (resumable).
 
-        dev = _check_device(device)
-        _threads(threads)
-        cfg = P2Config(
-            models=tuple(m.strip() for m in models.split(",") if m.strip()),
-            etas=_parse_floats(etas, "--etas"),
+        Writes the results store ``<out>/p2.sqlite`` and the report ``<out>/report.md`` (``xbarlab report``
+        re-renders it).
+        """
+        from xbarlab.papers.p2.experiments import noise_sweeps
+
+        _run_p2(
+            noise_sweeps,
+            models,
+            _parse_floats(etas, "--etas"),
+            keep_digital,
+            device,
+            threads,
+            out,
             chips=chips,
             seed=seed,
             test_count=test_count,
@@ -160,11 +196,7 @@ def register(app: typer.Typer) -> None:
             eval_batch_size=eval_batch_size,
             small_batch_size=small_batch_size,
             dataset=dataset,
-            keep_digital=tuple(k.strip() for k in keep_digital.split(",") if k.strip()),
         )
-        p2_experiment(cfg, out, device=dev)
-        typer.echo((out / "p2_results.md").read_text())
-        typer.echo(f"table: {out / 'p2_results.md'}, plot: {out / 'p2_results.png'}")
 
     @p2.command("drift")
     def drift_cmd(
@@ -181,25 +213,27 @@ def register(app: typer.Typer) -> None:
         threads: int = typer.Option(1, callback=opt.positive_int, help="Torch threads."),
         device: str = typer.Option("cpu", "--device", help="Torch device of the chips: cpu, cuda, cuda:N."),
     ) -> None:
-        """Drift: none vs global / per-column drift compensation vs BN adaptation / online BN (resumable)."""
-        from xbarlab.papers.p2.p2_eval import DriftConfig, drift_experiment
+        """Drift: none vs global / per-column drift compensation vs BN adaptation / online BN, as sweeps (resumable).
 
-        dev = _check_device(device)
-        _threads(threads)
-        digital = [k.strip() for k in keep_digital.split(",") if k.strip()]
-        cfg = DriftConfig(
-            models=tuple(m.strip() for m in models.split(",") if m.strip()),
+        Every conv is on crossbars unless named in ``--keep-digital``. Writes ``<out>/p2.sqlite`` and
+        ``<out>/report.md``.
+        """
+        from xbarlab.papers.p2.experiments import drift_sweeps
+
+        _run_p2(
+            drift_sweeps,
+            models,
+            _parse_floats(times, "--times"),
+            keep_digital,
+            device,
+            threads,
+            out,
             preset=preset,
-            times_s=_parse_floats(times, "--times"),
             chips=chips,
             seed=seed,
             test_count=test_count,
             readout=readout,
             dataset=dataset,
-            overrides={"keep_digital": digital} if digital else {},
         )
-        drift_experiment(cfg, out, device=dev)
-        typer.echo((out / "drift_results.md").read_text())
-        typer.echo(f"table: {out / 'drift_results.md'}, plot: {out / 'drift_results.png'}")
 
     app.add_typer(p2, name="p2")

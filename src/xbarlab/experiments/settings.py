@@ -17,7 +17,7 @@ from xbarlab import yamlio
 from xbarlab.checkpoint import list_pretrained
 from xbarlab.data.registry import dataset_info, list_datasets
 from xbarlab.experiments.identity import canonical_json, plain
-from xbarlab.experiments.registry import check_options, list_mitigations
+from xbarlab.experiments.registry import TrialKindDef, check_options, list_mitigations
 from xbarlab.hardware import SECTIONS, HardwareConfig
 from xbarlab.presets import load_preset
 from xbarlab.schema import ConfigError, Field, check_mapping
@@ -196,12 +196,14 @@ def _hardware_error_line(ctx: _Ctx, root: Path_, exc: ConfigError) -> Path_:
     return root
 
 
-def _check_base(ctx: _Ctx, data: Any) -> dict[str, Any]:
+def _check_base(ctx: _Ctx, data: Any, kind: TrialKindDef | None = None) -> dict[str, Any]:
+    """The checked ``base`` mapping (defaults filled in); ``kind`` adds its own ``data`` keys."""
     path: Path_ = ("base",)
     base = _check_mapping(ctx, path, data, _BASE_FIELDS)
     model = _check_mapping(ctx, (*path, "model"), base["model"], _MODEL_FIELDS)
     base["model"] = model
-    base["data"] = _check_mapping(ctx, (*path, "data"), base["data"], _DATA_FIELDS)
+    data_fields = {**_DATA_FIELDS, **(kind.data_fields if kind is not None else {})}
+    base["data"] = _check_mapping(ctx, (*path, "data"), base["data"], data_fields)
     base["metrics"] = _check_mapping(ctx, (*path, "metrics"), base["metrics"], _METRIC_FIELDS)
     base["hardware"] = _check_hardware(ctx, (*path, "hardware"), base["hardware"])
     base["mitigation_options"] = {str(k): plain(v) for k, v in base["mitigation_options"].items()}
@@ -219,10 +221,12 @@ def _validate_settings(
     value: Any = _MISSING,
     hw_cache: dict[str, HardwareConfig] | None = None,
     check_model: bool = True,
+    kind: TrialKindDef | None = None,
 ) -> HardwareConfig:
     """Cross-field checks of one resolved settings mapping; returns its hardware config.
 
-    ``blame``: the grid key that produced these settings (errors then name it and the value).
+    ``blame``: the grid key that produced these settings (errors then name it and the value). ``kind``: the
+    trial kind, whose ``pretrained`` hook names the models allowed (default: :func:`list_pretrained`).
     """
 
     def fail(path: Path_, message: str) -> SweepSpecError:
@@ -243,10 +247,11 @@ def _validate_settings(
             ("base", "model"),
             f"{'both' if given else 'neither'} 'pretrained' and 'checkpoint' given; allowed: exactly one of them",
         )
-    if check_model and model.get("pretrained") and model["pretrained"] not in list_pretrained():
+    models = kind.pretrained() if kind is not None and kind.pretrained is not None else list_pretrained()
+    if check_model and model.get("pretrained") and model["pretrained"] not in models:
         raise fail(
             ("base", "model", "pretrained"),
-            f"invalid value {model['pretrained']!r}; allowed: one of {', '.join(list_pretrained())}",
+            f"invalid value {model['pretrained']!r}; allowed: one of {', '.join(models)}",
         )
     dataset = settings["data"].get("dataset")
     if dataset is not None:

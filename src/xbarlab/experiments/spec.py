@@ -44,7 +44,7 @@ from xbarlab.data.check import check_model_input
 from xbarlab.datafiles import UnknownDataFileError, list_data_files, resolve_data_file
 from xbarlab.experiments.grid import GridAxis, _apply_path, _check_grid
 from xbarlab.experiments.identity import TRIAL_FORMAT, canonical_json, format_value, trial_hash
-from xbarlab.experiments.registry import check_options, import_plugins, list_trial_kinds
+from xbarlab.experiments.registry import check_options, get_trial_kind_def, import_plugins, list_trial_kinds
 from xbarlab.experiments.settings import (
     Path_,
     SweepSpecError,
@@ -56,7 +56,7 @@ from xbarlab.experiments.settings import (
 )
 from xbarlab.experiments.trial import model_fingerprint
 from xbarlab.hardware import HardwareConfig
-from xbarlab.schema import Field
+from xbarlab.schema import ConfigError, Field
 
 __all__ = [
     "TRIAL_FORMAT",
@@ -93,6 +93,7 @@ def _read_yaml(text: str, source: str | None) -> tuple[Any, dict[Path_, int]]:
 
 _REPORT_FIELDS: dict[str, Field] = {
     "title": Field("str", optional=True),
+    "metric": Field("str", optional=True, doc="metric the tables and plots lead with (default: accuracy)"),
     "x": Field("str", optional=True, doc="grid key for the x axis (default: the first numeric one)"),
     "log_x": Field("bool", optional=True, doc="logarithmic x axis (default: for drift_s)"),
     "pareto": Field("mapping", optional=True, doc="{x: cost metric, y: quality metric, by: grid key} fronts"),
@@ -118,9 +119,11 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 @dataclass(frozen=True)
 class ReportSpec:
-    """Report hints: title, the x-axis key and its scale, and Pareto fronts ``(x metric, y metric[, by key])``."""
+    """Report hints: title, the leading metric, the x-axis key and its scale, and Pareto fronts
+    ``(x metric, y metric[, by key])``."""
 
     title: str | None = None
+    metric: str | None = None
     x: str | None = None
     log_x: bool | None = None
     pareto: tuple[str, ...] | None = None
@@ -234,7 +237,8 @@ def parse_spec(text: str, source: str | None = None, overrides: Mapping[str, Any
         raise ctx.error(("plugins",), str(exc)) from exc
     if top["kind"] not in list_trial_kinds():
         raise ctx.error(("kind",), f"invalid value {top['kind']!r}; allowed: one of {', '.join(list_trial_kinds())}")
-    base = _check_base(ctx, top["base"])
+    kind = get_trial_kind_def(top["kind"])
+    base = _check_base(ctx, top["base"], kind)
     grid = _check_grid(ctx, top["grid"])
     points = math.prod(len(a.values) for a in grid)
     if points * int(top["chips"]) > MAX_TRIALS:
@@ -243,7 +247,7 @@ def parse_spec(text: str, source: str | None = None, overrides: Mapping[str, Any
             f"{points:,} grid points × {top['chips']:,} chips = {points * int(top['chips']):,} trials; allowed: at "
             f"most {MAX_TRIALS:,} trials per sweep (split the grid into several sweeps sharing one store)",
         )
-    _validate_settings(ctx, base, check_model=not any(a.path.startswith("model.") for a in grid))
+    _validate_settings(ctx, base, check_model=not any(a.path.startswith("model.") for a in grid), kind=kind)
     report_raw = _check_mapping(ctx, ("report",), top["report"], _REPORT_FIELDS)
     pareto = None
     if report_raw["pareto"] is not None:
@@ -274,7 +278,7 @@ def parse_spec(text: str, source: str | None = None, overrides: Mapping[str, Any
         seed=top["seed"],
         store=top["store"],
         plugins=plugins,
-        report=ReportSpec(report_raw["title"], report_raw["x"], report_raw["log_x"], pareto),
+        report=ReportSpec(report_raw["title"], report_raw["metric"], report_raw["x"], report_raw["log_x"], pareto),
         source=source,
         text=text,
     )
@@ -285,16 +289,22 @@ def parse_spec(text: str, source: str | None = None, overrides: Mapping[str, Any
 def _validate_points(ctx: _Ctx, spec: SweepSpec) -> None:
     """Validate every grid point; an error names the grid key and value that made the settings invalid."""
     hw_cache: dict[str, HardwareConfig] = {}
+    kind = get_trial_kind_def(spec.kind)
     base_json = canonical_json(spec.base)
     for axis in spec.grid:
         for value in axis.values:
             settings = json.loads(base_json)
             _apply_path(ctx, settings, axis, value)
-            _validate_settings(ctx, settings, blame=("grid", axis.path), value=value, hw_cache=hw_cache)
+            _validate_settings(ctx, settings, blame=("grid", axis.path), value=value, hw_cache=hw_cache, kind=kind)
     for params, settings in spec.points():
         blame_axis = spec.grid[-1]
         _validate_settings(
-            ctx, settings, blame=("grid", blame_axis.path), value=params[blame_axis.path], hw_cache=hw_cache
+            ctx,
+            settings,
+            blame=("grid", blame_axis.path),
+            value=params[blame_axis.path],
+            hw_cache=hw_cache,
+            kind=kind,
         )
 
 
@@ -357,14 +367,16 @@ def resolve_trials(spec: SweepSpec, *, fingerprint: bool = True) -> list[Trial]:
     hw_cache: dict[str, HardwareConfig] = {}
     fp_cache: dict[str, str | None] = {}
     trials: list[Trial] = []
+    kind = get_trial_kind_def(spec.kind)
+    fingerprint_of = kind.fingerprint or model_fingerprint
     for index, (params, settings) in enumerate(spec.points()):
-        hw = _validate_settings(ctx, settings, hw_cache=hw_cache)
+        hw = _validate_settings(ctx, settings, hw_cache=hw_cache, kind=kind)
         model = {k: v for k, v in settings["model"].items() if v is not None}
         if "checkpoint" in model:
             model["checkpoint"] = str(Path(model["checkpoint"]).expanduser().resolve())
         key = canonical_json(model)
         if fingerprint and key not in fp_cache:
-            fp_cache[key] = model_fingerprint(model)
+            fp_cache[key] = fingerprint_of(model)
         model["sha256"] = fp_cache.get(key) if fingerprint else None
         data = dict(settings["data"])
         if data.get("data_dir"):
@@ -404,14 +416,26 @@ def check_inputs(spec: SweepSpec) -> None:
         return SweepSpecError(" ".join(str(exc).split()), key=key, source=spec.source)
 
     seen: set[str] = set()
+    kind = get_trial_kind_def(spec.kind)
     for _, settings in spec.points():
         model_cfg = {k: v for k, v in settings["model"].items() if v}
         data_cfg = settings["data"]
+        which = "pretrained" if "pretrained" in model_cfg else "checkpoint"
+        if kind.check_inputs is not None:  # the kind reads its own models and data
+            key = canonical_json({k: settings[k] for k in ("model", "data", "mitigation", "mitigation_options")})
+            if key not in seen:
+                seen.add(key)
+                try:
+                    kind.check_inputs(settings)
+                except ConfigError as exc:  # names its own key of the base settings
+                    raise SweepSpecError(exc.detail, key=f"base.{exc.path}", source=spec.source) from exc
+                except (OSError, ValueError, KeyError, RuntimeError) as exc:
+                    raise fail(f"base.model.{which}", exc) from exc
+            continue
         key = canonical_json({"model": model_cfg, "dataset": data_cfg.get("dataset"), "dir": data_cfg.get("data_dir")})
         if key in seen:
             continue
         seen.add(key)
-        which = "pretrained" if "pretrained" in model_cfg else "checkpoint"
         try:
             if which == "pretrained":
                 net, meta = load_pretrained(str(model_cfg["pretrained"]))

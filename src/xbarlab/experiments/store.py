@@ -247,6 +247,7 @@ class Store:
                 "seed": spec.seed,
                 "report": {
                     "title": spec.report.title,
+                    **({"metric": spec.report.metric} if spec.report.metric else {}),
                     "x": spec.report.x,
                     "log_x": spec.report.log_x,
                     "pareto": list(spec.report.pareto) if spec.report.pareto else None,

@@ -187,6 +187,8 @@ def shared_payloads(configs: list[Mapping[str, Any]]) -> dict[str, dict[str, Any
     """
     out: dict[str, dict[str, Any]] = {}
     for config in configs:
+        if str(config.get("kind", "accuracy")) != "accuracy":  # other kinds load their own models and data
+            continue
         model = config["model"]
         mkey = _model_key(model)
         if mkey not in out:

@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from xbarlab import schema
 from xbarlab.mitigation.bn import adapt_bn, bn_modules, finetune_bn, online_bn
@@ -58,8 +57,8 @@ class MitigationContext(Protocol):
     seed: int
     device: torch.device
 
-    def train_loader(self, batch_size: int, *, augment: bool, purpose: str) -> DataLoader[Any]:
-        """A shuffled training-split loader seeded by (chip seed, ``purpose``); augmentation on request."""
+    def train_loader(self, batch_size: int, *, augment: bool, purpose: str) -> Iterable[Any]:
+        """Shuffled training batches ``(x, y)`` seeded by (chip seed, ``purpose``); augmentation on request."""
         ...
 
 

@@ -40,7 +40,7 @@ class Group:
     @property
     def n(self) -> int:
         """Number of trials (chips) in the group."""
-        return len(self.values.get("accuracy", [])) or max((len(v) for v in self.values.values()), default=0)
+        return max((len(v) for v in self.values.values()), default=0)
 
 
 @dataclass
@@ -56,6 +56,16 @@ class SweepData:
     metrics: list[str]
     hints: Mapping[str, Any] = field(default_factory=dict)
     spec_text: str | None = None
+
+    @property
+    def quality(self) -> str:
+        """The metric the sweep is judged by: the ``report.metric`` hint, else ``accuracy``."""
+        return str(self.hints.get("metric") or "accuracy")
+
+    @property
+    def clean_quality(self) -> str:
+        """The digital model's value of :attr:`quality` (``clean_<quality>``)."""
+        return "clean_" + self.quality
 
     def dim_values(self, dim: str) -> list[Any]:
         """Distinct values of a dimension in first-seen order (numbers sorted)."""
@@ -160,7 +170,8 @@ def group_rows(
                 group.values.setdefault(m, []).append(float(v))
                 if m not in metrics:
                     metrics.append(m)
-    first = [m for m in ("accuracy", "pc2", "pc2_proj", "clean_accuracy") if m in metrics]
+    quality = str((hints or {}).get("metric") or "accuracy")
+    first = [m for m in (quality, "pc2", "pc2_proj", "clean_" + quality) if m in metrics]
     metrics = first + [m for m in metrics if m not in first]
     return SweepData(
         name,

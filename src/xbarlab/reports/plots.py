@@ -18,6 +18,7 @@ from xbarlab.atomic import atomic_write
 from xbarlab.experiments.spec import canonical_json, format_value
 from xbarlab.metrics import MAX_SCATTER_POINTS, ArrayLike, LayerDistortion, _pair, _subsample, pc2
 from xbarlab.reports.aggregate import Group, SweepData, is_number, pareto_front, short_key
+from xbarlab.stats import metric_bounds
 
 __all__ = [
     "bar_plot",
@@ -48,8 +49,10 @@ def _plt() -> Any:
 
 
 def metric_label(metric: str) -> str:
-    """Axis label of a metric."""
-    return _LABELS.get(metric, metric)
+    """Axis label of a metric (a percentage ``<name>_pct`` reads ``<name> (%)``)."""
+    if metric in _LABELS:
+        return _LABELS[metric]
+    return metric.removesuffix("_pct") + " (%)" if metric.endswith("_pct") else metric
 
 
 def choose_x(data: SweepData) -> tuple[str | None, bool]:
@@ -117,13 +120,13 @@ def line_plot(
             means = [p[1].mean for p in pts if p[1] is not None]
             lo = [p[1].ci95_low for p in pts if p[1] is not None]
             hi = [p[1].ci95_high for p in pts if p[1] is not None]
-            if "accuracy" in metric:  # a CI beyond [0, 100] % carries no information
+            if metric_bounds(metric) is not None:  # a CI beyond [0, 100] % carries no information
                 lo = [max(0.0, v) for v in lo]
                 hi = [min(100.0, v) for v in hi]
             label = mit if mitigations is None or len(mitigations) > 1 else None
             ax.plot(xs, means, marker="o", color=_color(data, mit), label=label)
             ax.fill_between(xs, lo, hi, color=_color(data, mit), alpha=0.18, linewidth=0)
-        clean = [g.summary("clean_accuracy") for g in groups] if metric == "accuracy" else []
+        clean = [g.summary(data.clean_quality) for g in groups] if metric == data.quality else []
         ref = [c.mean for c in clean if c is not None]
         if ref:
             ax.axhline(sum(ref) / len(ref), color="black", linestyle="--", linewidth=1, label="digital")
@@ -182,15 +185,15 @@ def bar_plot(
             xs.append(i + (j - (len(mits) - 1) / 2) * width)
             means.append(s.mean)
             lo, hi = s.ci95_low, s.ci95_high
-            if "accuracy" in metric:  # a CI beyond [0, 100] % carries no information
+            if metric_bounds(metric) is not None:  # a CI beyond [0, 100] % carries no information
                 lo, hi = max(0.0, lo), min(100.0, hi)
             errs.append((s.mean - lo, hi - s.mean))
         if xs:
             label = mit if len(mits) > 1 or mitigations is None else None
             yerr = [[e[0] for e in errs], [e[1] for e in errs]]
             ax.bar(xs, means, width=width * 0.95, yerr=yerr, capsize=3, color=_color(data, mit), label=label)
-    if metric == "accuracy" and "clean_accuracy" in data.metrics:
-        clean = [g.summary("clean_accuracy") for g in data.groups]
+    if metric == data.quality and data.clean_quality in data.metrics:
+        clean = [g.summary(data.clean_quality) for g in data.groups]
         ref = [c.mean for c in clean if c is not None]
         if ref:
             ax.axhline(sum(ref) / len(ref), color="black", linestyle="--", linewidth=1, label="digital")

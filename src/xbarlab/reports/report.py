@@ -18,7 +18,7 @@ from xbarlab.reports.aggregate import Group, SweepData, group_rows, normalize_ro
 from xbarlab.reports.plots import bar_plot, choose_x, line_plot, metric_label, pareto_plot
 from xbarlab.reports.render import Block, to_html, to_markdown
 from xbarlab.reports.tables import MAX_TRIAL_ROWS, _f, _rows_table, _summary_table, _trial_table
-from xbarlab.stats import summarize
+from xbarlab.stats import metric_bounds, summarize
 
 __all__ = ["Report", "render_report"]
 
@@ -61,22 +61,26 @@ def _sweep_blocks(data: SweepData, plots_dir: Path, info: Mapping[str, Any]) -> 
         facts.append("swept: " + ", ".join(f"`{d}` ({len(data.dim_values(d))} values)" for d in data.dims))
     for k, v in data.constants.items():
         facts.append(f"fixed{' so far' if incomplete else ''}: `{k}` = {format_value(v)}")
+    q = data.quality
     clean = Group((), "").summary("x")
     for g in data.groups:
-        clean = g.summary("clean_accuracy") or clean
+        clean = g.summary(data.clean_quality) or clean
     if clean is not None:
-        facts.append(f"digital (clean) accuracy: {_f(clean.mean, 'accuracy')} %")
+        unit = " %" if metric_bounds(q) is not None else ""
+        facts.append(f"digital (clean) {q}: {_f(clean.mean, q)}{unit}")
     blocks.append(Block("ul", items=facts))
     stem = _slug(data.name)
     x, _ = choose_x(data)
     first = data.mitigations[:1]
-    if "accuracy" in data.metrics:
+    if q in data.metrics:
+        stem_q = _slug(q.replace("_", "-"))
+        label = "Accuracy" if q == "accuracy" else metric_label(q)
         if x is not None:
-            p = line_plot(data, "accuracy", plots_dir / f"{stem}-accuracy.png")
-            caption = f"Accuracy vs {short_key(x)}: mean over chips, band = 95 % CI; one line per mitigation."
+            p = line_plot(data, q, plots_dir / f"{stem}-{stem_q}.png")
+            caption = f"{label} vs {short_key(x)}: mean over chips, band = 95 % CI; one line per mitigation."
         else:
-            p = bar_plot(data, "accuracy", plots_dir / f"{stem}-accuracy.png")
-            caption = "Accuracy per configuration and mitigation: mean over chips, error bar = 95 % CI."
+            p = bar_plot(data, q, plots_dir / f"{stem}-{stem_q}.png")
+            caption = f"{label} per configuration and mitigation: mean over chips, error bar = 95 % CI."
         if p is not None:
             plots.append(p)
             blocks.append(Block("img", caption, path=p))
@@ -154,6 +158,7 @@ def _from_store(store: Any, sweep: str | None) -> tuple[list[SweepData], list[di
         spec = s["spec"]
         report = spec.get("report", {}) or {}
         hints = {
+            "metric": report.get("metric"),
             "x": report.get("x"),
             "log_x": report.get("log_x"),
             "pareto": tuple(report["pareto"]) if report.get("pareto") else None,

@@ -8,7 +8,7 @@ from typing import Any
 from xbarlab.experiments.spec import format_value
 from xbarlab.reports.aggregate import Group, SweepData, short_key
 from xbarlab.reports.render import Block
-from xbarlab.stats import BOUNDED_MARK
+from xbarlab.stats import BOUNDED_MARK, metric_bounds
 
 __all__ = ["MAX_TRIAL_ROWS"]
 
@@ -21,7 +21,7 @@ def _f(value: float | None, metric: str) -> str:
         return ""
     if metric.startswith("pc2"):
         return f"{value:.3e}"
-    if "accuracy" in metric or metric.endswith("acc"):
+    if metric_bounds(metric) is not None or "accuracy" in metric or metric.endswith("acc"):
         return f"{value:.2f}"
     return f"{value:.4g}"
 
@@ -38,32 +38,30 @@ def _sorted_groups(data: SweepData) -> list[Group]:
     return sorted(data.groups, key=key)
 
 
-_TABLE_METRICS = ("pc2", "pc2_proj", "clean_accuracy")
-
-
 def _summary_table(data: SweepData, extra: Sequence[str]) -> Block:
-    metrics = [m for m in (*_TABLE_METRICS, *extra) if m in data.metrics and m != "accuracy"]
+    q = data.quality
+    metrics = [m for m in ("pc2", "pc2_proj", data.clean_quality, *extra) if m in data.metrics and m != q]
     metrics = list(dict.fromkeys(metrics))
     headers = [
         *(short_key(d) for d in data.dims),
         "mitigation",
         "n",
-        "accuracy mean",
+        f"{q} mean",
         "std",
         "95 % CI",
         *(f"{m} mean" for m in metrics),
     ]
     rows = []
     for g in _sorted_groups(data):
-        s = g.summary("accuracy")
+        s = g.summary(q)
         row = [format_value(v) for v in g.key] + [g.mitigation, str(g.n)]
         if s is not None and s.n < 2:  # one chip: no spread to estimate
-            row += [_f(s.mean, "accuracy"), "–", "–"]
+            row += [_f(s.mean, q), "–", "–"]
         elif s is not None:
             row += [
-                _f(s.mean, "accuracy"),
-                _f(s.std, "accuracy"),
-                f"[{_f(s.ci95_low, 'accuracy')}, {_f(s.ci95_high, 'accuracy')}]" + (BOUNDED_MARK if s.bounded else ""),
+                _f(s.mean, q),
+                _f(s.std, q),
+                f"[{_f(s.ci95_low, q)}, {_f(s.ci95_high, q)}]" + (BOUNDED_MARK if s.bounded else ""),
             ]
         else:
             row += ["", "", ""]
@@ -77,7 +75,7 @@ def _summary_table(data: SweepData, extra: Sequence[str]) -> Block:
 
 
 def _trial_table(data: SweepData) -> Block:
-    metrics = [m for m in ("accuracy", "pc2", "pc2_proj") if m in data.metrics]
+    metrics = [m for m in (data.quality, "pc2", "pc2_proj") if m in data.metrics]
     headers = [*(short_key(d) for d in data.dims), "mitigation", "chip", *metrics]
     rows = []
     for r in data.rows:

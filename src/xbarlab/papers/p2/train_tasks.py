@@ -58,8 +58,14 @@ __all__ = [
 
 TASKS = ("detector", "segmenter")
 """Task names: ``detector`` (mAP@0.5) and ``segmenter`` (mIoU)."""
-SHIPPED_NAMES = {"detector": "detector_fmnist-canvas", "segmenter": "segmenter_fmnist-canvas"}
-"""File stems of the shipped weights under ``xbarlab/assets/pretrained/tasks/``."""
+SHIPPED_NAMES = {
+    "detector": "detector_fmnist-canvas",
+    "segmenter": "segmenter_fmnist-canvas",
+    "detector-ni": "detector-ni_fmnist-canvas",
+    "segmenter-ni": "segmenter-ni_fmnist-canvas",
+}
+"""File stems of the shipped weights under ``xbarlab/assets/pretrained/tasks/``: the trained models and the
+noise-injection baselines (``-ni``: the shipped model fine-tuned 2 epochs with η_tr = 0.1, α = 2; docs/p2_tasks.md)."""
 
 
 def _check_task(task: str) -> None:
@@ -205,15 +211,17 @@ def load_task_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     return model.eval(), meta
 
 
-def shipped_path(task: str) -> Path:
-    """Stem of the shipped weights of ``task`` (``xbarlab/assets/pretrained/tasks/<name>``)."""
-    _check_task(task)
-    return pretrained_dir() / "tasks" / SHIPPED_NAMES[task]
+def shipped_path(name: str) -> Path:
+    """Stem of the shipped weights ``name`` (a key of :data:`SHIPPED_NAMES`, e.g. a task) under
+    ``xbarlab/assets/pretrained/tasks/``."""
+    if name not in SHIPPED_NAMES:
+        raise ValueError(f"shipped task model: invalid value {name!r}; allowed: {', '.join(SHIPPED_NAMES)}")
+    return pretrained_dir() / "tasks" / SHIPPED_NAMES[name]
 
 
-def load_shipped(task: str) -> tuple[nn.Module, dict[str, Any]]:
-    """The shipped trained detector or segmenter."""
-    return load_task_model(shipped_path(task))
+def load_shipped(name: str) -> tuple[nn.Module, dict[str, Any]]:
+    """The shipped trained detector or segmenter (``detector``, ``segmenter``, or a ``-ni`` baseline)."""
+    return load_task_model(shipped_path(name))
 
 
 # ------------------------------------------------------------------------------------------------ training
