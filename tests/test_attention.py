@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import xbarlab
-from xbarlab.chip import CoverageError, calibrate, program
+from xbarlab.chip import calibrate, program
 from xbarlab.conversion import convert
+from xbarlab.coverage import CoverageError
 from xbarlab.layers import AnalogLinear, analog_layers
 
 TOL = 1e-5

@@ -14,7 +14,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import xbarlab
-from xbarlab.chip import CHIP_FORMAT, ChipFileError, _content_sha256, _sha256_file, chip_paths, needs_calibration
+from xbarlab.chip import needs_calibration
+from xbarlab.chipfile import CHIP_FORMAT, ChipFileError, _content_sha256, _sha256_file, chip_paths
 from xbarlab.layers import NotProgrammedError, analog_layers
 
 X = torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(0))

@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import xbarlab
-from xbarlab.chip import CoverageError, calibrate, is_verified, program, verify_coverage
+from xbarlab.chip import calibrate, program
 from xbarlab.conversion import ConversionError, analog_fast_path_guard, convert
+from xbarlab.coverage import CoverageError, is_verified, verify_coverage
 from xbarlab.layers import AnalogLinear
 
 

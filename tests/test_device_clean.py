@@ -225,7 +225,7 @@ def test_training_loaders_are_made_for_the_training_device(monkeypatch: pytest.M
 
 def test_save_chip_refuses_a_chip_on_meta_and_writes_nothing(tmp_path: Any) -> None:
     """A chip moved to meta holds no values: ``save_chip`` refuses it in one line before creating any file."""
-    from xbarlab.chip import save_chip
+    from xbarlab.chipfile import save_chip
 
     net, keep = _nets()["mlp"]
     chip = xbarlab.program(xbarlab.convert(net, xbarlab.load_preset("rram").override({"keep_digital": keep})), 0)
@@ -331,7 +331,7 @@ def test_lipschitz_noise_injection_and_bn_adaptation_steps_run_on_meta() -> None
 
 def test_load_chip_with_device_lands_every_tensor_there(tmp_path: Any) -> None:
     """``load_chip(..., device=meta)``: params, buffers and static chip state on meta, shapes and dtypes as saved."""
-    from xbarlab.chip import load_chip, save_chip
+    from xbarlab.chipfile import load_chip, save_chip
 
     net, keep = _nets()["mlp"]
     hw = xbarlab.load_preset("rram").override({"keep_digital": keep, "adc.bits": 6})

@@ -29,13 +29,13 @@ _PUBLIC: dict[str, str] = {
     "program": "xbarlab.chip",
     "drift": "xbarlab.chip",
     "calibrate": "xbarlab.chip",
-    "verify_coverage": "xbarlab.chip",
-    "CoverageError": "xbarlab.chip",
-    "ChipFileError": "xbarlab.chip",
+    "verify_coverage": "xbarlab.coverage",
+    "CoverageError": "xbarlab.coverage",
+    "ChipFileError": "xbarlab.chipfile",
     "ConversionError": "xbarlab.conversion",
     "ConverterRangeError": "xbarlab.converters",
-    "save_chip": "xbarlab.chip",
-    "load_chip": "xbarlab.chip",
+    "save_chip": "xbarlab.chipfile",
+    "load_chip": "xbarlab.chipfile",
     "evaluate_chips": "xbarlab.evaluation",
 }
 

@@ -15,8 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from xbarlab.chip import MAX_SEED, check_seed, is_verified, verify_coverage
+from xbarlab.chip import MAX_SEED, check_seed
 from xbarlab.conversion import convert
+from xbarlab.coverage import is_verified, verify_coverage
 from xbarlab.data import make_loader
 from xbarlab.hardware import HardwareConfig
 from xbarlab.layers import AnalogLayer
@@ -37,8 +38,8 @@ def accuracy(
     """Top-1 accuracy in % of ``model`` (in eval mode, restored afterwards) over ``loader``.
 
     An analog model not verified by :func:`xbarlab.calibrate` is verified on the first batch
-    (:func:`xbarlab.chip.verify_coverage`: one extra forward; a layer called analog that does not run on the chip
-    raises :class:`xbarlab.chip.CoverageError`)."""
+    (:func:`xbarlab.coverage.verify_coverage`: one extra forward; a layer called analog that does not run on the chip
+    raises :class:`xbarlab.coverage.CoverageError`)."""
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.int64, device=device)  # counted on the device, read once at the end

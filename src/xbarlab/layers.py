@@ -146,7 +146,7 @@ class AnalogLayer(nn.Module):
     def _sync_host_mirrors(self) -> None:
         """Read the scalar buffers (chip time, seed, DAC sign) into their Python mirrors now (one host read each).
 
-        Called by :func:`xbarlab.chip.load_chip` after it sets the buffers; without the call the mirrors are read
+        Called by :func:`xbarlab.chipfile.load_chip` after it sets the buffers; without the call the mirrors are read
         lazily, on first use.
         """
         self._host_time_s = None if self.chip_time is None else float(self.chip_time)
@@ -790,6 +790,14 @@ def analog_layers(model: nn.Module) -> list[AnalogLayer]:
     return [m for m in model.modules() if isinstance(m, AnalogLayer)]
 
 
+def require_analog_layers(model: nn.Module) -> list[AnalogLayer]:
+    """The analog layers of ``model``; ``ValueError`` when it has none (it was not converted)."""
+    layers = analog_layers(model)
+    if not layers:
+        raise ValueError("model: has no analog layers; convert it with xbarlab.convert(model, hw) first")
+    return layers
+
+
 __all__ = [
     "CHIP_BUFFERS",
     "AnalogConv",
@@ -797,4 +805,5 @@ __all__ = [
     "AnalogLinear",
     "NotProgrammedError",
     "analog_layers",
+    "require_analog_layers",
 ]

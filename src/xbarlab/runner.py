@@ -133,7 +133,7 @@ def run_chip(
         calibration: calibration batches (or a function of the chip seed); required when the chip has
             DAC/ADC converters, which are calibrated on ``calib_batches`` batches.
         verify: calibrate a chip without converters on one batch of ``calibration`` anyway (it verifies that
-            every analog layer runs on the chip: :class:`xbarlab.chip.CoverageError` otherwise).
+            every analog layer runs on the chip: :class:`xbarlab.coverage.CoverageError` otherwise).
         probe: called after calibration, before the mitigation; returns numbers for the record (e.g. PC2).
         mitigation: a plain callable or a :class:`RegisteredMitigation`.
         device: torch device of the chip.

@@ -18,6 +18,7 @@ from xbarlab.experiments.executors import (
     RayExecutor,
     make_executor,
 )
+from xbarlab.experiments.identity import canonical_json, format_value, trial_hash
 from xbarlab.experiments.registry import (
     MitigationDef,
     MitigationOutcome,
@@ -35,13 +36,10 @@ from xbarlab.experiments.spec import (
     SweepSpecError,
     Trial,
     builtin_sweep,
-    canonical_json,
-    format_value,
     list_builtin_sweeps,
     load_spec,
     parse_spec,
     resolve_trials,
-    trial_hash,
 )
 from xbarlab.experiments.store import ResultRow, Store, StoreError
 from xbarlab.experiments.sweep import Progress, SweepSummary, plan_sweep, run_sweep

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from xbarlab.atomic import atomic_write, atomic_write_text
-from xbarlab.experiments.spec import format_value
+from xbarlab.experiments.identity import format_value
 from xbarlab.experiments.store import ResultRow
 
 __all__ = ["FORMATS", "format_table", "tidy", "write_table"]

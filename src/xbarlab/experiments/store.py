@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xbarlab.experiments.spec import SweepSpec, Trial, canonical_json
+from xbarlab.experiments.identity import canonical_json
+from xbarlab.experiments.spec import SweepSpec, Trial
 
 __all__ = ["SCHEMA_VERSION", "ResultRow", "Store", "StoreError"]
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from xbarlab.experiments.spec import canonical_json, format_value
+from xbarlab.experiments.identity import canonical_json, format_value
 from xbarlab.stats import Summary, metric_bounds, summarize
 
 __all__ = ["Group", "Row", "SweepData", "group_rows", "is_number", "normalize_rows", "pareto_front"]

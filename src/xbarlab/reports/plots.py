@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from xbarlab.atomic import atomic_write
-from xbarlab.experiments.spec import canonical_json, format_value
+from xbarlab.experiments.identity import canonical_json, format_value
 from xbarlab.metrics import MAX_SCATTER_POINTS, ArrayLike, LayerDistortion, _pair, _subsample, pc2
 from xbarlab.reports.aggregate import Group, SweepData, is_number, pareto_front, short_key
 from xbarlab.stats import metric_bounds

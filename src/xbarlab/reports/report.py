@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from xbarlab.atomic import atomic_write_text
+from xbarlab.experiments.identity import format_value
 from xbarlab.experiments.results import tidy, write_table
-from xbarlab.experiments.spec import format_value
 from xbarlab.experiments.store import ResultRow, Store
 from xbarlab.reports.aggregate import Group, SweepData, group_rows, normalize_rows, short_key
 from xbarlab.reports.plots import bar_plot, choose_x, line_plot, metric_label, pareto_plot

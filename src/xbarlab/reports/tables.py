@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from xbarlab.experiments.spec import format_value
+from xbarlab.experiments.identity import format_value
 from xbarlab.reports.aggregate import Group, SweepData, short_key
 from xbarlab.reports.render import Block
 from xbarlab.stats import BOUNDED_MARK, metric_bounds

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from xbarlab.atomic import atomic_write_text
+from xbarlab.experiments.identity import canonical_json
 from xbarlab.papers.p3.config import STAGES, P3Config, _device
 
 __all__ = ["STAGE_FORMAT", "P3Plan"]
@@ -115,8 +116,6 @@ def _stage_settings(cfg: P3Config, name: str, fingerprints: dict[str, str | None
 
 def _canonical(value: Any) -> str:
     """Canonical JSON (sorted keys, no whitespace, tuples as lists) of the sweep store's trial identity."""
-    from xbarlab.experiments.spec import canonical_json
-
     return canonical_json(value)
 
 
