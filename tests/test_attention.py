@@ -14,7 +14,8 @@ import xbarlab
 from xbarlab.chip import calibrate, program
 from xbarlab.conversion import convert
 from xbarlab.coverage import CoverageError
-from xbarlab.layers import AnalogLinear, analog_layers
+from xbarlab.layer_types import AnalogLinear
+from xbarlab.layers import analog_layers
 
 TOL = 1e-5
 """ideal == digital to float32 rounding: PyTorch projects a packed in_proj_weight with one (3E, E) GEMM, the

@@ -15,7 +15,7 @@ import xbarlab
 from xbarlab.chip import calibrate, program
 from xbarlab.conversion import ConversionError, analog_fast_path_guard, convert
 from xbarlab.coverage import CoverageError, is_verified, verify_coverage
-from xbarlab.layers import AnalogLinear
+from xbarlab.layer_types import AnalogLinear
 
 
 def _ideal(**changes: object) -> xbarlab.HardwareConfig:

@@ -14,7 +14,8 @@ import xbarlab
 from xbarlab import layers as layers_mod
 from xbarlab.conversion import ConversionError
 from xbarlab.converters import quantize_uniform
-from xbarlab.layers import AnalogConv, AnalogLinear, NotProgrammedError, analog_layers
+from xbarlab.layer_types import AnalogConv, AnalogLinear
+from xbarlab.layers import NotProgrammedError, analog_layers
 
 
 def _model() -> nn.Module:

@@ -17,7 +17,8 @@ from torch import nn
 
 import xbarlab
 from xbarlab.hardware import HardwareConfig
-from xbarlab.layers import AnalogConv, AnalogLayer, AnalogLinear
+from xbarlab.layer_types import AnalogConv, AnalogLinear
+from xbarlab.layers import AnalogLayer
 from xbarlab.mapping import TileLayout
 from xbarlab.mitigation.drift_compensation import compensate, compensation_scales, record_reference
 

@@ -17,7 +17,8 @@ from torch import nn
 from xbarlab.attention import split_attention
 from xbarlab.hardware import CLASSIFIER_TOKEN, HardwareConfig
 from xbarlab.hooks import forward_hooks
-from xbarlab.layers import AnalogConv, AnalogLayer, AnalogLinear
+from xbarlab.layer_types import AnalogConv, AnalogLinear
+from xbarlab.layers import AnalogLayer
 
 CONVERTIBLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
 WEIGHTED_UNSUPPORTED = (nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Bilinear)

@@ -101,7 +101,9 @@ While a section is off its other fields have no effect, so a user mapping that s
 :func:`_check_switched_off`)."""
 
 CLASSIFIER_TOKEN = "@classifier"
-"""Entry of ``keep_digital`` meaning "the last nn.Linear of the model" (P1 keeps the classifier digital)."""
+"""Entry of ``keep_digital`` meaning "the executed output layer": the last nn.Linear that runs in a forward pass,
+or the last conv in a model without Linear (e.g. a segmenter's 1×1 output conv); P1 keeps the classifier
+digital (:func:`xbarlab.convert`)."""
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,8 @@ import torch
 from torch import Tensor, nn
 
 from xbarlab import devices
-from xbarlab.layers import AnalogConv, AnalogLayer, AnalogLinear, analog_layers
+from xbarlab.layer_types import AnalogConv, AnalogLinear
+from xbarlab.layers import AnalogLayer, analog_layers
 from xbarlab.mapping import weight_to_matrix
 from xbarlab.mitigation.registry import MitigationDef, MitigationOutcome, OptionLimit, register_mitigation
 

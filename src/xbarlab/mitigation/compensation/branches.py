@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from xbarlab.layers import AnalogConv, AnalogLayer, AnalogLinear, analog_layers
+from xbarlab.layer_types import AnalogConv, AnalogLinear
+from xbarlab.layers import AnalogLayer, analog_layers
 from xbarlab.seeding import derive_seed
 
 __all__ = [
