@@ -68,6 +68,7 @@ class _Data:
             train_plain.subset(range(split, min(n_train, split + cfg.quant_images))), cfg.batch_size
         )
         self.calib = make_loader(train_plain.subset(range(min(cfg.calib_images, split))), 128)
+        self.n_calib = min(cfg.calib_images, split)
         self.perchip = make_loader(
             train_aug.subset(range(min(cfg.perchip_images, split))), cfg.perchip_batch_size, shuffle=True, seed=cfg.seed
         )

@@ -139,7 +139,8 @@ def write_table(cfg: P3Config, out: Path, results: dict[str, Any]) -> str:
     if sweep.get("plain"):
         lines += [
             "",
-            f"σ sweep ({labels['sweep_images']} test images, {labels['sweep_chips']} chips, mean ± 95 % CI):",
+            f"σ sweep ({labels['sweep_images']} test images, {labels['sweep_chips']} chips, mean ± 95 % CI; every "
+            "chip a sweep trial in the run's results store `p3.sqlite`: `xbarlab report p3.sqlite -o DIR`):",
             "",
             "| σ | unprotected | Lipschitz |",
             "|---:|---:|---:|",

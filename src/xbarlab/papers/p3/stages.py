@@ -14,9 +14,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from xbarlab.experiments import Store, parse_spec, run_sweep
 from xbarlab.papers.p3.cache import P3Plan, _read_json, _write_json
-from xbarlab.papers.p3.config import P3Config, _device, p3_hardware
+from xbarlab.papers.p3.config import P3_HARDWARE, P3Config, _device, p3_hardware
 from xbarlab.papers.p3.data import _clean_accuracy, _Data, _full_test_loader, _lipschitz_model, _mc, load_model
+from xbarlab.stats import summarize
 
 
 def _stage_models(cfg: P3Config, data: _Data, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
@@ -84,8 +86,10 @@ def _stage_models(cfg: P3Config, data: _Data, out: Path, log: Callable[[str], No
 def _stage_sweep(
     cfg: P3Config, plan: P3Plan, data: _Data, out: Path, models: dict[str, Any], log: Callable[[str], None]
 ) -> dict[str, Any]:
-    """Accuracy over chips of both models at every σ; rows are stored per σ, so a rerun with the same settings
-    (stage key) and new σ values adds rows, and other settings start the sweep afresh."""
+    """Accuracy over chips of both models at every σ, as sweep trials (``kind: p3_chip``) in the run's results
+    store ``<out>/p3.sqlite`` (:mod:`xbarlab.papers.p3.trial`); the rows of ``sweep.json`` are read back from it.
+    A rerun with the same settings (stage key) reuses the rows; new σ values add trials; other settings give
+    other trials (their identity holds every setting), so the sweep starts afresh."""
     stage = plan.stages["sweep"]
     path = out / "sweep.json"
     done: dict[str, Any] = {}
@@ -95,31 +99,98 @@ def _stage_sweep(
     elif stage.status == "recompute":
         log(f"stage sweep: recomputing: {stage.reason}")
     done["_stage"] = stage.record
-    nets = {"plain": load_model(cfg.model)[0], "lipschitz": _lipschitz_model(cfg, models)}
-    for name, net in nets.items():
+    nets = {"plain": _model_settings(cfg.model), "lipschitz": {"checkpoint": str(models["lipschitz"]["path"])}}
+    keys = [f"{sigma:g}" for sigma in cfg.sigmas]
+    if all(key in done.get(name, {}) for name in nets for key in keys):
+        return done
+    store = out / P3_STORE
+    for name, model in nets.items():
+        spec = parse_spec(_sweep_text(cfg, data, name, model), source=f"<{out / P3_STORE}: p3-sweep-{name}>")
+        t0 = time.perf_counter()
+        summary = run_sweep(spec, store=store, threads=torch.get_num_threads())
+        if summary.failures:
+            raise RuntimeError(f"stage sweep: {summary.failed} trial(s) failed; first: {summary.failures[0][1]}")
+        with Store(store) as db:
+            trials = db.rows(spec.name)
         rows = done.setdefault(name, {})
-        for sigma in cfg.sigmas:
-            key = f"{sigma:g}"
-            if key in rows:
-                continue
-            t0 = time.perf_counter()
-            rows[key] = _mc(
-                net,
-                p3_hardware(sigma, cfg.hardware_overrides),
-                data.sweep,
-                cfg.chips,
-                cfg.eval_seed,
-                data.calib,
-                device=_device(cfg),
+        for sigma, key in zip(cfg.sigmas, keys, strict=True):
+            chips = sorted(
+                (r for r in trials if r.config["hardware"]["programming"]["sigma"] == float(sigma)),
+                key=lambda r: r.chip,
             )
-            log(
-                f"sweep {name} σ={key}: {rows[key]['mean']:.2f} % ± {rows[key]['std']:.2f} "
-                f"({time.perf_counter() - t0:.0f} s)"
-            )
-            done["images"] = data.n_sweep
-            done["chips"] = cfg.chips
-            _write_json(path, done)
+            new = key not in rows
+            rows[key] = _sweep_row(chips)
+            if new:
+                log(
+                    f"sweep {name} σ={key}: {rows[key]['mean']:.2f} % ± {rows[key]['std']:.2f} "
+                    f"({rows[key]['wall_time_s']:.0f} s)"
+                )
+        log(f"stage sweep: {name}: {summary.ran} trial(s) run in {time.perf_counter() - t0:.0f} s ({store.name})")
+    done["images"] = data.n_sweep
+    done["chips"] = cfg.chips
+    _write_json(path, done)
     return done
+
+
+P3_STORE = "p3.sqlite"
+"""The run's results store (in ``out_dir``): the σ-sweep trials (``xbarlab report <out_dir>/p3.sqlite``)."""
+
+
+def _model_settings(spec: str) -> dict[str, str]:
+    """A sweep's ``model`` settings of a P3 model spec: a shipped name or a checkpoint path."""
+    from xbarlab.checkpoint import list_pretrained
+
+    return {"pretrained": spec} if spec in list_pretrained() else {"checkpoint": spec}
+
+
+def _sweep_text(cfg: P3Config, data: _Data, name: str, model: dict[str, str]) -> str:
+    """The sweep file of one model's σ sweep: P3's hardware, data choices, chips and seeds (``p3_chip`` trials)."""
+    import yaml
+
+    hardware = {**copy.deepcopy(P3_HARDWARE), "overrides": dict(cfg.hardware_overrides)}
+    doc = {
+        "name": f"p3-sweep-{name}",
+        "description": f"P3 sweep stage: the {name} model ({model}) over the log-normal variation sigma",
+        "kind": "p3_chip",
+        "plugins": ["xbarlab.papers.p3.trial"],
+        "base": {
+            "model": model,
+            "data": {
+                "dataset": cfg.dataset,
+                "data_dir": cfg.data_dir,
+                "test_samples": data.n_sweep,
+                "batch_size": cfg.batch_size,
+                "calib_batches": 4,
+                "calib_batch_size": 128,
+                "calib_samples": data.n_calib,
+            },
+            "hardware": hardware,
+            "device": str(_device(cfg)),
+        },
+        "grid": {"hardware.programming.sigma": [float(s) for s in cfg.sigmas]},
+        "chips": cfg.chips,
+        "seed": cfg.eval_seed,
+        "report": {"title": f"P3 sweep: {name} model", "x": "hardware.programming.sigma"},
+    }
+    return str(yaml.safe_dump(doc, sort_keys=False, width=120))
+
+
+def _sweep_row(chips: Sequence[Any]) -> dict[str, Any]:
+    """The Monte-Carlo record of one σ (as :meth:`xbarlab.evaluation.MonteCarloResult.to_dict`) from its trials."""
+    accs = [float(r.metrics["accuracy"]) for r in chips]
+    s = summarize(accs, bounds=(0.0, 100.0))
+    return {
+        "hardware": chips[0].config["hardware"]["name"],
+        "accuracies": accs,
+        "seeds": [int(r.seed) for r in chips],
+        "mean": s.mean,
+        "std": s.std,
+        "ci95_low": s.ci95_low,
+        "ci95_high": s.ci95_high,
+        "ci95_bounded": s.bounded,
+        "n": s.n,
+        "wall_time_s": float(sum(r.wall_time_s or 0.0 for r in chips)),
+    }
 
 
 def _placement_key(placement: Sequence[str] | frozenset[str]) -> str:

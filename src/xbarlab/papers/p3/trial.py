@@ -1,0 +1,86 @@
+"""The ``p3_chip`` trial kind: one chip of the P3 σ sweep, run by the generic sweep engine.
+
+The P3 pipeline's ``sweep`` stage (:func:`xbarlab.papers.p3.stages._stage_sweep`) writes one sweep per model
+(``p3-sweep-plain``, ``p3-sweep-lipschitz``) into the run's results store ``<out_dir>/p3.sqlite``: one trial
+per (σ, chip). The stage's table rows are read back from the store, and ``xbarlab report <out_dir>/p3.sqlite``
+renders them with the generic report.
+
+A trial uses P3's own data choices (:class:`xbarlab.papers.p3.data._Data`), so its accuracy equals the
+pipeline's Monte-Carlo evaluation of the same chip seed (tests/test_p3_trial.py checks this bit for bit):
+
+* ``data.test_samples``: the first N test images (P3's ``sweep_images``), in batches of ``data.batch_size``;
+* ``data.calib_samples``: the first N training images without augmentation (P3's ``calib_images``, at most the
+  images left after ``val_images``), read in batches of ``data.calib_batch_size`` (128) for the converter
+  calibration, ``data.calib_batches`` batches (4);
+* the model as loaded (no channels-last conversion), the chip seed ``eval_seed + k``.
+
+Metrics: ``accuracy`` (%) and ``test_samples``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from xbarlab.data import get_dataset, make_loader
+from xbarlab.evaluation import accuracy
+from xbarlab.experiments.registry import register_trial_kind
+from xbarlab.hardware import HardwareConfig
+from xbarlab.runner import run_chip
+from xbarlab.schema import Field
+
+__all__ = ["p3_chip_trial"]
+
+_CACHE: dict[str, Any] = {}
+"""Per-process cache: models and data subsets (a worker reads each once)."""
+
+
+def _model(model: Mapping[str, Any]) -> nn.Module:
+    from xbarlab.papers.p3.data import load_model
+
+    spec = str(model.get("pretrained") or model.get("checkpoint"))
+    key = f"model:{spec}:{model.get('sha256')}"
+    if key not in _CACHE:
+        _CACHE[key] = load_model(spec)[0]
+    net: nn.Module = _CACHE[key]
+    return net
+
+
+def _subset(data: Mapping[str, Any], split: str, count: int) -> Any:
+    key = f"data:{data['dataset']}:{data.get('data_dir')}:{split}:{count}"
+    if key not in _CACHE:
+        ds = get_dataset(str(data["dataset"]), split, data_dir=data.get("data_dir"), augment=False)
+        _CACHE[key] = ds.subset(range(min(count, len(ds))))
+    return _CACHE[key]
+
+
+def p3_chip_trial(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``p3_chip`` trial kind (see the module docstring); returns ``{"metrics", "timings"}``."""
+    seed = int(config["seed"])
+    device = torch.device(str(config.get("device", "cpu")))
+    data = config["data"]
+    net = _model(config["model"])
+    test = _subset(data, "test", int(data["test_samples"]))
+    calib_set = _subset(data, "train", int(data["calib_samples"]))
+    test_loader = make_loader(test, int(data["batch_size"]), device=device)
+    calib = make_loader(calib_set, int(data["calib_batch_size"]), device=device)
+    run = run_chip(
+        net,
+        HardwareConfig.from_dict(config["hardware"]),
+        lambda chip: accuracy(chip, test_loader, device=device),
+        seed=seed,
+        calibration=calib,
+        calib_batches=int(data["calib_batches"]),
+        device=device,
+    )
+    return {"metrics": {"accuracy": run.value, "test_samples": len(test), **run.info}, "timings": dict(run.timings)}
+
+
+register_trial_kind(
+    "p3_chip",
+    p3_chip_trial,
+    data_fields={"calib_samples": Field("int", 512, lo=1, doc="first training images of the converter calibration")},
+)
