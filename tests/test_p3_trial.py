@@ -14,7 +14,8 @@ from xbarlab.papers.p3 import P3Config
 from xbarlab.papers.p3.config import p3_hardware
 from xbarlab.papers.p3.data import _mc, load_model
 from xbarlab.papers.p3.pipeline import prepare_p3
-from xbarlab.papers.p3.stages import P3_STORE, _stage_sweep
+from xbarlab.papers.p3.stages import _stage_sweep
+from xbarlab.papers.p3.trial import P3_STORE
 from xbarlab.reports import render_report
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -16,9 +16,9 @@ from torch import nn
 
 from xbarlab.experiments import Store, parse_spec, run_sweep
 from xbarlab.papers.p3.cache import P3Plan, _read_json, _write_json
-from xbarlab.papers.p3.config import P3_HARDWARE, P3Config, _device, p3_hardware
+from xbarlab.papers.p3.config import P3Config, _device, p3_hardware
 from xbarlab.papers.p3.data import _clean_accuracy, _Data, _full_test_loader, _lipschitz_model, _mc, load_model
-from xbarlab.stats import summarize
+from xbarlab.papers.p3.trial import P3_STORE, _model_settings, _sweep_row, _sweep_text
 
 
 def _stage_models(cfg: P3Config, data: _Data, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
@@ -130,67 +130,6 @@ def _stage_sweep(
     done["chips"] = cfg.chips
     _write_json(path, done)
     return done
-
-
-P3_STORE = "p3.sqlite"
-"""The run's results store (in ``out_dir``): the σ-sweep trials (``xbarlab report <out_dir>/p3.sqlite``)."""
-
-
-def _model_settings(spec: str) -> dict[str, str]:
-    """A sweep's ``model`` settings of a P3 model spec: a shipped name or a checkpoint path."""
-    from xbarlab.checkpoint import list_pretrained
-
-    return {"pretrained": spec} if spec in list_pretrained() else {"checkpoint": spec}
-
-
-def _sweep_text(cfg: P3Config, data: _Data, name: str, model: dict[str, str]) -> str:
-    """The sweep file of one model's σ sweep: P3's hardware, data choices, chips and seeds (``p3_chip`` trials)."""
-    import yaml
-
-    hardware = {**copy.deepcopy(P3_HARDWARE), "overrides": dict(cfg.hardware_overrides)}
-    doc = {
-        "name": f"p3-sweep-{name}",
-        "description": f"P3 sweep stage: the {name} model ({model}) over the log-normal variation sigma",
-        "kind": "p3_chip",
-        "plugins": ["xbarlab.papers.p3.trial"],
-        "base": {
-            "model": model,
-            "data": {
-                "dataset": cfg.dataset,
-                "data_dir": cfg.data_dir,
-                "test_samples": data.n_sweep,
-                "batch_size": cfg.batch_size,
-                "calib_batches": 4,
-                "calib_batch_size": 128,
-                "calib_samples": data.n_calib,
-            },
-            "hardware": hardware,
-            "device": str(_device(cfg)),
-        },
-        "grid": {"hardware.programming.sigma": [float(s) for s in cfg.sigmas]},
-        "chips": cfg.chips,
-        "seed": cfg.eval_seed,
-        "report": {"title": f"P3 sweep: {name} model", "x": "hardware.programming.sigma"},
-    }
-    return str(yaml.safe_dump(doc, sort_keys=False, width=120))
-
-
-def _sweep_row(chips: Sequence[Any]) -> dict[str, Any]:
-    """The Monte-Carlo record of one σ (as :meth:`xbarlab.evaluation.MonteCarloResult.to_dict`) from its trials."""
-    accs = [float(r.metrics["accuracy"]) for r in chips]
-    s = summarize(accs, bounds=(0.0, 100.0))
-    return {
-        "hardware": chips[0].config["hardware"]["name"],
-        "accuracies": accs,
-        "seeds": [int(r.seed) for r in chips],
-        "mean": s.mean,
-        "std": s.std,
-        "ci95_low": s.ci95_low,
-        "ci95_high": s.ci95_high,
-        "ci95_bounded": s.bounded,
-        "n": s.n,
-        "wall_time_s": float(sum(r.wall_time_s or 0.0 for r in chips)),
-    }
 
 
 def _placement_key(placement: Sequence[str] | frozenset[str]) -> str:

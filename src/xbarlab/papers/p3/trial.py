@@ -1,6 +1,6 @@
 """The ``p3_chip`` trial kind: one chip of the P3 σ sweep, run by the generic sweep engine.
 
-The P3 pipeline's ``sweep`` stage (:func:`xbarlab.papers.p3.stages._stage_sweep`) writes one sweep per model
+The P3 pipeline's ``sweep`` stage (``xbarlab.papers.p3.stages._stage_sweep``) writes one sweep per model
 (``p3-sweep-plain``, ``p3-sweep-lipschitz``) into the run's results store ``<out_dir>/p3.sqlite``: one trial
 per (σ, chip). The stage's table rows are read back from the store, and ``xbarlab report <out_dir>/p3.sqlite``
 renders them with the generic report.
@@ -19,7 +19,8 @@ Metrics: ``accuracy`` (%) and ``test_samples``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import copy
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -29,10 +30,13 @@ from xbarlab.data import get_dataset, make_loader
 from xbarlab.evaluation import accuracy
 from xbarlab.experiments.registry import register_trial_kind
 from xbarlab.hardware import HardwareConfig
+from xbarlab.papers.p3.config import P3_HARDWARE, P3Config, _device
+from xbarlab.papers.p3.data import _Data
 from xbarlab.runner import run_chip
 from xbarlab.schema import Field
+from xbarlab.stats import summarize
 
-__all__ = ["p3_chip_trial"]
+__all__ = ["P3_STORE", "p3_chip_trial"]
 
 _CACHE: dict[str, Any] = {}
 """Per-process cache: models and data subsets (a worker reads each once)."""
@@ -77,6 +81,67 @@ def p3_chip_trial(config: Mapping[str, Any]) -> dict[str, Any]:
         device=device,
     )
     return {"metrics": {"accuracy": run.value, "test_samples": len(test), **run.info}, "timings": dict(run.timings)}
+
+
+P3_STORE = "p3.sqlite"
+"""The run's results store (in ``out_dir``): the σ-sweep trials (``xbarlab report <out_dir>/p3.sqlite``)."""
+
+
+def _model_settings(spec: str) -> dict[str, str]:
+    """A sweep's ``model`` settings of a P3 model spec: a shipped name or a checkpoint path."""
+    from xbarlab.checkpoint import list_pretrained
+
+    return {"pretrained": spec} if spec in list_pretrained() else {"checkpoint": spec}
+
+
+def _sweep_text(cfg: P3Config, data: _Data, name: str, model: dict[str, str]) -> str:
+    """The sweep file of one model's σ sweep: P3's hardware, data choices, chips and seeds (``p3_chip`` trials)."""
+    import yaml
+
+    hardware = {**copy.deepcopy(P3_HARDWARE), "overrides": dict(cfg.hardware_overrides)}
+    doc = {
+        "name": f"p3-sweep-{name}",
+        "description": f"P3 sweep stage: the {name} model ({model}) over the log-normal variation sigma",
+        "kind": "p3_chip",
+        "plugins": ["xbarlab.papers.p3.trial"],
+        "base": {
+            "model": model,
+            "data": {
+                "dataset": cfg.dataset,
+                "data_dir": cfg.data_dir,
+                "test_samples": data.n_sweep,
+                "batch_size": cfg.batch_size,
+                "calib_batches": 4,
+                "calib_batch_size": 128,
+                "calib_samples": data.n_calib,
+            },
+            "hardware": hardware,
+            "device": str(_device(cfg)),
+        },
+        "grid": {"hardware.programming.sigma": [float(s) for s in cfg.sigmas]},
+        "chips": cfg.chips,
+        "seed": cfg.eval_seed,
+        "report": {"title": f"P3 sweep: {name} model", "x": "hardware.programming.sigma"},
+    }
+    return str(yaml.safe_dump(doc, sort_keys=False, width=120))
+
+
+def _sweep_row(chips: Sequence[Any]) -> dict[str, Any]:
+    """The Monte-Carlo record of one σ (as :meth:`xbarlab.evaluation.MonteCarloResult.to_dict`) from its trials."""
+    accs = [float(r.metrics["accuracy"]) for r in chips]
+    s = summarize(accs, bounds=(0.0, 100.0))
+    return {
+        "hardware": chips[0].config["hardware"]["name"],
+        "accuracies": accs,
+        "seeds": [int(r.seed) for r in chips],
+        "mean": s.mean,
+        "std": s.std,
+        "ci95_low": s.ci95_low,
+        "ci95_high": s.ci95_high,
+        "ci95_bounded": s.bounded,
+        "n": s.n,
+        "wall_time_s": float(sum(r.wall_time_s or 0.0 for r in chips)),
+    }
 
 
 register_trial_kind(
