@@ -74,8 +74,9 @@ class ConfigError(ValueError):
         self.line = line
         self.keys = keys if keys is not None else tuple(path.split(".")) if path else ()
         what = f"invalid value {value!r}" if problem is None else problem
-        self.detail = f"{what}; allowed: {allowed}"
-        """The message without the location and the path: ``<problem>; allowed: <allowed>``."""
+        self.detail = f"{what}; allowed: {allowed}" if allowed else what
+        """The message without the location and the path: ``<problem>; allowed: <allowed>`` (``<problem>`` alone
+        when nothing is said about what is allowed)."""
         super().__init__(self._where() + f"{path}: {self.detail}")
 
     def _where(self) -> str:

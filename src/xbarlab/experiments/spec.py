@@ -236,7 +236,11 @@ def parse_spec(text: str, source: str | None = None, overrides: Mapping[str, Any
     except ImportError as exc:
         raise ctx.error(("plugins",), str(exc)) from exc
     if top["kind"] not in list_trial_kinds():
-        raise ctx.error(("kind",), f"invalid value {top['kind']!r}; allowed: one of {', '.join(list_trial_kinds())}")
+        raise ctx.error(
+            ("kind",),
+            f"invalid value {top['kind']!r}; allowed: one of {', '.join(list_trial_kinds())}, or a kind registered "
+            "by a module listed under plugins (e.g. p2_task: plugins: [xbarlab.papers.p2.trial])",
+        )
     kind = get_trial_kind_def(top["kind"])
     base = _check_base(ctx, top["base"], kind)
     grid = _check_grid(ctx, top["grid"])
