@@ -124,6 +124,7 @@ def noise_sweeps(
             check_eta(eta, positive=True)
         except ValueError as exc:
             raise ValueError(f"--etas: {exc}") from None
+    _distinct(etas, "--etas")
     sigmas = [float(eta) / (2.0 * math.sqrt(2.0)) for eta in etas]
     texts = []
     for m in models:
@@ -187,6 +188,7 @@ def drift_sweeps(
     for t in times_s:
         if not (math.isfinite(t) and t > 0):
             raise ValueError(f"--times: invalid value {t!r}; allowed: read times > 0 s")
+    _distinct(times_s, "--times")
     texts = []
     for m in models:
         base = {
@@ -234,6 +236,13 @@ def run_p2_sweeps(
     if failures:
         raise RuntimeError(f"{len(failures)} trial(s) failed; first: {failures[0]}")
     return render_report(store, out, title="P2 beyond classification: detection and segmentation")
+
+
+def _distinct(values: Sequence[float], option: str) -> None:
+    """Each value once: a repeated grid value would be refused later, naming the encoded hardware field."""
+    seen = [v for i, v in enumerate(values) if v in values[:i]]
+    if seen:
+        raise ValueError(f"{option}: value {seen[0]!r} listed twice; allowed: distinct values")
 
 
 def _names(texts: Sequence[str]) -> list[str]:
