@@ -253,9 +253,9 @@ def test_shipped_models_and_p2_pipeline(tmp_path: Path) -> None:
         parse_models(["resnet"])
     with pytest.raises(ValueError, match=r"--etas: eta: invalid value 0.5; allowed: a number in \(0, 0.3\]"):
         noise_sweeps(parse_models(["segmenter"]), [0.5])
-    with pytest.raises(ValueError, match="--etas: value 0.1 listed twice"):
+    with pytest.raises(ValueError, match=r"--etas: value 0\.1 listed twice"):
         noise_sweeps(parse_models(["segmenter"]), [0.1, 0.1])
-    with pytest.raises(ValueError, match="--times: value 1.0 listed twice"):
+    with pytest.raises(ValueError, match=r"--times: value 1\.0 listed twice"):
         drift_sweeps(parse_models(["segmenter"]), [1.0, 1.0])
 
 
