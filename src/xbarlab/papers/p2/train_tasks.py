@@ -195,7 +195,10 @@ def load_task_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
             raise FileNotFoundError(f"task model file missing: {p}")
     meta = json.loads(js.read_text())
     if meta.get("format") != TASK_MODEL_FORMAT:
-        raise ValueError(f"{js}: format {meta.get('format')!r}; expected {TASK_MODEL_FORMAT!r}")
+        raise ValueError(
+            f"{js}: format {meta.get('format')!r}; expected {TASK_MODEL_FORMAT!r} (a detector or segmenter written by "
+            "`xbarlab p2 train-detector` / `train-segmenter`)"
+        )
     if not meta.get("sha256"):
         raise ValueError(
             f"{js}: no sha256; the weights cannot be verified. If you trust the file, re-hash it with "
