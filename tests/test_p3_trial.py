@@ -69,3 +69,41 @@ def test_sweep_stage_trials_equal_the_monte_carlo_evaluation(toy_checkpoint: Pat
     # a second run finds every trial in the store: nothing recomputed, the same rows
     again = _stage_sweep(cfg, plan, data, out, models, logs.append)
     assert again["plain"] == done["plain"]
+
+
+def test_bn_adaptation_trials_equal_the_per_chip_closure(toy_checkpoint: Path, tmp_path: Path) -> None:  # noqa: F811
+    """The per-chip stage's BN adaptation as p3_chip trials with the registered bn_adapt: the accuracies of the
+    closure it replaced (adapt_bn on P3's first bn_images training images), chip for chip."""
+    import dataclasses
+
+    from xbarlab.experiments import parse_spec
+    from xbarlab.mitigation.bn import adapt_bn
+    from xbarlab.papers.p3.stages import _model_settings, _stored_rows
+    from xbarlab.papers.p3.trial import _bn_adapt_text
+
+    cfg = P3Config(
+        model=str(toy_checkpoint),
+        dataset="digits",
+        out_dir=str(tmp_path / "run"),
+        chips=2,
+        test_images=120,
+        sweep_images=100,
+        val_images=150,
+        quant_images=100,
+        perchip_images=300,
+        bn_images=200,
+        eval_seed=3,
+    )
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True)
+    data = prepare_p3(cfg).data
+    spec = parse_spec(_bn_adapt_text(cfg, data, _model_settings(cfg.model), 0.5))
+    (row,) = _stored_rows(spec, out, lambda line: None)
+    net = load_model(cfg.model)[0]
+
+    def adapt(chip: torch.nn.Module) -> dict[str, object]:
+        return dataclasses.asdict(adapt_bn(chip, data.bn, num_batches=2))
+
+    ref = _mc(net, p3_hardware(0.5), data.test, 2, 3, data.calib, adapt, device=torch.device("cpu"))
+    assert row["accuracies"] == ref["accuracies"] and row["seeds"] == [3, 4]
+    assert [i["num_images"] for i in row["info"]] == [i["num_images"] for i in ref["info"]] == [200, 200]

@@ -4,7 +4,6 @@ quantisation search and the per-chip extensions. Each returns the stage's result
 from __future__ import annotations
 
 import copy
-import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,7 +17,7 @@ from xbarlab.experiments import Store, parse_spec, run_sweep
 from xbarlab.papers.p3.cache import P3Plan, _read_json, _write_json
 from xbarlab.papers.p3.config import P3Config, _device, p3_hardware
 from xbarlab.papers.p3.data import _clean_accuracy, _Data, _full_test_loader, _lipschitz_model, _mc, load_model
-from xbarlab.papers.p3.trial import P3_STORE, _model_settings, _sweep_row, _sweep_text
+from xbarlab.papers.p3.trial import P3_STORE, _bn_adapt_text, _model_settings, _sweep_row, _sweep_text
 
 
 def _stage_models(cfg: P3Config, data: _Data, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
@@ -103,15 +102,10 @@ def _stage_sweep(
     keys = [f"{sigma:g}" for sigma in cfg.sigmas]
     if all(key in done.get(name, {}) for name in nets for key in keys):
         return done
-    store = out / P3_STORE
     for name, model in nets.items():
         spec = parse_spec(_sweep_text(cfg, data, name, model), source=f"<{out / P3_STORE}: p3-sweep-{name}>")
         t0 = time.perf_counter()
-        summary = run_sweep(spec, store=store, threads=torch.get_num_threads())
-        if summary.failures:
-            raise RuntimeError(f"stage sweep: {summary.failed} trial(s) failed; first: {summary.failures[0][1]}")
-        with Store(store) as db:
-            trials = db.rows(spec.name)
+        trials, ran = _run_stored(spec, out)
         rows = done.setdefault(name, {})
         for sigma, key in zip(cfg.sigmas, keys, strict=True):
             chips = sorted(
@@ -125,11 +119,38 @@ def _stage_sweep(
                     f"sweep {name} σ={key}: {rows[key]['mean']:.2f} % ± {rows[key]['std']:.2f} "
                     f"({rows[key]['wall_time_s']:.0f} s)"
                 )
-        log(f"stage sweep: {name}: {summary.ran} trial(s) run in {time.perf_counter() - t0:.0f} s ({store.name})")
+        log(f"stage sweep: {name}: {ran} trial(s) run in {time.perf_counter() - t0:.0f} s ({P3_STORE})")
     done["images"] = data.n_sweep
     done["chips"] = cfg.chips
     _write_json(path, done)
     return done
+
+
+def _run_stored(spec: Any, out: Path) -> tuple[list[Any], int]:
+    """Run a sweep's missing trials into the run's store; its finished trials and how many ran now. A failed trial
+    is not a number: it raises."""
+    store = out / P3_STORE
+    summary = run_sweep(spec, store=store, threads=torch.get_num_threads())
+    if summary.failures:
+        raise RuntimeError(f"sweep {spec.name}: {summary.failed} trial(s) failed; first: {summary.failures[0][1]}")
+    with Store(store) as db:
+        return db.rows(spec.name), summary.ran
+
+
+def _stored_rows(spec: Any, out: Path, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """One Monte-Carlo record per grid point of a one-axis sweep, with the mitigation's info per chip."""
+    trials, ran = _run_stored(spec, out)
+    log(f"sweep {spec.name}: {ran} trial(s) run ({P3_STORE})")
+    points = sorted({r.point for r in trials})
+    out_rows = []
+    for point in points:
+        chips = sorted((r for r in trials if r.point == point), key=lambda r: r.chip)
+        row = _sweep_row(chips)
+        row["info"] = [
+            {"num_images": r.metrics.get("bn_adapt_images"), "wall_time_s": r.metrics.get("bn_adapt_s")} for r in chips
+        ]
+        out_rows.append(row)
+    return out_rows
 
 
 def _placement_key(placement: Sequence[str] | frozenset[str]) -> str:
@@ -499,7 +520,7 @@ def _stage_perchip(
     from xbarlab.chip import program
     from xbarlab.conversion import convert
     from xbarlab.layers import analog_layers
-    from xbarlab.mitigation.bn import adapt_bn, bn_modules
+    from xbarlab.mitigation.bn import bn_modules
     from xbarlab.mitigation.compensation import (
         attach_compensation,
         compensation_state,
@@ -568,13 +589,10 @@ def _stage_perchip(
         )
     plain, _ = load_model(cfg.model)
     if bn_modules(plain):
-        n_batches = max(1, -(-cfg.bn_images // 128))
-
-        def adapt(chip: nn.Module) -> dict[str, Any]:
-            return dataclasses.asdict(adapt_bn(chip, data.bn, num_batches=n_batches))
-
+        # a sweep of p3_chip trials with the registered bn_adapt in the run's store (xbarlab.papers.p3.trial)
         t0 = time.perf_counter()
-        summary["bn_adapt"] = _mc(plain, hw, data.test, cfg.chips, cfg.eval_seed, data.calib, adapt, device=dev)
+        spec = parse_spec(_bn_adapt_text(cfg, data, _model_settings(cfg.model), sigma), source="<p3-perchip-bn-adapt>")
+        summary["bn_adapt"] = _stored_rows(spec, out, log)[0]
         summary["bn_images"] = data.n_bn
         log(
             f"BN adaptation (plain model) at σ={sigma:g}: {summary['bn_adapt']['mean']:.2f} % on the test set "

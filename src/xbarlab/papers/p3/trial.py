@@ -12,15 +12,19 @@ pipeline's Monte-Carlo evaluation of the same chip seed (tests/test_p3_trial.py 
 * ``data.calib_samples``: the first N training images without augmentation (P3's ``calib_images``, at most the
   images left after ``val_images``), read in batches of ``data.calib_batch_size`` (128) for the converter
   calibration, ``data.calib_batches`` batches (4);
-* the model as loaded (no channels-last conversion), the chip seed ``eval_seed + k``.
+* the model as loaded (no channels-last conversion), the chip seed ``eval_seed + k``;
+* ``mitigation``: ``none``, or a registered method that needs at most unlabelled images (``bn_adapt`` with
+  ``augment: false``, ``bn_online``, ``drift_comp_*``); ``bn_adapt`` reads the first ``data.bn_samples``
+  training images in order (P3's ``bn_images``), as the pipeline's per-chip stage does.
 
-Metrics: ``accuracy`` (%) and ``test_samples``.
+Metrics: ``accuracy`` (%), ``test_samples`` and what the mitigation reports.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -30,13 +34,14 @@ from xbarlab.data import get_dataset, make_loader
 from xbarlab.evaluation import accuracy
 from xbarlab.experiments.registry import register_trial_kind
 from xbarlab.hardware import HardwareConfig
+from xbarlab.mitigation.registry import get_mitigation
 from xbarlab.papers.p3.config import P3_HARDWARE, P3Config, _device
 from xbarlab.papers.p3.data import _Data
-from xbarlab.runner import run_chip
+from xbarlab.runner import RegisteredMitigation, run_chip
 from xbarlab.schema import Field
 from xbarlab.stats import summarize
 
-__all__ = ["P3_STORE", "p3_chip_trial"]
+__all__ = ["P3_CHIP_MITIGATIONS", "P3_STORE", "p3_chip_trial"]
 
 _CACHE: dict[str, Any] = {}
 """Per-process cache: models and data subsets (a worker reads each once)."""
@@ -61,6 +66,28 @@ def _subset(data: Mapping[str, Any], split: str, count: int) -> Any:
     return _CACHE[key]
 
 
+P3_CHIP_MITIGATIONS = ("none", "bn_adapt", "bn_online", "drift_comp_global", "drift_comp_column")
+"""Mitigations a ``p3_chip`` trial accepts: those that need no labelled, shuffled or augmented batches."""
+
+
+@dataclass
+class _P3Context:
+    """The mitigation context of a P3 chip: the chip seed, the device and P3's BN-adaptation images."""
+
+    config: Mapping[str, Any]
+    seed: int
+    device: torch.device
+    bn_set: Any
+
+    def train_loader(self, batch_size: int, *, augment: bool, purpose: str) -> Any:
+        """The first ``data.bn_samples`` training images, in order (P3's BN-adaptation loader)."""
+        if augment:
+            raise ValueError(f"{purpose}: augment: invalid value true; allowed: false (P3 adapts on plain images)")
+        if len(self.bn_set) == 0:
+            raise ValueError(f"{purpose}: data.bn_samples: invalid value 0; allowed: >= 1 for this mitigation")
+        return make_loader(self.bn_set, batch_size, device=self.device)
+
+
 def p3_chip_trial(config: Mapping[str, Any]) -> dict[str, Any]:
     """The ``p3_chip`` trial kind (see the module docstring); returns ``{"metrics", "timings"}``."""
     seed = int(config["seed"])
@@ -71,6 +98,16 @@ def p3_chip_trial(config: Mapping[str, Any]) -> dict[str, Any]:
     calib_set = _subset(data, "train", int(data["calib_samples"]))
     test_loader = make_loader(test, int(data["batch_size"]), device=device)
     calib = make_loader(calib_set, int(data["calib_batch_size"]), device=device)
+    mitigation = config.get("mitigation", {"name": "none", "options": {}})
+    name = str(mitigation["name"])
+    if name not in P3_CHIP_MITIGATIONS:
+        raise ValueError(f"mitigation: invalid value {name!r}; allowed: {', '.join(P3_CHIP_MITIGATIONS)}")
+    bn_set = _subset(data, "train", int(data["bn_samples"]))
+    registered = RegisteredMitigation(
+        get_mitigation(name),
+        dict(mitigation.get("options", {})),
+        lambda s: _P3Context({**config, "seed": s}, s, device, bn_set),
+    )
     run = run_chip(
         net,
         HardwareConfig.from_dict(config["hardware"]),
@@ -78,6 +115,7 @@ def p3_chip_trial(config: Mapping[str, Any]) -> dict[str, Any]:
         seed=seed,
         calibration=calib,
         calib_batches=int(data["calib_batches"]),
+        mitigation=registered,
         device=device,
     )
     return {"metrics": {"accuracy": run.value, "test_samples": len(test), **run.info}, "timings": dict(run.timings)}
@@ -94,14 +132,27 @@ def _model_settings(spec: str) -> dict[str, str]:
     return {"pretrained": spec} if spec in list_pretrained() else {"checkpoint": spec}
 
 
-def _sweep_text(cfg: P3Config, data: _Data, name: str, model: dict[str, str]) -> str:
-    """The sweep file of one model's σ sweep: P3's hardware, data choices, chips and seeds (``p3_chip`` trials)."""
+def _p3_sweep(
+    cfg: P3Config,
+    data: _Data,
+    name: str,
+    description: str,
+    model: dict[str, str],
+    grid: dict[str, Any],
+    *,
+    test_samples: int,
+    mitigation_options: dict[str, Any] | None = None,
+    sigma: float = 0.0,
+) -> str:
+    """A sweep file of ``p3_chip`` trials with P3's hardware (log-normal σ ``sigma`` unless the grid sets it), data
+    choices, chips and seeds."""
     import yaml
 
     hardware = {**copy.deepcopy(P3_HARDWARE), "overrides": dict(cfg.hardware_overrides)}
+    hardware["programming"] = {**hardware["programming"], "sigma": float(sigma)}
     doc = {
-        "name": f"p3-sweep-{name}",
-        "description": f"P3 sweep stage: the {name} model ({model}) over the log-normal variation sigma",
+        "name": name,
+        "description": description,
         "kind": "p3_chip",
         "plugins": ["xbarlab.papers.p3.trial"],
         "base": {
@@ -109,21 +160,52 @@ def _sweep_text(cfg: P3Config, data: _Data, name: str, model: dict[str, str]) ->
             "data": {
                 "dataset": cfg.dataset,
                 "data_dir": cfg.data_dir,
-                "test_samples": data.n_sweep,
+                "test_samples": test_samples,
                 "batch_size": cfg.batch_size,
                 "calib_batches": 4,
                 "calib_batch_size": 128,
                 "calib_samples": data.n_calib,
+                "bn_samples": data.n_bn,
             },
             "hardware": hardware,
+            "mitigation_options": mitigation_options or {},
             "device": str(_device(cfg)),
         },
-        "grid": {"hardware.programming.sigma": [float(s) for s in cfg.sigmas]},
+        "grid": grid,
         "chips": cfg.chips,
         "seed": cfg.eval_seed,
-        "report": {"title": f"P3 sweep: {name} model", "x": "hardware.programming.sigma"},
+        "report": {"title": description, **({"x": next(iter(grid))} if "mitigation" not in grid else {})},
     }
     return str(yaml.safe_dump(doc, sort_keys=False, width=120))
+
+
+def _sweep_text(cfg: P3Config, data: _Data, name: str, model: dict[str, str]) -> str:
+    """The sweep file of one model's σ sweep (the pipeline's ``sweep`` stage)."""
+    return _p3_sweep(
+        cfg,
+        data,
+        f"p3-sweep-{name}",
+        f"P3 sweep stage: the {name} model over the log-normal variation sigma",
+        model,
+        {"hardware.programming.sigma": [float(s) for s in cfg.sigmas]},
+        test_samples=data.n_sweep,
+    )
+
+
+def _bn_adapt_text(cfg: P3Config, data: _Data, model: dict[str, str], sigma: float) -> str:
+    """The sweep file of the per-chip stage's BN adaptation of the plain model at ``sigma`` (P1 §1.7 A / P2)."""
+    options = {"num_batches": max(1, -(-cfg.bn_images // 128)), "batch_size": 128, "augment": False}
+    return _p3_sweep(
+        cfg,
+        data,
+        "p3-perchip-bn-adapt",
+        f"P3 per-chip stage: the plain model with BN statistics adapted per test chip at sigma {sigma:g}",
+        model,
+        {"mitigation": ["bn_adapt"]},
+        test_samples=data.n_test,
+        mitigation_options={"bn_adapt": options},
+        sigma=sigma,
+    )
 
 
 def _sweep_row(chips: Sequence[Any]) -> dict[str, Any]:
@@ -147,5 +229,8 @@ def _sweep_row(chips: Sequence[Any]) -> dict[str, Any]:
 register_trial_kind(
     "p3_chip",
     p3_chip_trial,
-    data_fields={"calib_samples": Field("int", 512, lo=1, doc="first training images of the converter calibration")},
+    data_fields={
+        "calib_samples": Field("int", 512, lo=1, doc="first training images of the converter calibration"),
+        "bn_samples": Field("int", 0, lo=0, doc="first training images of BN adaptation (bn_adapt)"),
+    },
 )
