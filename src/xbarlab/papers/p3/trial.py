@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from xbarlab.data import get_dataset, make_loader
-from xbarlab.evaluation import accuracy
+from xbarlab.evaluation import ChipResult, MonteCarloResult, accuracy
 from xbarlab.experiments.registry import register_trial_kind
 from xbarlab.hardware import HardwareConfig
 from xbarlab.mitigation.registry import get_mitigation
@@ -209,21 +209,18 @@ def _bn_adapt_text(cfg: P3Config, data: _Data, model: dict[str, str], sigma: flo
 
 
 def _sweep_row(chips: Sequence[Any]) -> dict[str, Any]:
-    """The Monte-Carlo record of one σ (as :meth:`xbarlab.evaluation.MonteCarloResult.to_dict`) from its trials."""
+    """The Monte-Carlo record of one grid point (:meth:`xbarlab.evaluation.MonteCarloResult.to_dict`, without the
+    per-chip ``info``) from its stored trials, in chip order."""
     accs = [float(r.metrics["accuracy"]) for r in chips]
-    s = summarize(accs, bounds=(0.0, 100.0))
-    return {
-        "hardware": chips[0].config["hardware"]["name"],
-        "accuracies": accs,
-        "seeds": [int(r.seed) for r in chips],
-        "mean": s.mean,
-        "std": s.std,
-        "ci95_low": s.ci95_low,
-        "ci95_high": s.ci95_high,
-        "ci95_bounded": s.bounded,
-        "n": s.n,
-        "wall_time_s": float(sum(r.wall_time_s or 0.0 for r in chips)),
-    }
+    result = MonteCarloResult(
+        str(chips[0].config["hardware"]["name"]),
+        tuple(ChipResult(r.chip, int(r.seed), a) for r, a in zip(chips, accs, strict=True)),
+        summarize(accs, bounds=(0.0, 100.0)),
+        float(sum(r.wall_time_s or 0.0 for r in chips)),
+    )
+    row = result.to_dict()
+    row.pop("info")
+    return row
 
 
 register_trial_kind(
