@@ -14,8 +14,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import xbarlab
+from xbarlab.checkpoint import sha256_file
 from xbarlab.chip import needs_calibration
-from xbarlab.chipfile import CHIP_FORMAT, ChipFileError, _content_sha256, _sha256_file, chip_paths
+from xbarlab.chipfile import CHIP_FORMAT, ChipFileError, _content_sha256, chip_paths
 from xbarlab.layers import NotProgrammedError, analog_layers
 
 X = torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -48,7 +49,7 @@ def _saved(tmp_path: Path, **overrides: Any) -> tuple[nn.Module, Path]:
 
 def _rehash_json(meta: dict[str, Any], tensors_path: Path) -> dict[str, Any]:
     """What someone re-hashing an edited chip would write (so only the content checks can catch the edit)."""
-    meta["tensors_sha256"] = _sha256_file(tensors_path)
+    meta["tensors_sha256"] = sha256_file(tensors_path)
     meta["content_sha256"] = _content_sha256(meta)
     return meta
 
@@ -90,7 +91,7 @@ def test_round_trip_frozen_noise_chip_gives_identical_outputs(tmp_path: Path) ->
     chip, base = _saved(tmp_path)
     meta = json.loads((tmp_path / "chip.json").read_text())
     assert meta["format"] == CHIP_FORMAT == "xbarlab-chip/2"
-    assert meta["tensors_sha256"] == _sha256_file(tmp_path / "chip.safetensors")
+    assert meta["tensors_sha256"] == sha256_file(tmp_path / "chip.safetensors")
     assert meta["content_sha256"] == _content_sha256(meta) and len(meta["content_sha256"]) == 64
     loaded = xbarlab.load_chip(_model(), base)
     with torch.no_grad():

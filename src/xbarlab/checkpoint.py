@@ -78,7 +78,8 @@ def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
     return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """SHA-256 (64 hex digits) of a file's bytes, read in 1 MiB chunks: the hash of every shipped weights file."""
     h = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -90,7 +91,7 @@ def _write_pair(path: str | Path, tensors: dict[str, Tensor], meta: dict[str, An
     st_path, js_path = checkpoint_paths(path)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
     atomic_write(st_path, lambda p: save_file(tensors, str(p), metadata={"format": kind}))
-    doc = {"format": kind, "format_version": FORMAT_VERSION, **meta, "weights_sha256": _sha256(st_path)}
+    doc = {"format": kind, "format_version": FORMAT_VERSION, **meta, "weights_sha256": sha256_file(st_path)}
     text = json.dumps(doc, indent=2, sort_keys=False, default=_json_default) + "\n"
     atomic_write_text(js_path, text)
     return st_path
@@ -145,7 +146,7 @@ def _read_pair(path: str | Path, kind: str) -> tuple[dict[str, Tensor], dict[str
             raise CheckpointNotFoundError(f"checkpoint file {p} not found (a checkpoint is a .json + .safetensors)")
     meta = _read_meta(js_path, (kind,))
     expected_sha = _recorded_sha(js_path, meta)
-    actual = _sha256(st_path)
+    actual = sha256_file(st_path)
     if actual != expected_sha:
         raise CheckpointError(
             f"{st_path}: weights_sha256: {actual} does not match the SHA-256 recorded in {js_path.name}; expected "
@@ -178,7 +179,7 @@ def rehash(path: str | Path, *, force: bool = False) -> str:
         load_file(str(st_path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(" ".join(f"corrupt safetensors file {st_path}: {exc}".split())) from exc
-    actual = _sha256(st_path)
+    actual = sha256_file(st_path)
     old = meta.pop(key, None)
     if old is not None and old != actual and not force:
         raise CheckpointError(

@@ -20,6 +20,7 @@ from torch import nn
 
 from xbarlab import __version__, devices
 from xbarlab.atomic import atomic_write
+from xbarlab.checkpoint import sha256_file
 from xbarlab.chip import MAX_SEED
 from xbarlab.conversion import convert
 from xbarlab.hardware import ConfigError, HardwareConfig
@@ -76,14 +77,6 @@ def _fail(file: Path, key: str, what: str, expected: str) -> ChipFileError:
     return ChipFileError(_one_line(f"{file}: {key}: {what}; expected {expected}"))
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _content_sha256(meta: dict[str, Any]) -> str:
     """SHA-256 of the canonical JSON (sorted keys, no whitespace) of the metadata without ``content_sha256``.
 
@@ -131,7 +124,7 @@ def save_chip(model: nn.Module, path: str | Path, *, extra: dict[str, Any] | Non
             for la in layers
         },
         "extra": extra or {},
-        "tensors_sha256": _sha256_file(tensors_path),
+        "tensors_sha256": sha256_file(tensors_path),
     }
     meta = json.loads(json.dumps(json_safe(meta), default=str, allow_nan=False))  # exactly what the file holds
     meta["content_sha256"] = _content_sha256(meta)
@@ -491,7 +484,7 @@ def _compare_derived(tensors_path: Path, json_path: Path, layer: AnalogLayer, te
 
 
 def _check_hashes(tensors_path: Path, json_path: Path, meta: dict[str, Any]) -> None:
-    actual = _sha256_file(tensors_path)
+    actual = sha256_file(tensors_path)
     if actual != meta["tensors_sha256"]:
         raise _fail(
             tensors_path,

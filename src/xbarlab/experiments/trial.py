@@ -28,7 +28,6 @@ import time
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,6 +42,7 @@ from xbarlab.checkpoint import (
     load_checkpoint,
     load_model_state,
     load_pretrained,
+    sha256_file,
 )
 from xbarlab.data import AUGMENTATIONS, ImageDataset, dataset_info, get_dataset, make_loader
 from xbarlab.evaluation import accuracy
@@ -105,14 +105,6 @@ def environment() -> dict[str, Any]:
 # models
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def model_fingerprint(model: Mapping[str, Any]) -> str:
     """SHA-256 of a model's weights file (as recorded in its checkpoint JSON, else computed).
 
@@ -131,7 +123,7 @@ def model_fingerprint(model: Mapping[str, Any]) -> str:
                 f"model.checkpoint: file {p} not found (a checkpoint is .json + .safetensors)"
             )
     meta = json.loads(js_path.read_text())
-    return str(meta.get("weights_sha256") or _sha256_file(st_path))
+    return str(meta.get("weights_sha256") or sha256_file(st_path))
 
 
 def _state_sha256(net: nn.Module) -> str:

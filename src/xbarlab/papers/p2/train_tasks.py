@@ -21,7 +21,6 @@ trained model (``init_from``) and train with forward-only weight noise σ = η·
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import time
@@ -34,7 +33,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from xbarlab.checkpoint import TASK_MODEL_FORMAT, checkpoint_paths, load_state, pretrained_dir, save_state
+from xbarlab.checkpoint import TASK_MODEL_FORMAT, checkpoint_paths, load_state, pretrained_dir, save_state, sha256_file
 from xbarlab.mitigation.noise_injection import NoiseInjection
 from xbarlab.papers.p2.canvas import CanvasConfig, CanvasSet, batches, generate_canvases, source_images
 from xbarlab.papers.p2.detection import TinyCenterNet, decode, detection_loss, encode_targets, mean_average_precision
@@ -158,14 +157,6 @@ def _loss_fn(task: str, model: nn.Module, data: CanvasSet) -> Callable[[Tensor, 
 # ------------------------------------------------------------------------------------------------ checkpoints
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def save_task_model(model: nn.Module, path: str | Path, meta: dict[str, Any]) -> Path:
     """Write ``<path>.safetensors`` (float32 state dict) and ``<path>.json`` (``meta`` + format, task, kwargs)."""
     base = Path(path)
@@ -176,7 +167,7 @@ def save_task_model(model: nn.Module, path: str | Path, meta: dict[str, Any]) ->
     save_file(tensors, str(tmp))
     tmp.replace(st)
     kwargs = getattr(model, "kwargs", None)
-    full = {"format": TASK_MODEL_FORMAT, "model_kwargs": kwargs, **meta, "sha256": _sha256(st)}
+    full = {"format": TASK_MODEL_FORMAT, "model_kwargs": kwargs, **meta, "sha256": sha256_file(st)}
     js = base.with_suffix(".json")
     tmpj = js.with_suffix(".json.tmp")
     tmpj.write_text(json.dumps(full, indent=2, sort_keys=False) + "\n")
@@ -204,7 +195,7 @@ def load_task_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
             f"{js}: no sha256; the weights cannot be verified. If you trust the file, re-hash it with "
             f"`xbarlab rehash {js}`"
         )
-    if meta["sha256"] != _sha256(st):
+    if meta["sha256"] != sha256_file(st):
         raise ValueError(f"{st}: SHA-256 does not match {js} (corrupt or replaced file)")
     task = str(meta.get("task"))
     _check_task(task)

@@ -377,9 +377,9 @@ def _rl_branches(out: Path, placement: dict[str, Any]) -> tuple[list[str], Any, 
 
 def _file_sha256(path: Path) -> str:
     """SHA-256 (hex) of a file's bytes (the checkpoints' hash)."""
-    from xbarlab.checkpoint import _sha256
+    from xbarlab.checkpoint import sha256_file
 
-    return _sha256(path)
+    return sha256_file(path)
 
 
 def _safe(key: str) -> str:
