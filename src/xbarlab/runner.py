@@ -26,7 +26,7 @@ from xbarlab.chip import calibrate, drift, needs_calibration, program
 from xbarlab.conversion import convert
 from xbarlab.hardware import HardwareConfig
 from xbarlab.layers import AnalogLayer
-from xbarlab.mitigation.registry import MitigationContext, MitigationDef
+from xbarlab.mitigation.registry import RegisteredMitigation as RegisteredMitigation  # re-exported
 from xbarlab.seeding import derive_seed
 
 __all__ = ["Calibration", "ChipRun", "Metric", "Mitigation", "RegisteredMitigation", "run_chip", "unpack_outcome"]
@@ -45,20 +45,6 @@ It may return ``None``, a dict of info for the record, or an object with ``info`
 context manager entered around the metric, e.g. online BN) such as
 :class:`xbarlab.mitigation.registry.MitigationOutcome`.
 """
-
-
-@dataclass(frozen=True)
-class RegisteredMitigation:
-    """A registered mitigation with its full option set and the context it gets for a chip seed."""
-
-    definition: MitigationDef
-    options: Mapping[str, Any]
-    context: Callable[[int], MitigationContext]
-    """Chip seed → what the mitigation may use (seeded loaders, device, configuration)."""
-
-    def apply(self, chip: nn.Module, seed: int) -> Any:
-        """Apply the mitigation to ``chip`` (chip seed ``seed``); returns its outcome."""
-        return self.definition.apply(chip, self.context(seed), dict(self.options))
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,16 @@ from xbarlab import devices
 from xbarlab.layer_types import AnalogConv, AnalogLinear
 from xbarlab.layers import AnalogLayer, analog_layers
 from xbarlab.mapping import weight_to_matrix
-from xbarlab.mitigation.registry import MitigationDef, MitigationOutcome, OptionLimit, register_mitigation
+from xbarlab.mitigation.registry import (
+    MitigationDef,
+    MitigationOutcome,
+    NoDataContext,
+    OptionLimit,
+    RegisteredMitigation,
+    check_options,
+    get_mitigation,
+    register_mitigation,
+)
 
 __all__ = [
     "KINDS",
@@ -305,15 +314,15 @@ def compensate(model: nn.Module, *, kind: str = "global", readout: str = "forwar
     return DriftCompensationResult(kind, readout, scales, measured)
 
 
-def drift_compensation(kind: str = "global", readout: str = "forward") -> Callable[[nn.Module], dict[str, Any]]:
-    """A mitigation for :func:`xbarlab.evaluation.evaluate_chips`: ``mitigation=drift_compensation("global")``."""
+def drift_compensation(kind: str = "global", readout: str = "forward") -> RegisteredMitigation:
+    """The registered drift compensation (``drift_comp_global`` / ``drift_comp_column``) with ``readout``, for
+    :func:`xbarlab.evaluation.evaluate_chips`: ``mitigation=drift_compensation("per_column")`` applies it as a
+    sweep trial or ``xbarlab mitigate`` does (it reads no training data)."""
     _check(kind, readout)
-
-    def apply(chip: nn.Module) -> dict[str, Any]:
-        return compensate(chip, kind=kind, readout=readout).info()
-
-    apply.__name__ = f"drift_compensation_{kind}_{readout}"
-    return apply
+    name = "drift_comp_global" if kind == "global" else "drift_comp_column"
+    return RegisteredMitigation(
+        get_mitigation(name), check_options(name, {"readout": readout}), lambda seed: NoDataContext(seed)
+    )
 
 
 # ------------------------------------------------------------------------------------------------ sweep registry

@@ -40,7 +40,9 @@ __all__ = [
     "MitigationDef",
     "MitigationFn",
     "MitigationOutcome",
+    "NoDataContext",
     "OptionLimit",
+    "RegisteredMitigation",
     "check_options",
     "get_mitigation",
     "list_mitigations",
@@ -121,6 +123,34 @@ class OptionLimit:
         if schema.in_bounds(value, self.lo, self.hi, **bounds):
             return None
         return schema.bounds_text(self.lo, self.hi, **bounds)
+
+
+@dataclass(frozen=True)
+class RegisteredMitigation:
+    """A registered mitigation with its full option set and the context it gets for a chip seed."""
+
+    definition: MitigationDef
+    options: Mapping[str, Any]
+    context: Callable[[int], MitigationContext]
+    """Chip seed → what the mitigation may use (seeded loaders, device, configuration)."""
+
+    def apply(self, chip: nn.Module, seed: int) -> Any:
+        """Apply the mitigation to ``chip`` (chip seed ``seed``); returns its outcome."""
+        return self.definition.apply(chip, self.context(seed), dict(self.options))
+
+
+@dataclass
+class NoDataContext:
+    """The context of a mitigation that reads no training data (drift compensation outside a sweep): the chip
+    seed; asking it for a loader is an error naming the purpose."""
+
+    seed: int
+    config: Mapping[str, Any] = field(default_factory=dict)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def train_loader(self, batch_size: int, *, augment: bool, purpose: str) -> Iterable[Any]:
+        """Refused: this context holds no data."""
+        raise ValueError(f"{purpose}: this mitigation was given no training data (use a sweep or xbarlab mitigate)")
 
 
 P1_SCHEDULE: Mapping[str, Any] = {
