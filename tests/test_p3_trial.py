@@ -78,7 +78,7 @@ def test_bn_adaptation_trials_equal_the_per_chip_closure(toy_checkpoint: Path, t
 
     from xbarlab.experiments import parse_spec
     from xbarlab.mitigation.bn import adapt_bn
-    from xbarlab.papers.p3.stages import _model_settings, _stored_rows
+    from xbarlab.papers.p3.stages import _bn_adapt_row, _model_settings
     from xbarlab.papers.p3.trial import _bn_adapt_text
 
     cfg = P3Config(
@@ -98,7 +98,7 @@ def test_bn_adaptation_trials_equal_the_per_chip_closure(toy_checkpoint: Path, t
     out.mkdir(parents=True)
     data = prepare_p3(cfg).data
     spec = parse_spec(_bn_adapt_text(cfg, data, _model_settings(cfg.model), 0.5))
-    (row,) = _stored_rows(spec, out, lambda line: None)
+    row = _bn_adapt_row(spec, out, lambda line: None)
     net = load_model(cfg.model)[0]
 
     def adapt(chip: torch.nn.Module) -> dict[str, object]:

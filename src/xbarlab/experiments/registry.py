@@ -19,6 +19,7 @@ lists under ``plugins``.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -117,9 +118,7 @@ def get_trial_kind(name: str) -> TrialKind:
     if isinstance(fn, str):
         module, _, attr = fn.partition(":")
         fn = getattr(importlib.import_module(module), attr)
-        _TRIAL_KINDS[name] = TrialKindDef(
-            name, fn, definition.pretrained, definition.fingerprint, definition.check_inputs, definition.data_fields
-        )
+        _TRIAL_KINDS[name] = dataclasses.replace(definition, run=fn)
     assert callable(fn)
     return fn
 

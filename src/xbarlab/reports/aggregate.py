@@ -43,6 +43,11 @@ class Group:
         return max((len(v) for v in self.values.values()), default=0)
 
 
+def quality_metric(hints: Mapping[str, Any]) -> str:
+    """The metric a sweep is judged by: its ``report.metric`` hint, else ``accuracy``."""
+    return str(hints.get("metric") or "accuracy")
+
+
 @dataclass
 class SweepData:
     """The rows of one sweep with its dimensions: the swept keys whose value varies, and the mitigations."""
@@ -59,8 +64,8 @@ class SweepData:
 
     @property
     def quality(self) -> str:
-        """The metric the sweep is judged by: the ``report.metric`` hint, else ``accuracy``."""
-        return str(self.hints.get("metric") or "accuracy")
+        """The metric the sweep is judged by (:func:`quality_metric` of its hints)."""
+        return quality_metric(self.hints)
 
     @property
     def clean_quality(self) -> str:
@@ -170,7 +175,7 @@ def group_rows(
                 group.values.setdefault(m, []).append(float(v))
                 if m not in metrics:
                     metrics.append(m)
-    quality = str((hints or {}).get("metric") or "accuracy")
+    quality = quality_metric(hints or {})
     first = [m for m in (quality, "pc2", "pc2_proj", "clean_" + quality) if m in metrics]
     metrics = first + [m for m in metrics if m not in first]
     return SweepData(

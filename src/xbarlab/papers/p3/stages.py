@@ -107,11 +107,7 @@ def _stage_sweep(
         t0 = time.perf_counter()
         trials, ran = _run_stored(spec, out)
         rows = done.setdefault(name, {})
-        for sigma, key in zip(cfg.sigmas, keys, strict=True):
-            chips = sorted(
-                (r for r in trials if r.config["hardware"]["programming"]["sigma"] == float(sigma)),
-                key=lambda r: r.chip,
-            )
+        for key, chips in zip(keys, _by_point(trials), strict=True):  # grid order: the order of cfg.sigmas
             new = key not in rows
             rows[key] = _sweep_row(chips)
             if new:
@@ -137,20 +133,21 @@ def _run_stored(spec: Any, out: Path) -> tuple[list[Any], int]:
         return db.rows(spec.name), summary.ran
 
 
-def _stored_rows(spec: Any, out: Path, log: Callable[[str], None]) -> list[dict[str, Any]]:
-    """One Monte-Carlo record per grid point of a one-axis sweep, with the mitigation's info per chip."""
+def _by_point(trials: Sequence[Any]) -> list[list[Any]]:
+    """A sweep's stored trials grouped by grid point (in grid order), each group in chip order."""
+    return [
+        sorted((r for r in trials if r.point == p), key=lambda r: r.chip) for p in sorted({r.point for r in trials})
+    ]
+
+
+def _bn_adapt_row(spec: Any, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """The Monte-Carlo record of the one-point BN-adaptation sweep, with each chip's adaptation info."""
     trials, ran = _run_stored(spec, out)
     log(f"sweep {spec.name}: {ran} trial(s) run ({P3_STORE})")
-    points = sorted({r.point for r in trials})
-    out_rows = []
-    for point in points:
-        chips = sorted((r for r in trials if r.point == point), key=lambda r: r.chip)
-        row = _sweep_row(chips)
-        row["info"] = [
-            {"num_images": r.metrics.get("bn_adapt_images"), "wall_time_s": r.metrics.get("bn_adapt_s")} for r in chips
-        ]
-        out_rows.append(row)
-    return out_rows
+    (chips,) = _by_point(trials)
+    row = _sweep_row(chips)
+    row["info"] = [{"num_images": r.metrics["bn_adapt_images"], "wall_time_s": r.metrics["bn_adapt_s"]} for r in chips]
+    return row
 
 
 def _placement_key(placement: Sequence[str] | frozenset[str]) -> str:
@@ -592,7 +589,7 @@ def _stage_perchip(
         # a sweep of p3_chip trials with the registered bn_adapt in the run's store (xbarlab.papers.p3.trial)
         t0 = time.perf_counter()
         spec = parse_spec(_bn_adapt_text(cfg, data, _model_settings(cfg.model), sigma), source="<p3-perchip-bn-adapt>")
-        summary["bn_adapt"] = _stored_rows(spec, out, log)[0]
+        summary["bn_adapt"] = _bn_adapt_row(spec, out, log)
         summary["bn_images"] = data.n_bn
         log(
             f"BN adaptation (plain model) at σ={sigma:g}: {summary['bn_adapt']['mean']:.2f} % on the test set "
