@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from experiments_util import toy_checkpoint  # noqa: F401  (pytest fixture)
+from xbarlab.evaluation import evaluate_chips
 from xbarlab.experiments import Store
+from xbarlab.mitigation.registry import MitigationDef, MitigationOutcome, NoDataContext, RegisteredMitigation
 from xbarlab.papers.p3 import P3Config
 from xbarlab.papers.p3.config import p3_hardware
 from xbarlab.papers.p3.data import _mc, load_model
@@ -101,9 +103,12 @@ def test_bn_adaptation_trials_equal_the_per_chip_closure(toy_checkpoint: Path, t
     row = _bn_adapt_row(spec, out, lambda line: None)
     net = load_model(cfg.model)[0]
 
-    def adapt(chip: torch.nn.Module) -> dict[str, object]:
-        return dataclasses.asdict(adapt_bn(chip, data.bn, num_batches=2))
+    def adapt(chip: torch.nn.Module, _ctx: object, _options: object) -> MitigationOutcome:
+        return MitigationOutcome(dataclasses.asdict(adapt_bn(chip, data.bn, num_batches=2)))
 
-    ref = _mc(net, p3_hardware(0.5), data.test, 2, 3, data.calib, adapt, device=torch.device("cpu"))
-    assert row["accuracies"] == ref["accuracies"] and row["seeds"] == [3, 4]
-    assert [i["num_images"] for i in row["info"]] == [i["num_images"] for i in ref["info"]] == [200, 200]
+    closure = RegisteredMitigation(MitigationDef("closure", "the old closure", adapt), {}, NoDataContext)
+    ref = evaluate_chips(
+        net, p3_hardware(0.5), data.test, chips=2, seed=3, calib_loader=data.calib, mitigation=closure, progress=False
+    )
+    assert row["accuracies"] == [c.accuracy for c in ref.chips] and row["seeds"] == [3, 4]
+    assert [i["num_images"] for i in row["info"]] == [c.info["num_images"] for c in ref.chips] == [200, 200]

@@ -22,7 +22,7 @@ from xbarlab.data import make_loader
 from xbarlab.hardware import HardwareConfig
 from xbarlab.layers import AnalogLayer
 from xbarlab.progress import progress_bar
-from xbarlab.runner import Calibration, Mitigation, RegisteredMitigation, run_chip
+from xbarlab.runner import Calibration, RegisteredMitigation, run_chip
 from xbarlab.seeding import derive_seed
 from xbarlab.stats import Summary, summarize
 
@@ -110,7 +110,7 @@ def evaluate_chips(
     calib_loader: Calibration | None = None,
     calib_batches: int = 4,
     t_seconds: float | None = None,
-    mitigation: Mitigation | RegisteredMitigation | None = None,
+    mitigation: RegisteredMitigation | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
     max_batches: int | None = None,
@@ -121,7 +121,7 @@ def evaluate_chips(
     ``calib_loader`` is either one iterable re-read for every chip, or a function of the chip seed returning the
     chip's calibration batches (e.g. :func:`seeded_calibration`): then chip seed s is calibrated on the same
     data whatever ``seed`` and ``chips`` the evaluation was started with. Each chip runs through
-    :func:`xbarlab.runner.run_chip` (``mitigation``: a plain callable or a registered method with its options).
+    :func:`xbarlab.runner.run_chip` (``mitigation``: a registered method with its options and context).
     """
     if chips < 1:
         raise ValueError(f"chips: invalid value {chips}; allowed: >= 1")

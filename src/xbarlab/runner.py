@@ -29,7 +29,7 @@ from xbarlab.layers import AnalogLayer
 from xbarlab.mitigation.registry import RegisteredMitigation as RegisteredMitigation  # re-exported
 from xbarlab.seeding import derive_seed
 
-__all__ = ["Calibration", "ChipRun", "Metric", "Mitigation", "RegisteredMitigation", "run_chip", "unpack_outcome"]
+__all__ = ["Calibration", "ChipRun", "Metric", "RegisteredMitigation", "run_chip", "unpack_outcome"]
 
 Metric = Callable[[nn.Module], Any]
 """The measurement of a prepared chip: e.g. top-1 accuracy (%) on a test loader, or a dict of P2 task metrics."""
@@ -37,14 +37,6 @@ Metric = Callable[[nn.Module], Any]
 Calibration = Iterable[Any] | Callable[[int], Iterable[Any]]
 """Calibration batches: one iterable re-read for every chip, or a function of the chip seed returning them
 (:func:`xbarlab.evaluation.seeded_calibration`: the sweep's ``derive_seed(seed, "calibration")`` shuffle)."""
-
-Mitigation = Callable[[nn.Module], Any]
-"""A function applied to each programmed (and calibrated) chip before its metric.
-
-It may return ``None``, a dict of info for the record, or an object with ``info`` (dict) and ``evaluation`` (a
-context manager entered around the metric, e.g. online BN) such as
-:class:`xbarlab.mitigation.registry.MitigationOutcome`.
-"""
 
 
 @dataclass(frozen=True)
@@ -106,7 +98,7 @@ def run_chip(
     calib_batches: int = 4,
     verify: bool = False,
     probe: Callable[[nn.Module], Mapping[str, Any]] | None = None,
-    mitigation: Mitigation | RegisteredMitigation | None = None,
+    mitigation: RegisteredMitigation | None = None,
     device: str | torch.device = "cpu",
 ) -> ChipRun:
     """Program one chip with ``seed``, optionally drift, calibrate, probe and mitigate it, then measure it.
@@ -121,7 +113,7 @@ def run_chip(
         verify: calibrate a chip without converters on one batch of ``calibration`` anyway (it verifies that
             every analog layer runs on the chip: :class:`xbarlab.coverage.CoverageError` otherwise).
         probe: called after calibration, before the mitigation; returns numbers for the record (e.g. PC2).
-        mitigation: a plain callable or a :class:`RegisteredMitigation`.
+        mitigation: a registered method with its options and context (:class:`RegisteredMitigation`).
         device: torch device of the chip.
     """
     timings: dict[str, float] = {}
@@ -147,10 +139,7 @@ def run_chip(
         if probe is not None:
             probed = dict(probe(chip))
             lap("probe_s")
-        if isinstance(mitigation, RegisteredMitigation):
-            outcome = mitigation.apply(chip, seed)
-        else:
-            outcome = mitigation(chip) if mitigation is not None else None
+        outcome = mitigation.apply(chip, seed) if mitigation is not None else None
         info, context = unpack_outcome(outcome)
         lap("mitigate_s")
         with context:

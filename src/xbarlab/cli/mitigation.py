@@ -58,7 +58,7 @@ def _method_options(methods: list[str], options: list[str]) -> dict[str, dict[st
     An unknown method is refused naming the registered ones; a bad option value with the registry's message
     (option, value, what is allowed), as a sweep refuses it; an ``--option`` for no selected method as well.
     """
-    from xbarlab.mitigation.registry import check_options
+    from xbarlab.mitigation.registry import check_options, check_trial_kind
 
     parsed = _parse_overrides(options)
     for key in parsed:  # every --option must name a selected method (a typo would otherwise be ignored)
@@ -71,6 +71,7 @@ def _method_options(methods: list[str], options: list[str]) -> dict[str, dict[st
     for method in methods:
         with opt.named("--method"):
             get_mitigation(method)  # unknown: "unknown mitigation 'x'; allowed: <registered names>"
+            check_trial_kind(method, "accuracy")  # xbarlab mitigate runs accuracy trials
         prefix = f"{method}."
         with opt.named("--option"):
             method_options[method] = check_options(

@@ -77,7 +77,8 @@ class TrialKindDef:
       mapping (part of each trial's identity); raises ``FileNotFoundError`` for a missing file;
     * ``check_inputs(settings)``: read the model and data of one settings mapping and raise
       ``ValueError``/``OSError`` when they cannot work together (``xbarlab sweep`` calls it before any trial);
-    * ``data_fields``: extra keys of the ``data`` section, with their types, defaults and ranges.
+    * ``data_fields``: extra keys of the ``data`` section, with their types, defaults and ranges;
+    * ``model_fields``: extra keys of the ``model`` section (e.g. P3's compensation branches).
     """
 
     name: str
@@ -86,6 +87,7 @@ class TrialKindDef:
     fingerprint: Callable[[Mapping[str, Any]], str] | None = None
     check_inputs: Callable[[Mapping[str, Any]], None] | None = None
     data_fields: Mapping[str, Field] = field(default_factory=dict)
+    model_fields: Mapping[str, Field] = field(default_factory=dict)
 
 
 _TRIAL_KINDS: dict[str, TrialKindDef] = {}
@@ -99,9 +101,12 @@ def register_trial_kind(
     fingerprint: Callable[[Mapping[str, Any]], str] | None = None,
     check_inputs: Callable[[Mapping[str, Any]], None] | None = None,
     data_fields: Mapping[str, Field] | None = None,
+    model_fields: Mapping[str, Field] | None = None,
 ) -> None:
     """Register a trial kind: a function or a ``"module:function"`` string, and its hooks (:class:`TrialKindDef`)."""
-    _TRIAL_KINDS[name] = TrialKindDef(name, fn, pretrained, fingerprint, check_inputs, dict(data_fields or {}))
+    _TRIAL_KINDS[name] = TrialKindDef(
+        name, fn, pretrained, fingerprint, check_inputs, dict(data_fields or {}), dict(model_fields or {})
+    )
 
 
 def get_trial_kind_def(name: str) -> TrialKindDef:

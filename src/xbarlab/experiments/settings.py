@@ -19,6 +19,7 @@ from xbarlab.data.registry import dataset_info, list_datasets
 from xbarlab.experiments.identity import canonical_json, plain
 from xbarlab.experiments.registry import TrialKindDef, check_options, list_mitigations
 from xbarlab.hardware import SECTIONS, HardwareConfig
+from xbarlab.mitigation.registry import check_trial_kind
 from xbarlab.presets import load_preset
 from xbarlab.schema import ConfigError, Field, check_mapping
 
@@ -197,10 +198,11 @@ def _hardware_error_line(ctx: _Ctx, root: Path_, exc: ConfigError) -> Path_:
 
 
 def _check_base(ctx: _Ctx, data: Any, kind: TrialKindDef | None = None) -> dict[str, Any]:
-    """The checked ``base`` mapping (defaults filled in); ``kind`` adds its own ``data`` keys."""
+    """The checked ``base`` mapping (defaults filled in); ``kind`` adds its own ``model`` and ``data`` keys."""
     path: Path_ = ("base",)
     base = _check_mapping(ctx, path, data, _BASE_FIELDS)
-    model = _check_mapping(ctx, (*path, "model"), base["model"], _MODEL_FIELDS)
+    model_fields = {**_MODEL_FIELDS, **(kind.model_fields if kind is not None else {})}
+    model = _check_mapping(ctx, (*path, "model"), base["model"], model_fields)
     base["model"] = model
     data_fields = {**_DATA_FIELDS, **(kind.data_fields if kind is not None else {})}
     base["data"] = _check_mapping(ctx, (*path, "data"), base["data"], data_fields)
@@ -263,6 +265,10 @@ def _validate_settings(
     name = settings["mitigation"]
     if name not in list_mitigations():
         raise fail(("base", "mitigation"), f"invalid value {name!r}; allowed: one of {', '.join(list_mitigations())}")
+    try:
+        check_trial_kind(name, kind.name if kind is not None else "accuracy")
+    except ValueError as exc:
+        raise fail(("base", "mitigation"), str(exc)) from exc
     for mit, options in settings["mitigation_options"].items():
         if mit not in list_mitigations():
             raise fail(

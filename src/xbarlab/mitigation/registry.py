@@ -44,6 +44,7 @@ __all__ = [
     "OptionLimit",
     "RegisteredMitigation",
     "check_options",
+    "check_trial_kind",
     "get_mitigation",
     "list_mitigations",
     "register_lazy_mitigation",
@@ -97,6 +98,9 @@ class MitigationDef:
     """Allowed values per option, checked with the types when a sweep is planned (before any trial runs)."""
     requires_bn: bool = False
     """The method acts on BatchNorm layers: a model without BN is refused (:func:`require_bn`)."""
+    trial_kinds: tuple[str, ...] = ()
+    """The sweep trial kinds whose context the method needs (empty: every kind); others are refused when a sweep is
+    planned (:func:`check_trial_kind`), and ``xbarlab mitigate`` runs ``accuracy`` trials."""
 
 
 @dataclass(frozen=True)
@@ -203,6 +207,16 @@ def get_mitigation(name: str) -> MitigationDef:
     if name not in _MITIGATIONS:
         raise KeyError(f"unknown mitigation {name!r}; allowed: {', '.join(list_mitigations())}")
     return _MITIGATIONS[name]
+
+
+def check_trial_kind(name: str, kind: str) -> None:
+    """Raise ``ValueError`` when mitigation ``name`` cannot run in trials of ``kind`` (``trial_kinds``)."""
+    kinds = get_mitigation(name).trial_kinds
+    if kinds and kind not in kinds:
+        raise ValueError(
+            f"invalid value {name!r} for a trial of kind {kind!r}; allowed: it runs only in trials of kind "
+            f"{', '.join(kinds)} (it needs their data)"
+        )
 
 
 def list_mitigations() -> list[str]:

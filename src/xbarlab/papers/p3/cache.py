@@ -108,6 +108,10 @@ def _stage_settings(cfg: P3Config, name: str, fingerprints: dict[str, str | None
         settings = {f: getattr(cfg, f) for f in _STAGE_FIELDS[name]}
         if name != "sweep":
             settings["sigma"] = cfg.sigma_max
+        if (
+            name == "perchip"
+        ):  # 2: a sweep, every chip fine-tuned on the same image order (was: the loader's k-th epoch)
+            settings["protocol"] = 2
     kind = _device(cfg).type
     if kind != "cpu":  # CUDA draws other per-MVM noise streams and sums in another order: not the CPU's result
         settings["device"] = kind

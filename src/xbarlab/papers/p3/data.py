@@ -4,7 +4,6 @@ over chips."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -91,13 +90,11 @@ def _mc(
     chips: int,
     seed: int,
     calib: Any,
-    mitigation: Callable[[nn.Module], Any] | None = None,
     *,
     device: torch.device,
 ) -> dict[str, Any]:
     """Monte-Carlo accuracy over chips on ``device`` (``hw`` None: ``model`` is already converted; it is moved
-    to ``device`` in place); ``mitigation`` runs on each programmed, calibrated chip before its test (its info
-    dicts are kept under ``info``)."""
+    to ``device`` in place): the searches' scores (the reported numbers are sweep trials, :mod:`.trial`)."""
     from xbarlab.evaluation import evaluate_chips
 
     res = evaluate_chips(
@@ -108,13 +105,10 @@ def _mc(
         seed=seed,
         calib_loader=calib,
         progress=False,
-        mitigation=mitigation,
         device=device,
     )
     out = res.to_dict()
-    info = out.pop("info", None)
-    if mitigation is not None:
-        out["info"] = info
+    out.pop("info", None)
     return out
 
 

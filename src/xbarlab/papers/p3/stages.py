@@ -17,7 +17,16 @@ from xbarlab.experiments import Store, parse_spec, run_sweep
 from xbarlab.papers.p3.cache import P3Plan, _read_json, _write_json
 from xbarlab.papers.p3.config import P3Config, _device, p3_hardware
 from xbarlab.papers.p3.data import _clean_accuracy, _Data, _full_test_loader, _lipschitz_model, _mc, load_model
-from xbarlab.papers.p3.trial import P3_STORE, _bn_adapt_text, _model_settings, _sweep_row, _sweep_text
+from xbarlab.papers.p3.trial import (
+    P3_STORE,
+    _bn_adapt_text,
+    _finetune_options,
+    _model_settings,
+    _sweep_row,
+    _sweep_text,
+    _test_text,
+    compensated_model,
+)
 
 
 def _stage_models(cfg: P3Config, data: _Data, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
@@ -150,6 +159,16 @@ def _bn_adapt_row(spec: Any, out: Path, log: Callable[[str], None]) -> dict[str,
     return row
 
 
+def _test_row(text: str, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """The Monte-Carlo record of a one-point test sweep (:func:`~xbarlab.papers.p3.trial._test_text`), run into the
+    run's store (trials already there are reused)."""
+    spec = parse_spec(text, source=f"<{out / P3_STORE}>")
+    trials, ran = _run_stored(spec, out)
+    log(f"sweep {spec.name}: {ran} trial(s) run ({P3_STORE})")
+    (chips,) = _by_point(trials)
+    return _sweep_row(chips)
+
+
 def _placement_key(placement: Sequence[str] | frozenset[str]) -> str:
     return ",".join(sorted(placement)) or "<none>"
 
@@ -261,10 +280,12 @@ def _stage_placement(
         ),
     }
 
-    # final: retrain each chosen placement with a fresh chip every batch, test with the full hardware
+    # final: retrain each chosen placement with a fresh chip every batch (cached with its branch file); test it
+    # with the full hardware as a sweep of p3_chip trials in the run's store
     final: dict[str, Any] = {}
     final_cache_path = pdir / "final_cache.json"
     final_cache: dict[str, Any] = dict(_read_json(final_cache_path)) if final_cache_path.is_file() else {}
+    lip_path = str(models["lipschitz"]["path"])
     for method, res in results.items():
         key = _placement_key(res.placement)
         if key not in final_cache:
@@ -284,32 +305,37 @@ def _stage_placement(
                     teacher=teacher,
                     device=dev,
                 )
-                state = compensation_state(chip)
                 branches = _branches_path(out, res.placement)
-                save_file({k: v.cpu() for k, v in state.items()}, str(branches))
+                save_file({k: v.cpu() for k, v in compensation_state(chip).items()}, str(branches))
                 info["branches_sha256"] = _file_sha256(branches)
                 info["train_wall_time_s"] = tr.wall_time_s
                 info["final_loss"] = sum(tr.losses[-20:]) / len(tr.losses[-20:])
             test_chip = convert(lip, hw).to(dev)
             if res.placement:
                 attach_compensation(test_chip, res.placement, comp_cfg, state=compensation_state(chip))
-            mc = _mc(test_chip, None, data.test, cfg.chips, cfg.eval_seed, data.calib, device=dev)
             program(test_chip, 0)
             calibrate(test_chip, data.calib, num_batches=1, device=dev)
             ov = compensation_overhead(test_chip, example)
-            final_cache[key] = {"test": mc, "overhead": ov.to_dict(), **info}
+            final_cache[key] = {"overhead": ov.to_dict(), **info}
             _write_json(final_cache_path, final_cache)
             log(
-                f"final {method}: [{key}] → {mc['mean']:.2f} % on the test set "
-                f"(params +{ov.params_pct:.2f} %, MACs +{ov.macs_pct:.2f} %; {time.perf_counter() - t0:.0f} s)"
+                f"final {method}: [{key}] trained (params +{ov.params_pct:.2f} %, MACs +{ov.macs_pct:.2f} %; "
+                f"{time.perf_counter() - t0:.0f} s)"
             )
-        final[method] = {**res.to_dict(with_history=method == "rl"), **final_cache[key]}
+        model = (
+            compensated_model(lip_path, res.placement, _branches_path(out, res.placement), comp_cfg)
+            if res.placement
+            else {"checkpoint": lip_path}
+        )
+        text = _test_text(cfg, data, f"p3-placement-{method}", f"the {method} placement [{key}]", model)
+        test = _test_row(text, out, log)
+        log(f"final {method}: [{key}] → {test['mean']:.2f} % on the test set")
+        trained = {k: v for k, v in final_cache[key].items() if k != "test"}  # "test": an older xbarlab's cache
+        final[method] = {**res.to_dict(with_history=method == "rl"), "test": test, **trained}
     # the unprotected (plain) network under the same test protocol, for the table
-    if "__plain__" not in final_cache:
-        plain, _ = load_model(cfg.model)
-        final_cache["__plain__"] = {"test": _mc(plain, hw, data.test, cfg.chips, cfg.eval_seed, data.calib, device=dev)}
-        _write_json(final_cache_path, final_cache)
-        log(f"final unprotected (plain) at σ={sigma:g}: {final_cache['__plain__']['test']['mean']:.2f} %")
+    text = _test_text(cfg, data, "p3-placement-unprotected", "the unprotected plain model", _model_settings(cfg.model))
+    unprotected = {"test": _test_row(text, out, log)}
+    log(f"final unprotected (plain) at σ={sigma:g}: {unprotected['test']['mean']:.2f} %")
     summary = {
         "sigma": sigma,
         "layers": list(layers),
@@ -326,7 +352,7 @@ def _stage_placement(
             "adc_in_training": cfg.adc_in_training,
         },
         "methods": final,
-        "unprotected": final_cache["__plain__"],
+        "unprotected": unprotected,
         "compensation": comp_cfg.as_dict(),
     }
     return summary
@@ -458,10 +484,16 @@ def _stage_quant(
         max_evaluations=cfg.quant_max_evaluations,
         log=log,
     )
-    # test-set numbers of the reference (uniform 8-bit) and of the chosen configuration
+    # test-set numbers of the reference (uniform 8-bit) and of the chosen configuration: sweeps in the run's store
+    model = (
+        compensated_model(str(models["lipschitz"]["path"]), rl_layers, _branches_path(out, rl_layers), comp_cfg)
+        if rl_layers
+        else {"checkpoint": str(models["lipschitz"]["path"])}
+    )
     tests = {}
     for name, point in (("reference", result.reference), ("best", result.best)):
-        tests[name] = _mc(chip_for(point.config), None, data.test, cfg.chips, cfg.eval_seed, data.calib, device=dev)
+        what = f"the {name} quantisation {point.config.label()} (Lipschitz + RL branches)"
+        tests[name] = _test_row(_test_text(cfg, data, f"p3-quant-{name}", what, model, quant=point.config), out, log)
         log(
             f"quant {name} {point.config.label()}: {tests[name]['mean']:.2f} % on the test set, "
             f"ADC energy {point.energy_pj:.1f} pJ/inference"
@@ -483,17 +515,6 @@ def _stage_quant(
     return summary
 
 
-def _copy_dac_ranges(src: nn.Module, dst: nn.Module) -> None:
-    """Give ``dst``'s analog layers the DAC ranges of the same-named layers of ``src``."""
-    from xbarlab.layers import analog_layers
-
-    ranges = {la.layer_name: (la.dac_range, la.dac_signed) for la in analog_layers(src)}
-    for la in analog_layers(dst):
-        dac_range, dac_signed = ranges[la.layer_name]
-        la.dac_range = None if dac_range is None else dac_range.clone()
-        la.dac_signed = None if dac_signed is None else dac_signed.clone()
-
-
 def _stage_perchip(
     cfg: P3Config,
     data: _Data,
@@ -502,35 +523,20 @@ def _stage_perchip(
     placement: dict[str, Any],
     log: Callable[[str], None],
 ) -> dict[str, Any]:
-    """Extensions measured on the table's test chips (not part of P3; see docs/correctnet.md §8).
+    """Extensions measured on the table's test chips (not part of P3; see docs/correctnet.md §8), as sweeps of
+    ``p3_chip`` trials in the run's store:
 
-    * per-chip compensation: the RL branches (trained over random chips) are fine-tuned on each test chip with
-      ``perchip_images`` labelled training images for ``perchip_steps`` steps, the chip's own static error
-      fixed (the chip-in-the-loop counterpart of P1's BN fine-tuning), then tested on that chip;
-    * BN adaptation (P1 §1.7 A / P2), for models with BN: the unprotected plain model's BN statistics
-      re-estimated on each test chip from ``bn_images`` unlabelled images.
-
-    Fine-tuning runs on a copy of the chip converted without the ADC (like the search's training, unless
-    ``adc_in_training``), programmed with the same seed — its weights are checked to be identical to the test
-    chip's — and with the test chip's DAC ranges.
+    * per-chip compensation (``p3-perchip-finetune``, mitigation :mod:`xbarlab.papers.p3.finetune`): the RL
+      branches (trained over random chips) fine-tuned on each test chip with ``perchip_images`` labelled
+      training images for ``perchip_steps`` steps, the chip's own static error fixed (the chip-in-the-loop
+      counterpart of P1's BN fine-tuning), then tested on that chip;
+    * BN adaptation (``p3-perchip-bn-adapt``; P1 §1.7 A / P2), for models with BN: the unprotected plain model's
+      BN statistics re-estimated on each test chip from ``bn_images`` unlabelled images.
     """
-    from xbarlab.chip import program
-    from xbarlab.conversion import convert
-    from xbarlab.layers import analog_layers
     from xbarlab.mitigation.bn import bn_modules
-    from xbarlab.mitigation.compensation import (
-        attach_compensation,
-        compensation_state,
-        load_compensation_state,
-        train_compensation,
-    )
 
     sigma = cfg.sigma_max
-    dev = _device(cfg)
-    hw, train_hw = _hardware_pair(cfg)
-    lip = _lipschitz_model(cfg, models)
-    teacher = copy.deepcopy(lip).to(dev)
-    rl_layers, comp_cfg, state = _rl_branches(out, placement)
+    rl_layers, comp_cfg, _ = _rl_branches(out, placement)  # verifies the branch file against its SHA-256
     summary: dict[str, Any] = {
         "sigma": sigma,
         "placement": rl_layers,
@@ -541,48 +547,33 @@ def _stage_perchip(
         "adc_in_training": cfg.adc_in_training,
     }
     if rl_layers:
-        assert state is not None
-        test_chip = convert(lip, hw)
-        attach_compensation(test_chip, rl_layers, comp_cfg, state=state)
-        trainer = convert(lip, train_hw)
-        attach_compensation(trainer, rl_layers, comp_cfg, state=state)
-        trainer.to(dev)
-
-        def fine_tune(chip: nn.Module) -> dict[str, Any]:
-            layers = analog_layers(chip)
-            seed = int(layers[0].chip_seed) if layers[0].chip_seed is not None else 0
-            load_compensation_state(trainer, state)
-            program(trainer, seed)
-            for a, b in zip(analog_layers(trainer), layers, strict=True):
-                if not torch.equal(a.effective_weight(), b.effective_weight()):
-                    raise RuntimeError(f"per-chip training copy differs from test chip {seed} in {a.layer_name}")
-            _copy_dac_ranges(chip, trainer)
-            t0 = time.perf_counter()
-            tr = train_compensation(
-                trainer,
-                data.perchip,
-                steps=cfg.perchip_steps,
-                lr=cfg.perchip_lr,
-                seed=cfg.seed + 2,
-                resample=False,
-                calib_loader=data.calib,
-                loss=cfg.comp_loss,
-                teacher=teacher,
-                device=dev,
-            )
-            load_compensation_state(chip, compensation_state(trainer))
-            tail = tr.losses[-10:]
-            final_loss = sum(tail) / len(tail)
-            log(f"per-chip: chip {seed} fine-tuned in {time.perf_counter() - t0:.0f} s (loss {final_loss:.4f})")
-            return {"chip_seed": seed, "train_wall_time_s": tr.wall_time_s, "final_loss": final_loss}
-
         t0 = time.perf_counter()
-        summary["finetuned"] = _mc(
-            test_chip, None, data.test, cfg.chips, cfg.eval_seed, data.calib, fine_tune, device=dev
+        model = compensated_model(str(models["lipschitz"]["path"]), rl_layers, _branches_path(out, rl_layers), comp_cfg)
+        text = _test_text(
+            cfg,
+            data,
+            "p3-perchip-finetune",
+            "the RL branches fine-tuned per test chip",
+            model,
+            mitigation="p3_branch_finetune",
+            options=_finetune_options(cfg, data),
         )
+        spec = parse_spec(text, source=f"<{out / P3_STORE}>")
+        trials, ran = _run_stored(spec, out)
+        (chips,) = _by_point(trials)
+        row = _sweep_row(chips)
+        row["info"] = [
+            {
+                "chip_seed": int(r.seed),
+                "train_wall_time_s": r.metrics["finetune_s"],
+                "final_loss": r.metrics["finetune_loss"],
+            }
+            for r in chips
+        ]
+        summary["finetuned"] = row
         log(
             f"per-chip compensation [{_placement_key(rl_layers)}] at σ={sigma:g}: "
-            f"{summary['finetuned']['mean']:.2f} % on the test set ({time.perf_counter() - t0:.0f} s)"
+            f"{row['mean']:.2f} % on the test set ({ran} trial(s) run in {time.perf_counter() - t0:.0f} s)"
         )
     plain, _ = load_model(cfg.model)
     if bn_modules(plain):

@@ -13,8 +13,14 @@ pipeline's Monte-Carlo evaluation of the same chip seed (tests/test_p3_trial.py 
   images left after ``val_images``), read in batches of ``data.calib_batch_size`` (128) for the converter
   calibration, ``data.calib_batches`` batches (4);
 * the model as loaded (no channels-last conversion), the chip seed ``eval_seed + k``;
-* ``mitigation``: ``none``, or a registered method that needs at most unlabelled images (``bn_adapt`` with
-  ``augment: false``, ``bn_online``, ``drift_comp_*``); ``bn_adapt`` reads the first ``data.bn_samples``
+* ``model.compensation`` (optional): digital compensation branches after the named analog layers, as the
+  placement stage trained them: ``{layers, branches, sha256, config}`` (a safetensors file of
+  :func:`xbarlab.mitigation.compensation.compensation_state`, its SHA-256, checked before the sweep starts and
+  again when the trial reads it, and the :class:`~xbarlab.mitigation.compensation.CompensationConfig`);
+* ``mitigation``: ``none``, a registered method that needs at most unlabelled images (``bn_adapt`` with
+  ``augment: false``, ``bn_online``, ``drift_comp_*``) or ``p3_branch_finetune``
+  (:mod:`xbarlab.papers.p3.finetune`: the branches fine-tuned on the chip with the first ``images``
+  training images, augmented); ``bn_adapt`` reads the first ``data.bn_samples``
   training images in order (P3's ``bn_images``), as the pipeline's per-chip stage does.
 
 Metrics: ``accuracy`` (%), ``test_samples`` and what the mitigation reports.
@@ -25,18 +31,23 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from xbarlab.conversion import convert
 from xbarlab.data import get_dataset, make_loader
 from xbarlab.evaluation import ChipResult, MonteCarloResult, accuracy
 from xbarlab.experiments.registry import register_trial_kind
 from xbarlab.hardware import HardwareConfig
+from xbarlab.mitigation.compensation import CompensationConfig, attach_compensation
 from xbarlab.mitigation.registry import get_mitigation
+from xbarlab.papers.p3 import finetune as _finetune  # registers p3_branch_finetune
 from xbarlab.papers.p3.config import P3_HARDWARE, P3Config, _device
 from xbarlab.papers.p3.data import _Data
+from xbarlab.papers.p3.quant_search import QuantConfig
 from xbarlab.runner import RegisteredMitigation, run_chip
 from xbarlab.schema import Field
 from xbarlab.stats import summarize
@@ -58,26 +69,89 @@ def _model(model: Mapping[str, Any]) -> nn.Module:
     return net
 
 
-def _subset(data: Mapping[str, Any], split: str, count: int) -> Any:
-    key = f"data:{data['dataset']}:{data.get('data_dir')}:{split}:{count}"
+def _subset(data: Mapping[str, Any], split: str, count: int, *, augment: bool = False) -> Any:
+    key = f"data:{data['dataset']}:{data.get('data_dir')}:{split}:{count}:{augment}"
     if key not in _CACHE:
-        ds = get_dataset(str(data["dataset"]), split, data_dir=data.get("data_dir"), augment=False)
+        ds = get_dataset(str(data["dataset"]), split, data_dir=data.get("data_dir"), augment=augment)
         _CACHE[key] = ds.subset(range(min(count, len(ds))))
     return _CACHE[key]
 
 
-P3_CHIP_MITIGATIONS = ("none", "bn_adapt", "bn_online", "drift_comp_global", "drift_comp_column")
-"""Mitigations a ``p3_chip`` trial accepts: those that need no labelled, shuffled or augmented batches."""
+_COMPENSATION_KEYS = ("layers", "branches", "sha256", "config")
+
+
+def _check_compensation(comp: Any) -> tuple[list[str], CompensationConfig, Path, str]:
+    """The parts of a ``model.compensation`` mapping; ``ValueError`` naming the key when one is wrong."""
+    if not isinstance(comp, Mapping) or sorted(comp) != sorted(_COMPENSATION_KEYS):
+        keys = sorted(comp) if isinstance(comp, Mapping) else comp
+        raise ValueError(
+            f"model.compensation: invalid value {keys!r}; allowed: a mapping with keys {', '.join(_COMPENSATION_KEYS)}"
+        )
+    layers = comp["layers"]
+    if not isinstance(layers, list) or not layers or not all(isinstance(n, str) and n for n in layers):
+        raise ValueError(f"model.compensation.layers: invalid value {layers!r}; allowed: a non-empty list of names")
+    if not isinstance(comp["config"], Mapping):
+        raise ValueError(f"model.compensation.config: invalid value {comp['config']!r}; allowed: a mapping")
+    try:
+        config = CompensationConfig(**comp["config"])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"model.compensation.config: {exc}") from None
+    return list(layers), config, Path(str(comp["branches"])), str(comp["sha256"])
+
+
+def _branches(comp: Any) -> tuple[list[str], CompensationConfig, dict[str, torch.Tensor]]:
+    """The checked branch layers, config and weights of ``model.compensation`` (file and SHA-256 verified)."""
+    from safetensors.torch import load_file
+
+    from xbarlab.checkpoint import sha256_file
+
+    layers, config, path, recorded = _check_compensation(comp)
+    if not path.is_file():
+        raise FileNotFoundError(f"model.compensation.branches: file {path} not found")
+    actual = sha256_file(path)
+    if actual != recorded:
+        raise ValueError(
+            f"model.compensation.branches: {path} has SHA-256 {actual}, not the recorded {recorded} "
+            "(file corrupt or replaced)"
+        )
+    return layers, config, load_file(str(path))
+
+
+def _check_inputs(settings: Mapping[str, Any]) -> None:
+    """Planning check (before any trial runs): the branches file of ``model.compensation`` is there and intact,
+    and ``p3_branch_finetune`` has branches to fine-tune."""
+    comp = settings["model"].get("compensation")
+    if comp is not None:
+        _branches(comp)
+    if settings["mitigation"] == "p3_branch_finetune" and comp is None:
+        raise ValueError(
+            "mitigation: invalid value 'p3_branch_finetune' without model.compensation; allowed: a model with "
+            "compensation branches (the method fine-tunes them)"
+        )
+
+
+P3_CHIP_MITIGATIONS = (
+    "none",
+    "bn_adapt",
+    "bn_online",
+    "drift_comp_global",
+    "drift_comp_column",
+    _finetune.P3_BRANCH_FINETUNE,
+)
+"""Mitigations a ``p3_chip`` trial accepts: those that need no labelled, shuffled or augmented batches, and P3's
+per-chip branch fine-tuning (the option ``images``: the first N training images, augmented)."""
 
 
 @dataclass
 class _P3Context:
-    """The mitigation context of a P3 chip: the chip seed, the device and P3's BN-adaptation images."""
+    """The mitigation context of a P3 chip: the chip seed, the device, P3's BN-adaptation images and, for
+    :mod:`xbarlab.papers.p3.finetune`, what fine-tuning the chip's branches needs."""
 
     config: Mapping[str, Any]
     seed: int
     device: torch.device
     bn_set: Any
+    branch_data: _finetune.BranchData | None = None
 
     def train_loader(self, batch_size: int, *, augment: bool, purpose: str) -> Any:
         """The first ``data.bn_samples`` training images, in order (P3's BN-adaptation loader)."""
@@ -94,6 +168,14 @@ def p3_chip_trial(config: Mapping[str, Any]) -> dict[str, Any]:
     device = torch.device(str(config.get("device", "cpu")))
     data = config["data"]
     net = _model(config["model"])
+    hardware = HardwareConfig.from_dict(config["hardware"])
+    comp = config["model"].get("compensation")
+    branches = _branches(comp) if comp is not None else None
+    chip_model: nn.Module = net
+    chip_hw: HardwareConfig | None = hardware
+    if branches is not None:  # the converted base with its trained branches (each chip is a copy of it)
+        chip_model, chip_hw = convert(net, hardware), None
+        attach_compensation(chip_model, branches[0], branches[1], state=branches[2])
     test = _subset(data, "test", int(data["test_samples"]))
     calib_set = _subset(data, "train", int(data["calib_samples"]))
     test_loader = make_loader(test, int(data["batch_size"]), device=device)
@@ -103,14 +185,19 @@ def p3_chip_trial(config: Mapping[str, Any]) -> dict[str, Any]:
     if name not in P3_CHIP_MITIGATIONS:
         raise ValueError(f"mitigation: invalid value {name!r}; allowed: {', '.join(P3_CHIP_MITIGATIONS)}")
     bn_set = _subset(data, "train", int(data["bn_samples"]))
+    branch_data = None
+    if branches is not None:
+        branch_data = _finetune.BranchData(
+            net, hardware, *branches, lambda n: _subset(data, "train", n, augment=True), calib
+        )
     registered = RegisteredMitigation(
         get_mitigation(name),
         dict(mitigation.get("options", {})),
-        lambda s: _P3Context({**config, "seed": s}, s, device, bn_set),
+        lambda s: _P3Context({**config, "seed": s}, s, device, bn_set, branch_data),
     )
     run = run_chip(
-        net,
-        HardwareConfig.from_dict(config["hardware"]),
+        chip_model,
+        chip_hw,
         lambda chip: accuracy(chip, test_loader, device=device),
         seed=seed,
         calibration=calib,
@@ -137,19 +224,24 @@ def _p3_sweep(
     data: _Data,
     name: str,
     description: str,
-    model: dict[str, str],
+    model: dict[str, Any],
     grid: dict[str, Any],
     *,
     test_samples: int,
     mitigation_options: dict[str, Any] | None = None,
     sigma: float = 0.0,
+    quant: QuantConfig | None = None,
 ) -> str:
-    """A sweep file of ``p3_chip`` trials with P3's hardware (log-normal σ ``sigma`` unless the grid sets it), data
-    choices, chips and seeds."""
+    """A sweep file of ``p3_chip`` trials with P3's hardware (log-normal σ ``sigma`` unless the grid sets it; the
+    bits and per-layer ADC bits of ``quant`` as :meth:`QuantConfig.hardware` sets them), data choices, chips
+    and seeds."""
     import yaml
 
     hardware = {**copy.deepcopy(P3_HARDWARE), "overrides": dict(cfg.hardware_overrides)}
     hardware["programming"] = {**hardware["programming"], "sigma": float(sigma)}
+    if quant is not None:  # applied after the overrides, as QuantConfig.hardware does on p3_hardware(...)
+        hardware["overrides"].update({"weights.bits": quant.weight_bits, "weights.bits_per_cell": quant.bits_per_cell})
+        hardware["layers"] = [{"pattern": n, "settings": {"adc": {"bits": b}}} for n, b in quant.adc_bits]
     doc = {
         "name": name,
         "description": description,
@@ -177,6 +269,64 @@ def _p3_sweep(
         "report": {"title": description, **({"x": next(iter(grid))} if "mitigation" not in grid else {})},
     }
     return str(yaml.safe_dump(doc, sort_keys=False, width=120))
+
+
+def _test_text(
+    cfg: P3Config,
+    data: _Data,
+    name: str,
+    description: str,
+    model: dict[str, Any],
+    *,
+    mitigation: str = "none",
+    options: dict[str, Any] | None = None,
+    quant: QuantConfig | None = None,
+) -> str:
+    """The sweep file of one tested configuration of the placement, quantisation or per-chip stage: every test
+    chip at ``sigma_max`` on the test images (``test_images``), with ``mitigation``."""
+    return _p3_sweep(
+        cfg,
+        data,
+        name,
+        f"P3: {description} at sigma {cfg.sigma_max:g}",
+        model,
+        {"mitigation": [mitigation]},
+        test_samples=data.n_test,
+        mitigation_options={mitigation: options} if options else None,
+        sigma=cfg.sigma_max,
+        quant=quant,
+    )
+
+
+def compensated_model(
+    checkpoint: str, layers: Sequence[str], branches: Path, config: CompensationConfig
+) -> dict[str, Any]:
+    """A sweep's ``model`` settings: the checkpoint with trained compensation branches (``model.compensation``)."""
+    from xbarlab.checkpoint import sha256_file
+
+    return {
+        "checkpoint": checkpoint,
+        "compensation": {
+            "layers": list(layers),
+            "branches": str(branches.resolve()),
+            "sha256": sha256_file(branches),
+            "config": config.as_dict(),
+        },
+    }
+
+
+def _finetune_options(cfg: P3Config, data: _Data) -> dict[str, Any]:
+    """The per-chip stage's ``p3_branch_finetune`` options (P3 config fields)."""
+    return {
+        "steps": cfg.perchip_steps,
+        "lr": cfg.perchip_lr,
+        "batch_size": cfg.perchip_batch_size,
+        "seed": cfg.seed + 2,
+        "shuffle_seed": cfg.seed,
+        "images": data.n_perchip,
+        "loss": cfg.comp_loss,
+        "adc_in_training": cfg.adc_in_training,
+    }
 
 
 def _sweep_text(cfg: P3Config, data: _Data, name: str, model: dict[str, str]) -> str:
@@ -230,4 +380,10 @@ register_trial_kind(
         "calib_samples": Field("int", 512, lo=1, doc="first training images of the converter calibration"),
         "bn_samples": Field("int", 0, lo=0, doc="first training images of BN adaptation (bn_adapt)"),
     },
+    model_fields={
+        "compensation": Field(
+            "mapping", optional=True, doc="compensation branches: layers, branches (safetensors), sha256, config"
+        )
+    },
+    check_inputs=_check_inputs,
 )
