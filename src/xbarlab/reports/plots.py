@@ -403,8 +403,10 @@ def plot_weight_scatter(
     fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110, format="png")
-    plt.close(fig)
+    try:
+        atomic_write(out, lambda p: fig.savefig(p, dpi=110, format="png"))
+    finally:
+        plt.close(fig)
     return out
 
 
