@@ -72,10 +72,13 @@ def standard_normal(
     if sampler == "exact" or n < MIN_POOLED_ELEMENTS:
         return torch.randn(shape, generator=generator, device=device, dtype=dtype)
     pool_size = n // POOL_REUSE
-    pool = torch.randn(pool_size, generator=generator, device=device, dtype=dtype)
     # the circular sequence (z, -z) of length 2P, extended by its first POOL_BLOCK - 1 values so that a block
-    # starting anywhere in [0, 2P) reads POOL_BLOCK consecutive values without wrapping
-    ring = torch.cat((pool, pool.neg(), pool[: POOL_BLOCK - 1]))
+    # starting anywhere in [0, 2P) reads POOL_BLOCK consecutive values without wrapping; z is drawn in place
+    # (torch.randn is empty + normal_: the same values), so the ring costs one allocation and no extra copy
+    ring = torch.empty(2 * pool_size + POOL_BLOCK - 1, device=device, dtype=dtype)
+    pool = ring[:pool_size].normal_(generator=generator)
+    torch.neg(pool, out=ring[pool_size : 2 * pool_size])
+    ring[2 * pool_size :].copy_(pool[: POOL_BLOCK - 1])
     blocks = -(-n // POOL_BLOCK)
     starts = torch.randint(0, 2 * pool_size, (blocks,), generator=generator, device=device)
     out = ring.unfold(0, POOL_BLOCK, 1).index_select(0, starts)  # (blocks, POOL_BLOCK), contiguous
