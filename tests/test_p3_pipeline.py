@@ -191,6 +191,27 @@ def test_bits_per_cell_search_needs_sliced_devices(tmp_path: Path) -> None:
     assert not (tmp_path / "x").exists()  # nothing started
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_quant_stage_of_a_per_weight_run_references_its_own_cells(toy_checkpoint: Path, tmp_path: Path) -> None:  # noqa: F811
+    """One device per weight (8-bit cells, as the shipped lenet5-fmnist-weight-sigma1): the quantisation search's
+    uniform 8-bit reference uses the run's cells, not P3's default 2-bit cells, which such hardware refuses."""
+    out = tmp_path / "run"
+    per_weight = {
+        "hardware_overrides": "{weights.noise_granularity: weight, weights.bits_per_cell: 8}",
+        "quant_bits_per_cell": "[8]",
+        "stages": "[models,placement,quant]",
+    }
+    sets = [arg for key, value in {**SETTINGS, **per_weight}.items() for arg in ("--set", f"{key}={value}")]
+    res = cli(["correctnet", "run", *model(toy_checkpoint), "--out", str(out), *sets], cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    quant = json.loads((out / "quant.json").read_text())
+    assert quant["search"]["reference"]["bits_per_cell"] == 8 and quant["search"]["reference"]["label"].startswith(
+        "w8 c8"
+    )
+    assert quant["test"]["reference"]["n"] == 2
+
+
 def test_cli_rejects_unknown_greedy_mode(toy_checkpoint: Path, tmp_path: Path) -> None:  # noqa: F811
     res = cli(
         ["correctnet", "run", *model(toy_checkpoint), "--out", str(tmp_path / "x"), "--set", "greedy_mode=best"],

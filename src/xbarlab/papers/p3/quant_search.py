@@ -13,7 +13,8 @@ Algorithm (greedy bit-lowering, the default of docs/papers.md §3.7), for every 
    accuracy within ``tolerance`` of the reference, take the one that saves the most ADC energy; repeat until no
    move qualifies (or ``max_evaluations`` is reached).
 
-The reference is uniform 8-bit ADCs at the reference ``bits_per_cell`` (2, CorrectNet+/NeFT). Every evaluated
+The reference is uniform 8-bit ADCs at the reference ``bits_per_cell`` (default 2, CorrectNet+/NeFT; the P3
+pipeline passes its hardware's own, which is 2 unless ``hardware_overrides`` change it). Every evaluated
 point is kept; the Pareto front is over (accuracy ↑, ADC energy ↓). The reported saving is at **equal accuracy**:
 the lowest-energy evaluated point whose accuracy is ≥ reference − ``tolerance``.
 

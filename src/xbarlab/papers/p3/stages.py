@@ -479,6 +479,7 @@ def _stage_quant(
         evaluate,
         energy,
         bits_per_cell_options=cfg.quant_bits_per_cell,
+        reference_bits_per_cell=hw.weights.bits_per_cell,  # the run's own cells (2 for P3's hardware)
         adc_bits_options=cfg.quant_adc_bits,
         tolerance=cfg.quant_tolerance,
         max_evaluations=cfg.quant_max_evaluations,
