@@ -163,7 +163,8 @@ def test_shipped_configs_are_the_recorded_settings_of_the_shipped_results() -> N
         differ = {
             k: (cfg[k], recorded[k])
             for k in recorded
-            if k not in ("stages", "force", "out_dir") and (list(cfg[k]) if isinstance(cfg[k], tuple) else cfg[k]) != recorded[k]
+            if k not in ("stages", "force", "out_dir")
+            and (list(cfg[k]) if isinstance(cfg[k], tuple) else cfg[k]) != recorded[k]
         }
         if name == "lenet5-fmnist-weight-sigma1":
             assert differ == {
