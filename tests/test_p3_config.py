@@ -148,8 +148,7 @@ def test_overrides_replace_file_values_and_name_set(tmp_path: Path) -> None:
 
 def test_shipped_configs_are_the_recorded_settings_of_the_shipped_results() -> None:
     """Each shipped config equals the config recorded in docs/results/p3/<name>.json (the per-run fields stages,
-    force and out_dir aside); the per-weight run differs only where today's hardware rules demand (one 8-bit cell
-    per weight)."""
+    force and out_dir aside)."""
     docs = Path(__file__).resolve().parents[1] / "docs" / "results" / "p3"
     assert list_configs() == [
         "lenet5-fmnist-sigma0.5",
@@ -166,20 +165,7 @@ def test_shipped_configs_are_the_recorded_settings_of_the_shipped_results() -> N
             if k not in ("stages", "force", "out_dir")
             and (list(cfg[k]) if isinstance(cfg[k], tuple) else cfg[k]) != recorded[k]
         }
-        if name == "lenet5-fmnist-weight-sigma1":
-            assert differ == {
-                "hardware_overrides": (
-                    {
-                        "device.on_off_ratio": math.inf,
-                        "weights.noise_granularity": "weight",
-                        "weights.bits_per_cell": 8,
-                    },
-                    {"device.on_off_ratio": math.inf, "weights.noise_granularity": "weight"},
-                ),
-                "quant_bits_per_cell": ((8,), [2]),
-            }
-        else:
-            assert differ == {}, name
+        assert differ == {}, name
         assert cfg["stages"] == STAGES and cfg["device"] == "cpu"
 
 
