@@ -142,4 +142,8 @@ def test_mitigate_help_lists_the_registered_methods() -> None:
     result = runner.invoke(app, ["mitigate", "--help"], env={"COLUMNS": "400"})
     assert result.exit_code == 0
     for name in registry.list_mitigations():
+        kinds = registry.get_mitigation(name).trial_kinds
+        if kinds and "accuracy" not in kinds:  # e.g. p3_branch_finetune, registered by a plugin another test imported
+            assert name not in result.output  # `xbarlab mitigate` runs accuracy trials: not offered there
+            continue
         assert name in result.output
