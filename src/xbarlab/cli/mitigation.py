@@ -97,7 +97,7 @@ def mitigate(
         ["none", "bn_adapt", "bn_finetune"],
         "--method",
         help="Mitigation(s) from the registry shared with sweeps (repeatable): "
-        + ", ".join(list_mitigations())
+        + ", ".join(list_mitigations("accuracy"))
         + " (and those a --plugin registers).",
     ),
     options: list[str] = typer.Option(

@@ -219,9 +219,13 @@ def check_trial_kind(name: str, kind: str) -> None:
         )
 
 
-def list_mitigations() -> list[str]:
-    """Names of the registered (and lazily declared) mitigations, sorted."""
-    return sorted(set(_MITIGATIONS) | set(_LAZY_MITIGATIONS))
+def list_mitigations(kind: str | None = None) -> list[str]:
+    """Names of the registered (and lazily declared) mitigations, sorted; with ``kind``, only those that trials of
+    that kind can run (:attr:`MitigationDef.trial_kinds`; lazily declared modules are imported to know)."""
+    names = sorted(set(_MITIGATIONS) | set(_LAZY_MITIGATIONS))
+    if kind is None:
+        return names
+    return [n for n in names if not get_mitigation(n).trial_kinds or kind in get_mitigation(n).trial_kinds]
 
 
 def _type_name(default: Any) -> str:
