@@ -203,7 +203,7 @@ def test_damaged_branch_file_is_refused_before_the_sweep(setup: dict[str, Any]) 
     branches.write_bytes(branches.read_bytes()[:-8])
     from xbarlab.experiments.spec import check_inputs
 
-    with pytest.raises(ValueError, match=r"SHA-256 .* not the recorded"):
+    with pytest.raises(ValueError, match=r"SHA-256 .* does not match model\.compensation\.sha256"):
         check_inputs(parse_spec(text))
     with pytest.raises(RuntimeError, match="trial"):
         _run_stored(parse_spec(text), s["out"])

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from xbarlab.experiments import Store, parse_spec, run_sweep
@@ -26,6 +26,7 @@ from xbarlab.papers.p3.trial import (
     _sweep_text,
     _test_text,
     compensated_model,
+    load_verified_branches,
 )
 
 
@@ -386,15 +387,8 @@ def _rl_branches(out: Path, placement: dict[str, Any]) -> tuple[list[str], Any, 
                 f"{path}: no branches_sha256 in the placement results; the branch weights cannot be verified "
                 "(written by an older xbarlab): re-run the placement stage (--force)"
             )
-        if not path.is_file():
-            raise ValueError(f"{path}: missing; re-run the placement stage (--force)")
-        actual = _file_sha256(path)
-        if actual != recorded:
-            raise ValueError(
-                f"{path}: sha256 {actual} does not match the placement results' branches_sha256 {recorded} "
-                "(file corrupt or replaced); re-run the placement stage (--force)"
-            )
-        state = load_file(str(path))
+        fix = "; re-run the placement stage (--force)"
+        state = load_verified_branches(path, recorded, where="the placement results' branches_sha256", fix=fix)
     return layers, CompensationConfig(**placement["compensation"]), state
 
 

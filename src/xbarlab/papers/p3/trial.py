@@ -99,22 +99,25 @@ def _check_compensation(comp: Any) -> tuple[list[str], CompensationConfig, Path,
     return list(layers), config, Path(str(comp["branches"])), str(comp["sha256"])
 
 
-def _branches(comp: Any) -> tuple[list[str], CompensationConfig, dict[str, torch.Tensor]]:
-    """The checked branch layers, config and weights of ``model.compensation`` (file and SHA-256 verified)."""
+def load_verified_branches(path: Path, recorded: str, *, where: str, fix: str = "") -> dict[str, torch.Tensor]:
+    """The branch weights stored in ``path`` after checking the file against its recorded SHA-256; a missing or
+    altered file raises ``ValueError`` naming ``where`` the hash was recorded, followed by ``fix``."""
     from safetensors.torch import load_file
 
     from xbarlab.checkpoint import sha256_file
 
-    layers, config, path, recorded = _check_compensation(comp)
     if not path.is_file():
-        raise FileNotFoundError(f"model.compensation.branches: file {path} not found")
+        raise ValueError(f"{path}: missing{fix}")
     actual = sha256_file(path)
     if actual != recorded:
-        raise ValueError(
-            f"model.compensation.branches: {path} has SHA-256 {actual}, not the recorded {recorded} "
-            "(file corrupt or replaced)"
-        )
-    return layers, config, load_file(str(path))
+        raise ValueError(f"{path}: SHA-256 {actual} does not match {where} {recorded} (file corrupt or replaced){fix}")
+    return load_file(str(path))
+
+
+def _branches(comp: Any) -> tuple[list[str], CompensationConfig, dict[str, torch.Tensor]]:
+    """The checked branch layers, config and weights of ``model.compensation`` (file and SHA-256 verified)."""
+    layers, config, path, recorded = _check_compensation(comp)
+    return layers, config, load_verified_branches(path, recorded, where="model.compensation.sha256")
 
 
 def _check_inputs(settings: Mapping[str, Any]) -> None:
