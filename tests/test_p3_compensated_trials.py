@@ -207,3 +207,26 @@ def test_damaged_branch_file_is_refused_before_the_sweep(setup: dict[str, Any]) 
         check_inputs(parse_spec(text))
     with pytest.raises(RuntimeError, match="trial"):
         _run_stored(parse_spec(text), s["out"])
+
+
+def test_compensation_layers_must_match_the_file_and_be_analog(setup: dict[str, Any]) -> None:
+    """A branch file for other layers, a layer kept digital and a mitigation P3's chips cannot run are refused
+    before the sweep starts, each naming what is allowed."""
+    from xbarlab.experiments.spec import check_inputs
+
+    s = setup
+    cfg, data = s["cfg"], s["data"]
+    other = {**s["model"], "compensation": {**s["model"]["compensation"], "layers": s["names"][1:3]}}
+    with pytest.raises(SweepSpecError, match=r"model\.compensation\.layers: .*allowed: the layers whose branches"):
+        check_inputs(parse_spec(_test_text(cfg, data, "x", "x", other)))
+    weight_layers = [n for n, m in s["net"].named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    (last,) = [n for n in weight_layers if n not in s["names"]]  # P3's hardware keeps the classifier digital
+    state = {f"{last}/{k.partition('/')[2]}": v for k, v in list(s["state"].items())[:1]}
+    digital_file = s["branches"].with_name("digital.safetensors")
+    save_file(state, str(digital_file))
+    digital = compensated_model(s["model"]["checkpoint"], [last], digital_file, s["comp_cfg"])
+    with pytest.raises(SweepSpecError, match=r"are not analog layers of this chip"):
+        check_inputs(parse_spec(_test_text(cfg, data, "x", "x", digital)))
+    text = _test_text(cfg, data, "x", "x", s["model"], mitigation="bn_finetune")
+    with pytest.raises(SweepSpecError, match=r"mitigation: invalid value 'bn_finetune'; allowed: none, bn_adapt"):
+        check_inputs(parse_spec(text))

@@ -114,19 +114,56 @@ def load_verified_branches(path: Path, recorded: str, *, where: str, fix: str = 
     return load_file(str(path))
 
 
-def _branches(comp: Any) -> tuple[list[str], CompensationConfig, dict[str, torch.Tensor]]:
-    """The checked branch layers, config and weights of ``model.compensation`` (file and SHA-256 verified)."""
+Branches = tuple[list[str], CompensationConfig, dict[str, torch.Tensor]]
+"""Compensation branches: the layers, the branch configuration and the trained weights."""
+
+
+def _branches(comp: Any) -> Branches:
+    """The checked branch layers, config and weights of ``model.compensation`` (file and SHA-256 verified; the
+    file must hold branches for exactly the listed layers)."""
     layers, config, path, recorded = _check_compensation(comp)
-    return layers, config, load_verified_branches(path, recorded, where="model.compensation.sha256")
+    state = load_verified_branches(path, recorded, where="model.compensation.sha256")
+    stored = sorted({key.partition("/")[0] for key in state})
+    if stored != sorted(layers):
+        raise ValueError(
+            f"model.compensation.layers: invalid value {layers!r}; allowed: the layers whose branches "
+            f"{path.name} holds ({', '.join(stored) or 'none'})"
+        )
+    return layers, config, state
+
+
+def _compensated_base(net: nn.Module, hardware: HardwareConfig, comp: Any) -> tuple[nn.Module, Branches]:
+    """``net`` converted with ``hardware`` and given the trained branches of ``model.compensation`` (each chip of
+    the trial is a copy of it), and the checked branches. A listed layer that is not analog on this hardware
+    (unknown, or kept digital) is refused, naming the analog layers."""
+    from xbarlab.layers import analog_layers
+
+    branches = _branches(comp)
+    base = convert(net, hardware)
+    analog = [la.layer_name for la in analog_layers(base)]
+    missing = [name for name in branches[0] if name not in analog]
+    if missing:
+        raise ValueError(
+            f"model.compensation.layers: {missing} are not analog layers of this chip (unknown or kept digital); "
+            f"allowed: {', '.join(analog)}"
+        )
+    attach_compensation(base, branches[0], branches[1], state=branches[2])
+    return base, branches
 
 
 def _check_inputs(settings: Mapping[str, Any]) -> None:
-    """Planning check (before any trial runs): the branches file of ``model.compensation`` is there and intact,
-    and ``p3_branch_finetune`` has branches to fine-tune."""
+    """Planning check (before any trial runs): a mitigation P3's chips can run; the branches file of
+    ``model.compensation`` there, intact, holding the listed layers, each an analog layer of the chip; and
+    ``p3_branch_finetune`` given branches to fine-tune."""
+    from xbarlab.experiments.settings import build_hardware
+
+    name = settings["mitigation"]
+    if name not in P3_CHIP_MITIGATIONS:
+        raise ValueError(f"mitigation: invalid value {name!r}; allowed: {', '.join(P3_CHIP_MITIGATIONS)}")
     comp = settings["model"].get("compensation")
     if comp is not None:
-        _branches(comp)
-    if settings["mitigation"] == "p3_branch_finetune" and comp is None:
+        _compensated_base(_model(settings["model"]), build_hardware(settings["hardware"]), comp)
+    elif name == _finetune.P3_BRANCH_FINETUNE:
         raise ValueError(
             "mitigation: invalid value 'p3_branch_finetune' without model.compensation; allowed: a model with "
             "compensation branches (the method fine-tunes them)"
@@ -173,12 +210,12 @@ def p3_chip_trial(config: Mapping[str, Any]) -> dict[str, Any]:
     net = _model(config["model"])
     hardware = HardwareConfig.from_dict(config["hardware"])
     comp = config["model"].get("compensation")
-    branches = _branches(comp) if comp is not None else None
     chip_model: nn.Module = net
     chip_hw: HardwareConfig | None = hardware
-    if branches is not None:  # the converted base with its trained branches (each chip is a copy of it)
-        chip_model, chip_hw = convert(net, hardware), None
-        attach_compensation(chip_model, branches[0], branches[1], state=branches[2])
+    branches: Branches | None = None
+    if comp is not None:
+        chip_model, branches = _compensated_base(net, hardware, comp)
+        chip_hw = None
     test = _subset(data, "test", int(data["test_samples"]))
     calib_set = _subset(data, "train", int(data["calib_samples"]))
     test_loader = make_loader(test, int(data["batch_size"]), device=device)
