@@ -14,8 +14,7 @@ The layers draw at most one chunk of partial sums per call (``layers.MAX_PARTIAL
 
 ``--forward``: the ``xbarlab bench`` row "DAC 8b + per-tile ADC 8b + per-MVM read noise" (ResNet-20, batch 256,
 ``rram``, 64×64 tiles, random weights) with ``sampling.gaussian`` exact and pooled, each timed alternately with the
-digital model (:func:`xbarlab.bench.run_forward_bench`). Until ``AnalogLayer._gaussian`` reads
-``hw.sampling.gaussian`` itself, this script patches it with that three-line body (the same code).
+digital model (:func:`xbarlab.bench.run_forward_bench`); ``AnalogLayer._gaussian`` reads ``hw.sampling.gaussian``.
 """
 
 from __future__ import annotations
@@ -58,25 +57,9 @@ def per_element_table(sizes: list[int], repeats: int) -> None:
         print(f"| {n:.0e} | {exact / n * 1e9:.2f} | {pooled / n * 1e9:.2f} | {exact / pooled:.1f}× |", flush=True)
 
 
-def patch_layers() -> None:
-    """``AnalogLayer._gaussian`` drawing with ``hw.sampling.gaussian`` (what the layer hook does)."""
-    import torch
-
-    from xbarlab.layers import AnalogLayer
-    from xbarlab.sampling import standard_normal
-
-    def _gaussian(self: AnalogLayer, like: torch.Tensor) -> torch.Tensor:
-        gen = self._mvm_generator(like.device)
-        sampler = self.hw.sampling.gaussian
-        return standard_normal(like.shape, generator=gen, device=like.device, dtype=like.dtype, sampler=sampler)
-
-    AnalogLayer._gaussian = _gaussian  # type: ignore[method-assign]
-
-
 def forward_rows(repeats: int) -> None:
     from xbarlab.bench import BENCH_CONFIGS, run_forward_bench
 
-    patch_layers()
     base = BENCH_CONFIGS[ROW]
     configs = {f"{ROW}, sampling {s}": {**base, "sampling.gaussian": s} for s in ("exact", "pooled")}
     digital, rows = run_forward_bench(repeats=repeats, configs=configs)
