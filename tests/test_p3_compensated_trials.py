@@ -33,7 +33,7 @@ from xbarlab.papers.p3.finetune import copy_dac_ranges
 from xbarlab.papers.p3.pipeline import prepare_p3
 from xbarlab.papers.p3.quant_search import QuantConfig
 from xbarlab.papers.p3.stages import _run_stored, _test_row
-from xbarlab.papers.p3.trial import _finetune_options, _test_text, compensated_model
+from xbarlab.papers.p3.sweepfiles import _finetune_options, _test_text, compensated_model
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

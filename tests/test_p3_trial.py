@@ -17,7 +17,7 @@ from xbarlab.papers.p3.config import p3_hardware
 from xbarlab.papers.p3.data import _mc, load_model
 from xbarlab.papers.p3.pipeline import prepare_p3
 from xbarlab.papers.p3.stages import _stage_sweep
-from xbarlab.papers.p3.trial import P3_STORE
+from xbarlab.papers.p3.sweepfiles import P3_STORE
 from xbarlab.reports import render_report
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -81,7 +81,7 @@ def test_bn_adaptation_trials_equal_the_per_chip_closure(toy_checkpoint: Path, t
     from xbarlab.experiments import parse_spec
     from xbarlab.mitigation.bn import adapt_bn
     from xbarlab.papers.p3.stages import _bn_adapt_row, _model_settings
-    from xbarlab.papers.p3.trial import _bn_adapt_text
+    from xbarlab.papers.p3.sweepfiles import _bn_adapt_text
 
     cfg = P3Config(
         model=str(toy_checkpoint),

@@ -17,7 +17,7 @@ from xbarlab.experiments import Store, parse_spec, run_sweep
 from xbarlab.papers.p3.cache import P3Plan, _read_json, _write_json
 from xbarlab.papers.p3.config import P3Config, _device, p3_hardware
 from xbarlab.papers.p3.data import _clean_accuracy, _Data, _full_test_loader, _lipschitz_model, _mc, load_model
-from xbarlab.papers.p3.trial import (
+from xbarlab.papers.p3.sweepfiles import (
     P3_STORE,
     _bn_adapt_text,
     _finetune_options,
@@ -26,8 +26,8 @@ from xbarlab.papers.p3.trial import (
     _sweep_text,
     _test_text,
     compensated_model,
-    load_verified_branches,
 )
+from xbarlab.papers.p3.trial import load_verified_branches
 
 
 def _stage_models(cfg: P3Config, data: _Data, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
