@@ -225,7 +225,7 @@ def list_mitigations(kind: str | None = None) -> list[str]:
     names = sorted(set(_MITIGATIONS) | set(_LAZY_MITIGATIONS))
     if kind is None:
         return names
-    return [n for n in names if not get_mitigation(n).trial_kinds or kind in get_mitigation(n).trial_kinds]
+    return [n for n in names if kind in (get_mitigation(n).trial_kinds or (kind,))]
 
 
 def _type_name(default: Any) -> str:

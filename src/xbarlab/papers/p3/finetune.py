@@ -19,7 +19,6 @@ training uses ``seed`` (the pipeline passes ``seed + 2``); augmentation draws fr
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -126,7 +125,7 @@ def _branch_finetune(chip: nn.Module, context: MitigationContext, options: Mappi
         "finetune_loss": sum(tail) / len(tail),
         "finetune_s": result.wall_time_s,
     }
-    return MitigationOutcome(info, contextlib.nullcontext())
+    return MitigationOutcome(info)
 
 
 register_mitigation(

@@ -150,24 +150,32 @@ def _by_point(trials: Sequence[Any]) -> list[list[Any]]:
     ]
 
 
-def _bn_adapt_row(spec: Any, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
-    """The Monte-Carlo record of the one-point BN-adaptation sweep, with each chip's adaptation info."""
+def _point_row(
+    spec: Any, out: Path, log: Callable[[str], None], info: Callable[[Any], dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The Monte-Carlo record of a one-point sweep, run into the run's store (trials already there are reused);
+    ``info``: each chip's mitigation record, from its stored trial, under ``"info"`` in chip order."""
     trials, ran = _run_stored(spec, out)
     log(f"sweep {spec.name}: {ran} trial(s) run ({P3_STORE})")
     (chips,) = _by_point(trials)
     row = _sweep_row(chips)
-    row["info"] = [{"num_images": r.metrics["bn_adapt_images"], "wall_time_s": r.metrics["bn_adapt_s"]} for r in chips]
+    if info is not None:
+        row["info"] = [info(r) for r in chips]
     return row
 
 
-def _test_row(text: str, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
-    """The Monte-Carlo record of a one-point test sweep (:func:`~xbarlab.papers.p3.trial._test_text`), run into the
-    run's store (trials already there are reused)."""
-    spec = parse_spec(text, source=f"<{out / P3_STORE}>")
-    trials, ran = _run_stored(spec, out)
-    log(f"sweep {spec.name}: {ran} trial(s) run ({P3_STORE})")
-    (chips,) = _by_point(trials)
-    return _sweep_row(chips)
+def _bn_adapt_row(spec: Any, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """The Monte-Carlo record of the one-point BN-adaptation sweep, with each chip's adaptation info."""
+    return _point_row(
+        spec, out, log, lambda r: {"num_images": r.metrics["bn_adapt_images"], "wall_time_s": r.metrics["bn_adapt_s"]}
+    )
+
+
+def _test_row(
+    text: str, out: Path, log: Callable[[str], None], info: Callable[[Any], dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The Monte-Carlo record of a one-point test sweep (:func:`~xbarlab.papers.p3.sweepfiles._test_text`)."""
+    return _point_row(parse_spec(text, source=f"<{out / P3_STORE}>"), out, log, info)
 
 
 def _placement_key(placement: Sequence[str] | frozenset[str]) -> str:
@@ -553,22 +561,20 @@ def _stage_perchip(
             mitigation="p3_branch_finetune",
             options=_finetune_options(cfg, data),
         )
-        spec = parse_spec(text, source=f"<{out / P3_STORE}>")
-        trials, ran = _run_stored(spec, out)
-        (chips,) = _by_point(trials)
-        row = _sweep_row(chips)
-        row["info"] = [
-            {
+        row = _test_row(
+            text,
+            out,
+            log,
+            lambda r: {
                 "chip_seed": int(r.seed),
                 "train_wall_time_s": r.metrics["finetune_s"],
                 "final_loss": r.metrics["finetune_loss"],
-            }
-            for r in chips
-        ]
+            },
+        )
         summary["finetuned"] = row
         log(
             f"per-chip compensation [{_placement_key(rl_layers)}] at σ={sigma:g}: "
-            f"{row['mean']:.2f} % on the test set ({ran} trial(s) run in {time.perf_counter() - t0:.0f} s)"
+            f"{row['mean']:.2f} % on the test set ({time.perf_counter() - t0:.0f} s)"
         )
     plain, _ = load_model(cfg.model)
     if bn_modules(plain):
