@@ -38,6 +38,10 @@ AIHWKIT_SIDES = {"aihwkit": TILE, "aihwkit-1tile": 0}
 layer larger than the tile into *equal* pieces (576 rows → 2 × 288) and scales and drift-compensates every
 piece on its own; ``aihwkit-1tile`` (0: no split) keeps each layer on one tile, i.e. per-layer weight scaling and
 per-layer drift compensation, as xbarlab does (docs/peers-fidelity.md, finding 3)."""
+AIHWKIT_PAIR_SIDES = {"aihwkit-1tile-pairs": 0}
+"""aihwkit sides whose noise model keeps each device of the differential pair from programming to read-out
+(:func:`pair_keeping_pcm_model`), with their tile size. Stock aihwkit 1.2.0 stores the programmed *weights* and
+converts them back to one fresh pair at every drift (docs/peers-fidelity.md, finding 4)."""
 # aihwkit IOParameters: out_bound 12, out_res 1/(2^9 − 2) of the full range 2·12 → LSB = 24/510; out_noise 0.06.
 AIHWKIT_OUT_NOISE = 0.06
 AIHWKIT_ADC_LSB = 2 * 12.0 / (2**9 - 2)
@@ -95,9 +99,46 @@ def xbarlab_hw(overrides: dict[str, Any], tile: int = TILE) -> Any:
     return load_preset("pcm-nandakumar").override({**base, **overrides})
 
 
-def aihwkit_config(perfect: bool, w_noise: float = 0.0, tile: int = TILE) -> Any:
-    """aihwkit InferenceRPUConfig: PCMLikeNoiseModel, global drift compensation, ``tile``² tiles (0: one tile per
-    layer), digital bias."""
+def pair_keeping_pcm_model() -> Any:
+    """aihwkit's ``PCMLikeNoiseModel(g_max=25)`` changed in one respect: the drift and read noise act on the two
+    *programmed conductances* of each pair, as on a chip, instead of on a fresh pair converted back from the
+    programmed weights.
+
+    Stock 1.2.0 (``BaseNoiseModel.apply_drift_noise``) calls ``convert_to_conductances(programmed_weights)``: the
+    pair (g⁺, g⁻), both non-zero after programming noise, becomes (g⁺ − g⁻, 0) rescaled so that the largest
+    programmed |weight| is g_max. The device programmed to 0 µS then has no read noise and no drift of its own, and
+    the ν drawn for a device is applied to the other one wherever programming flipped a weight's sign. Here the
+    programmed conductances and the conversion scale are kept with the drift coefficients and drifted as they are.
+    """
+    from aihwkit.inference import PCMLikeNoiseModel
+
+    class PairKeepingPCMLikeNoiseModel(PCMLikeNoiseModel):  # type: ignore[misc]
+        """PCMLikeNoiseModel whose drift step reads the programmed conductances, not the programmed weights."""
+
+        @torch.no_grad()
+        def apply_programming_noise(self, weights: torch.Tensor) -> tuple[torch.Tensor, list[Any]]:
+            targets, params = self.g_converter.convert_to_conductances(weights)
+            programmed = [self.apply_programming_noise_to_conductance(g) for g in targets]
+            nus = [self.generate_drift_coefficients(g) for g in targets]
+            noisy = self.g_converter.convert_back_to_weights(programmed, params)
+            return noisy, [nus, programmed, params]
+
+        @torch.no_grad()
+        def apply_drift_noise(
+            self, weights: torch.Tensor, drift_noise_parameters: list[Any], t_inference: float
+        ) -> Any:
+            nus, programmed, params = drift_noise_parameters
+            drifted = [
+                self.apply_drift_noise_to_conductance(g, nu, t_inference) for g, nu in zip(programmed, nus, strict=True)
+            ]
+            return self.g_converter.convert_back_to_weights(drifted, params)
+
+    return PairKeepingPCMLikeNoiseModel(g_max=25.0)
+
+
+def aihwkit_config(perfect: bool, w_noise: float = 0.0, tile: int = TILE, keep_pairs: bool = False) -> Any:
+    """aihwkit InferenceRPUConfig: PCMLikeNoiseModel (``keep_pairs``: :func:`pair_keeping_pcm_model`), global drift
+    compensation, ``tile``² tiles (0: one tile per layer), digital bias."""
     from aihwkit.inference import GlobalDriftCompensation, PCMLikeNoiseModel
     from aihwkit.simulator.configs import InferenceRPUConfig, WeightNoiseType
 
@@ -105,7 +146,7 @@ def aihwkit_config(perfect: bool, w_noise: float = 0.0, tile: int = TILE) -> Any
     rpu.mapping.max_input_size = tile
     rpu.mapping.max_output_size = tile
     rpu.mapping.digital_bias = True
-    rpu.noise_model = PCMLikeNoiseModel(g_max=25.0)
+    rpu.noise_model = pair_keeping_pcm_model() if keep_pairs else PCMLikeNoiseModel(g_max=25.0)
     rpu.drift_compensation = GlobalDriftCompensation()
     rpu.forward.is_perfect = perfect
     if not perfect:
@@ -287,13 +328,15 @@ def run_fidelity(chips: int, images: int, out: Path, sides: tuple[str, ...] = ("
             if not todo:
                 continue
             seed = 1000 + chip_id
-            if side in AIHWKIT_SIDES:
-                hw = aihwkit_config(perfect=True, tile=AIHWKIT_SIDES[side])
+            if side in AIHWKIT_SIDES or side in AIHWKIT_PAIR_SIDES:
+                pairs = side in AIHWKIT_PAIR_SIDES
+                tile = AIHWKIT_PAIR_SIDES[side] if pairs else AIHWKIT_SIDES[side]
+                hw = aihwkit_config(perfect=True, tile=tile, keep_pairs=pairs)
                 c = make_aihwkit_chip(model, hw, seed, TIMES_S[todo[0]])
             else:
                 c = make_xbarlab_chip(model, xbarlab_hw({}, XBARLAB_SIDES[side]), seed, TIMES_S[todo[0]], x[:64])
             for t_name in todo:
-                if side in AIHWKIT_SIDES:
+                if side in AIHWKIT_SIDES or side in AIHWKIT_PAIR_SIDES:
                     c.drift_analog_weights(TIMES_S[t_name])  # re-drifts from the programmed state
                     errs = _aihwkit_weight_errors(c, model)
                 else:
@@ -341,16 +384,19 @@ def main() -> None:
     parser.add_argument("--chips", type=int, default=20)
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument(
-        "--sides", default="aihwkit,xbarlab", help="comma-separated: aihwkit, aihwkit-1tile, xbarlab, xbarlab-64x64"
+        "--sides",
+        default="aihwkit,xbarlab",
+        help="comma-separated: aihwkit, aihwkit-1tile, aihwkit-1tile-pairs, xbarlab, xbarlab-64x64",
     )
     parser.add_argument("--summary-only", action="store_true", help="only rewrite the fidelity summary")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (2: both cores of this machine)")
     args = parser.parse_args()
     sides = tuple(args.sides.split(","))
-    allowed = [*AIHWKIT_SIDES, *XBARLAB_SIDES]
+    allowed = [*AIHWKIT_SIDES, *AIHWKIT_PAIR_SIDES, *XBARLAB_SIDES]
     unknown = [s for s in sides if s not in allowed]
     if unknown:
         parser.error(f"--sides: unknown side(s) {unknown}; allowed: {', '.join(allowed)}")
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     RESULTS.mkdir(exist_ok=True)
     if args.fidelity:
         jsonl = RESULTS / "bench_vs_aihwkit_fidelity.jsonl"
