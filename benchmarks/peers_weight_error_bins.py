@@ -31,7 +31,7 @@ def _aihwkit_effective(chip: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Per layer name: α·W_eff of a one-tile-per-layer aihwkit chip (α: its drift-compensation factor)."""
     out: dict[str, torch.Tensor] = {}
     for name, mod in chip.named_modules():
-        if not hasattr(mod, "analog_tiles"):
+        if not name or not hasattr(mod, "analog_tiles"):  # the model itself lists every tile
             continue
         tiles = list(mod.analog_tiles())
         if len(tiles) != 1:
