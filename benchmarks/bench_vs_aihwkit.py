@@ -272,40 +272,54 @@ def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 5
     return 100.0 * correct / len(x)
 
 
-def _aihwkit_weight_errors(chip: nn.Module, digital: nn.Module) -> dict[str, float]:
-    """Per layer: ‖α·W_eff − W‖ / ‖W‖ (α: the layer's global drift-compensation factor; for a layer split over
-    several tiles, the mean of the tiles' factors, so the figure is then approximate)."""
-    ref = dict(digital.named_modules())
-    out: dict[str, float] = {}
+def aihwkit_effective_weights(chip: nn.Module) -> dict[str, torch.Tensor]:
+    """Per analog layer name: α·W_eff of an aihwkit chip (α: its global drift-compensation factor; for a layer
+    split over several tiles, the mean of the tiles' factors, so the figure is then approximate)."""
+    out: dict[str, torch.Tensor] = {}
     for name, mod in chip.named_modules():
-        if not hasattr(mod, "analog_tiles") or name not in ref or not hasattr(ref[name], "weight"):
+        if not hasattr(mod, "analog_tiles"):
             continue
+        weights = mod.get_weights()
+        # analog layers only: containers (the model, AnalogSequential) return a dict of their layers' weights
         alphas = [float(getattr(t, "alpha", torch.ones(1)).mean()) for t in mod.analog_tiles()]
-        if not alphas:
-            continue
-        w_eff = mod.get_weights()[0]
-        w = ref[name].weight.detach().reshape(w_eff.shape)
-        out[name] = float((statistics.mean(alphas) * w_eff - w).norm() / w.norm())
+        if isinstance(weights, tuple) and alphas:
+            out[name] = statistics.mean(alphas) * weights[0].detach()
     return out
 
 
-def _xbarlab_weight_errors(chip: nn.Module, digital: nn.Module) -> dict[str, float]:
-    """Per layer: ‖s·W_eff − W‖ / ‖W‖ from the layer's effective weights (s: installed compensation factor)."""
+def xbarlab_effective_weights(chip: nn.Module) -> dict[str, torch.Tensor]:
+    """Per analog layer name: s·W_eff of an xbarlab chip (s: its installed drift-compensation factor)."""
     from xbarlab.layers import analog_layers
     from xbarlab.mitigation.drift_compensation import compensation_scales
 
     scales = compensation_scales(chip)
+    return {
+        layer.layer_name: float(scales.get(layer.layer_name, torch.tensor(1.0)).mean())
+        * layer.effective_weight().detach()
+        for layer in analog_layers(chip)
+    }
+
+
+def _relative_errors(effective: dict[str, torch.Tensor], digital: nn.Module) -> dict[str, float]:
+    """Per layer: ‖W_eff − W‖ / ‖W‖ of already compensated effective weights against the digital model's."""
     ref = dict(digital.named_modules())
     out: dict[str, float] = {}
-    for layer in analog_layers(chip):
-        eff = getattr(layer, "effective_weight", None)
-        if eff is None or layer.layer_name not in ref:
+    for name, w_eff in effective.items():
+        if name not in ref or not hasattr(ref[name], "weight"):
             continue
-        w_eff = eff() if callable(eff) else eff
-        s = float(scales.get(layer.layer_name, torch.tensor(1.0)).mean())
-        w = ref[layer.layer_name].weight.detach().reshape(w_eff.shape)
-        out[layer.layer_name] = float((s * w_eff - w).norm() / w.norm())
+        w = ref[name].weight.detach().reshape(w_eff.shape)
+        out[name] = float((w_eff - w).norm() / w.norm())
     return out
+
+
+def _aihwkit_weight_errors(chip: nn.Module, digital: nn.Module) -> dict[str, float]:
+    """Per layer: ‖α·W_eff − W‖ / ‖W‖ (:func:`aihwkit_effective_weights`)."""
+    return _relative_errors(aihwkit_effective_weights(chip), digital)
+
+
+def _xbarlab_weight_errors(chip: nn.Module, digital: nn.Module) -> dict[str, float]:
+    """Per layer: ‖s·W_eff − W‖ / ‖W‖ (:func:`xbarlab_effective_weights`)."""
+    return _relative_errors(xbarlab_effective_weights(chip), digital)
 
 
 def run_fidelity(chips: int, images: int, out: Path, sides: tuple[str, ...] = ("aihwkit", "xbarlab")) -> None:

@@ -27,34 +27,6 @@ SIDES = ("aihwkit-1tile", "aihwkit-1tile-pairs", "xbarlab")
 """Stock aihwkit, aihwkit keeping each device of the pair (``bench.pair_keeping_pcm_model``), xbarlab."""
 
 
-def _aihwkit_effective(chip: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Per layer name: α·W_eff of a one-tile-per-layer aihwkit chip (α: its drift-compensation factor)."""
-    out: dict[str, torch.Tensor] = {}
-    for name, mod in chip.named_modules():
-        if not name or not hasattr(mod, "analog_tiles"):  # the model itself lists every tile
-            continue
-        tiles = list(mod.analog_tiles())
-        if len(tiles) != 1:
-            continue
-        alpha = float(getattr(tiles[0], "alpha", torch.ones(1)).mean())
-        out[name] = alpha * mod.get_weights()[0].detach()
-    return out
-
-
-def _xbarlab_effective(chip: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Per layer name: s·W_eff of an xbarlab chip (s: its installed drift-compensation factor)."""
-    from xbarlab.layers import analog_layers
-    from xbarlab.mitigation.drift_compensation import compensation_scales
-
-    scales = compensation_scales(chip)
-    out: dict[str, torch.Tensor] = {}
-    for layer in analog_layers(chip):
-        eff = layer.effective_weight
-        w_eff = eff() if callable(eff) else eff
-        out[layer.layer_name] = float(scales.get(layer.layer_name, torch.tensor(1.0)).mean()) * w_eff.detach()
-    return out
-
-
 def _accumulate(acc: torch.Tensor, eff: dict[str, torch.Tensor], ref: dict[str, torch.nn.Module]) -> None:
     """Add each weight's (count, signed error, squared error), normalised by its layer's w_max, to its bin."""
     for name, w_eff in eff.items():
@@ -98,8 +70,10 @@ def main() -> None:
         effs = {}
         for side, pairs in (("aihwkit-1tile", False), ("aihwkit-1tile-pairs", True)):
             rpu = bench.aihwkit_config(perfect=True, tile=0, keep_pairs=pairs)
-            effs[side] = _aihwkit_effective(bench.make_aihwkit_chip(model, rpu, 1000 + k, t_s))
-        effs["xbarlab"] = _xbarlab_effective(bench.make_xbarlab_chip(model, bench.xbarlab_hw({}), 1000 + k, t_s, x))
+            effs[side] = bench.aihwkit_effective_weights(bench.make_aihwkit_chip(model, rpu, 1000 + k, t_s))
+        effs["xbarlab"] = bench.xbarlab_effective_weights(
+            bench.make_xbarlab_chip(model, bench.xbarlab_hw({}), 1000 + k, t_s, x)
+        )
         for side, eff in effs.items():
             _accumulate(sums[side], eff, ref)
             for name, g in _gains(eff, ref).items():
