@@ -322,8 +322,14 @@ def _xbarlab_weight_errors(chip: nn.Module, digital: nn.Module) -> dict[str, flo
     return _relative_errors(xbarlab_effective_weights(chip), digital)
 
 
-def run_fidelity(chips: int, images: int, out: Path, sides: tuple[str, ...] = ("aihwkit", "xbarlab")) -> None:
-    """Incremental Monte-Carlo study; one JSON line per (side, chip, time)."""
+def run_fidelity(
+    chips: int,
+    images: int,
+    out: Path,
+    sides: tuple[str, ...] = ("aihwkit", "xbarlab"),
+    times: tuple[str, ...] = tuple(TIMES_S),
+) -> None:
+    """Incremental Monte-Carlo study; one JSON line per (side, chip, time) of ``times`` (names of TIMES_S)."""
     from xbarlab.checkpoint import load_pretrained
 
     model, _ = load_pretrained("resnet20-fmnist")
@@ -338,7 +344,7 @@ def run_fidelity(chips: int, images: int, out: Path, sides: tuple[str, ...] = ("
     print(f"digital accuracy on {images} images: {_accuracy(model, x, y):.2f} %", flush=True)
     for chip_id in range(chips):
         for side in sides:
-            todo = [t for t in TIMES_S if (side, chip_id, t) not in done]
+            todo = [t for t in times if (side, chip_id, t) not in done]
             if not todo:
                 continue
             seed = 1000 + chip_id
@@ -402,6 +408,7 @@ def main() -> None:
         default="aihwkit,xbarlab",
         help="comma-separated: aihwkit, aihwkit-1tile, aihwkit-1tile-pairs, xbarlab, xbarlab-64x64",
     )
+    parser.add_argument("--times", default=",".join(TIMES_S), help="comma-separated read times: " + ", ".join(TIMES_S))
     parser.add_argument("--summary-only", action="store_true", help="only rewrite the fidelity summary")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (2: both cores of this machine)")
     args = parser.parse_args()
@@ -410,12 +417,16 @@ def main() -> None:
     unknown = [s for s in sides if s not in allowed]
     if unknown:
         parser.error(f"--sides: unknown side(s) {unknown}; allowed: {', '.join(allowed)}")
+    times = tuple(args.times.split(","))
+    if any(t not in TIMES_S for t in times):
+        bad = [t for t in times if t not in TIMES_S]
+        parser.error(f"--times: unknown time(s) {bad}; allowed: {', '.join(TIMES_S)}")
     torch.set_num_threads(args.threads)
     RESULTS.mkdir(exist_ok=True)
     if args.fidelity:
         jsonl = RESULTS / "bench_vs_aihwkit_fidelity.jsonl"
         if not args.summary_only:
-            run_fidelity(args.chips, args.images, jsonl, sides)
+            run_fidelity(args.chips, args.images, jsonl, sides, times)
         md = summarize_fidelity(jsonl)
         (RESULTS / "bench_vs_aihwkit_fidelity.md").write_text(md)
         print(md)
