@@ -103,3 +103,33 @@ def test_bench_knows_the_vit_and_refuses_other_models_in_one_line() -> None:
     assert bench_input_shape("resnet20") == (3, 32, 32)
     with pytest.raises(ValueError, match=r"bench --model: unknown model 'vgg'; allowed: resnet20, vit-tiny"):
         bench_input_shape("vgg")
+
+
+def test_bench_waits_for_the_device_before_reading_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CUDA a forward returns once its kernels are queued: every timed call must end with a synchronisation."""
+    from xbarlab import bench
+
+    calls: list[object] = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(device))
+    bench.device_synchronizer("cuda:1")()
+    assert calls == [torch.device("cuda:1")]
+    bench.device_synchronizer("cpu")()
+    assert calls == [torch.device("cuda:1")]  # nothing to wait for on the CPU
+
+    log: list[str] = []
+    bench._paired_medians(lambda: log.append("digital"), lambda: log.append("analog"), 2, lambda: log.append("sync"))
+    assert log == ["digital", "analog", "sync", *(["digital", "sync", "analog", "sync"] * 2)]
+    log.clear()
+    bench._median_time(lambda: log.append("f"), 2, sync=lambda: log.append("sync"))
+    assert log == ["f", "sync", "f", "sync", "f", "sync"]
+
+    # the whole benchmark uses the device's synchroniser for every timed region (digital, programming, pairs)
+    syncs: list[str] = []
+    monkeypatch.setattr(bench, "device_synchronizer", lambda device: lambda: syncs.append(str(device)))
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    configs = {"static": {"preset": "rram", "dac.bits": None, "keep_digital": []}}
+    _, rows = bench.run_forward_bench(model, batch=4, input_shape=(1, 8, 8), repeats=2, configs=configs)
+    assert len(rows) == 1 and rows[0].ratio > 0
+    digital_syncs, program_syncs, paired_syncs = 3, 2, 1 + 2 * 2
+    assert syncs == ["cpu"] * (digital_syncs + program_syncs + paired_syncs)
+    assert bench.peak_device_memory_mb("cpu") is None

@@ -71,27 +71,51 @@ class BenchRow:
     digital_s: float
 
 
-def _median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
+def device_synchronizer(device: str | torch.device) -> Callable[[], None]:
+    """A function that waits until ``device`` has finished its queued work (a no-op on the CPU).
+
+    CUDA runs kernels asynchronously: a forward returns once its kernels are queued, so a timer read then would
+    measure the launch, not the computation. Every timed region of this module ends with this call.
+    """
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return lambda: torch.cuda.synchronize(dev)
+    return lambda: None
+
+
+def _median_time(
+    fn: Callable[[], Any], repeats: int, warmup: int = 1, sync: Callable[[], None] = lambda: None
+) -> float:
+    """Median wall time (s) of ``fn`` over ``repeats`` calls after ``warmup`` calls, each ended by ``sync()``."""
     for _ in range(warmup):
         fn()
+    sync()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
 
-def _paired_medians(first: Callable[[], Any], second: Callable[[], Any], repeats: int) -> tuple[float, float]:
-    """Median times (s) of two functions timed alternately, so that machine-speed drift hits both alike."""
+def _paired_medians(
+    first: Callable[[], Any], second: Callable[[], Any], repeats: int, sync: Callable[[], None] = lambda: None
+) -> tuple[float, float]:
+    """Median times (s) of two functions timed alternately, so that machine-speed drift hits both alike.
+
+    ``sync`` (see :func:`device_synchronizer`) ends every timed call, so queued device work is counted."""
     first()
     second()
+    sync()
     a, b = [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
         first()
+        sync()
         t1 = time.perf_counter()
         second()
+        sync()
         t2 = time.perf_counter()
         a.append(t1 - t0)
         b.append(t2 - t1)
@@ -101,6 +125,14 @@ def _paired_medians(first: Callable[[], Any], second: Callable[[], Any], repeats
 def peak_rss_mb() -> float:
     """Peak resident set size of this process, MB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def peak_device_memory_mb(device: str | torch.device) -> float | None:
+    """Peak memory allocated by PyTorch on a CUDA ``device``, MB (None for other devices: see :func:`peak_rss_mb`)."""
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(dev) / 2**20
 
 
 @torch.no_grad()
@@ -127,7 +159,8 @@ def run_forward_bench(
         model = build_model(model_name, in_channels=input_shape[0], num_classes=10)
     model = model.eval().to(device)
     x = torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(0)).to(device)
-    digital = _median_time(lambda: model(x), repeats)
+    sync = device_synchronizer(device)
+    digital = _median_time(lambda: model(x), repeats, sync=sync)
     rows = []
     for label, spec in (configs or BENCH_CONFIGS).items():
         spec = dict(spec)
@@ -135,10 +168,12 @@ def run_forward_bench(
         if spec:
             hw = hw.override(spec)
         chip = convert(model, hw).to(device)
+        sync()
         t0 = time.perf_counter()
         program(chip, 0)
+        sync()
         program_s = time.perf_counter() - t0
         calibrate(chip, [x[:64]], num_batches=1)
-        digital_pair, analog = _paired_medians(lambda: model(x), partial(chip, x), repeats)
+        digital_pair, analog = _paired_medians(lambda: model(x), partial(chip, x), repeats, sync)
         rows.append(BenchRow(label, analog, analog / digital_pair, program_s, digital_pair))
     return digital, rows

@@ -285,7 +285,7 @@ def bench(
     model: str = typer.Option("resnet20", help="resnet20 (3×32×32) or vit-tiny (1×28×28)"),
 ) -> None:
     """Digital vs analog forward of ResNet-20 (3×32×32) or the tiny ViT (1×28×28): median time and ratio."""
-    from xbarlab.bench import bench_input_shape, peak_rss_mb, run_forward_bench
+    from xbarlab.bench import bench_input_shape, peak_device_memory_mb, peak_rss_mb, run_forward_bench
 
     try:
         shape = bench_input_shape(model)
@@ -302,6 +302,9 @@ def bench(
         table.add_row(r.config, f"{r.median_s:.3f}", f"{r.digital_s:.3f}", f"{r.ratio:.2f}", f"{r.program_s:.2f}")
     console.print(table)
     console.print(f"peak RSS: {peak_rss_mb():.0f} MB")
+    gpu_mb = peak_device_memory_mb(device)
+    if gpu_mb is not None:
+        console.print(f"peak {device} memory (PyTorch allocations): {gpu_mb:.0f} MB")
 
 
 def register(app: typer.Typer) -> None:
