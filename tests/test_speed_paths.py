@@ -107,14 +107,24 @@ def test_bench_knows_the_vit_and_refuses_other_models_in_one_line() -> None:
 
 def test_bench_waits_for_the_device_before_reading_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     """On CUDA a forward returns once its kernels are queued: every timed call must end with a synchronisation."""
-    from xbarlab import bench
+    from xbarlab import bench, timing
 
     calls: list[object] = []
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(device))
-    bench.device_synchronizer("cuda:1")()
+    timing.device_synchronizer("cuda:1")()
     assert calls == [torch.device("cuda:1")]
-    bench.device_synchronizer("cpu")()
-    assert calls == [torch.device("cuda:1")]  # nothing to wait for on the CPU
+    timing.device_synchronizer("cpu")()
+    timing.device_synchronizer("meta")()
+    assert calls == [torch.device("cuda:1")]  # nothing to wait for on the CPU or meta
+
+    # the stage clock of the runner and the trials: waits for the device before each lap, accumulates repeats
+    clock = timing.StageClock("cuda:0")
+    clock.lap("program_s")
+    clock.lap("evaluate_s")
+    clock.lap("evaluate_s")
+    clock.restart()
+    assert calls[1:] == [torch.device("cuda:0")] * 4
+    assert set(clock.timings) == {"program_s", "evaluate_s"} and all(v >= 0 for v in clock.timings.values())
 
     log: list[str] = []
     bench._paired_medians(lambda: log.append("digital"), lambda: log.append("analog"), 2, lambda: log.append("sync"))

@@ -21,6 +21,7 @@ from xbarlab.chip import calibrate, program
 from xbarlab.conversion import convert
 from xbarlab.models import build_model
 from xbarlab.presets import load_preset
+from xbarlab.timing import device_synchronizer
 
 BENCH_CONFIGS: dict[str, dict[str, Any]] = {
     "ideal (no non-idealities)": {"preset": "ideal"},
@@ -71,18 +72,6 @@ class BenchRow:
     digital_s: float
 
 
-def device_synchronizer(device: str | torch.device) -> Callable[[], None]:
-    """A function that waits until ``device`` has finished its queued work (a no-op on the CPU).
-
-    CUDA runs kernels asynchronously: a forward returns once its kernels are queued, so a timer read then would
-    measure the launch, not the computation. Every timed region of this module ends with this call.
-    """
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        return lambda: torch.cuda.synchronize(dev)
-    return lambda: None
-
-
 def _median_time(
     fn: Callable[[], Any], repeats: int, warmup: int = 1, sync: Callable[[], None] = lambda: None
 ) -> float:
@@ -104,7 +93,8 @@ def _paired_medians(
 ) -> tuple[float, float]:
     """Median times (s) of two functions timed alternately, so that machine-speed drift hits both alike.
 
-    ``sync`` (see :func:`device_synchronizer`) ends every timed call, so queued device work is counted."""
+    ``sync`` (see :func:`xbarlab.timing.device_synchronizer`) ends every timed call, so queued device work is
+    counted."""
     first()
     second()
     sync()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +27,7 @@ from xbarlab.hardware import HardwareConfig
 from xbarlab.layers import AnalogLayer
 from xbarlab.mitigation.registry import RegisteredMitigation as RegisteredMitigation  # re-exported
 from xbarlab.seeding import derive_seed
+from xbarlab.timing import StageClock
 
 __all__ = ["Calibration", "ChipRun", "Metric", "RegisteredMitigation", "run_chip", "unpack_outcome"]
 
@@ -116,14 +116,8 @@ def run_chip(
         mitigation: a registered method with its options and context (:class:`RegisteredMitigation`).
         device: torch device of the chip.
     """
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[name] = now - clock
-        clock = now
+    clock = StageClock(device)
+    lap, timings = clock.lap, clock.timings
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "trial"))

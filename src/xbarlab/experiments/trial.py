@@ -55,6 +55,7 @@ from xbarlab.models.common import channels_last
 from xbarlab.models.registry import KWARGS_ATTR, NAME_ATTR
 from xbarlab.runner import RegisteredMitigation, run_chip
 from xbarlab.seeding import derive_seed
+from xbarlab.timing import StageClock
 
 __all__ = [
     "TrialContext",
@@ -334,17 +335,10 @@ _TIMING_KEYS = {
 
 def accuracy_trial(config: Mapping[str, Any]) -> dict[str, Any]:
     """The ``accuracy`` trial kind (see the module docstring); returns ``{"metrics", "timings"}``."""
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[name] = timings.get(name, 0.0) + now - clock
-        clock = now
-
     seed = int(config["seed"])
     device = torch.device(str(config.get("device", "cpu")))
+    clock = StageClock(device)
+    lap, timings = clock.lap, clock.timings
     data = config["data"]
     digital = _load_model(config["model"])
     train = _load_split(data, "train")
@@ -392,7 +386,7 @@ def accuracy_trial(config: Mapping[str, Any]) -> dict[str, Any]:
     for stage, key in _TIMING_KEYS.items():
         if stage in run.timings:
             timings[key] = run.timings[stage]
-    clock = time.perf_counter()
+    clock.restart()
     metrics: dict[str, Any] = dict(run.probe)
     acc = run.value
     metrics["accuracy"] = acc
