@@ -12,6 +12,12 @@ from xbarlab.analysis.cost_config import MODES, CostConfig
 __all__ = ["EnergyBreakdown", "LayerCost", "MemoryBreakdown", "TrainingCostReport"]
 
 
+def _add_fieldwise(total: Any, part: Any) -> None:
+    """Add every dataclass field of ``part`` to the same field of ``total`` (in place)."""
+    for f in fields(total):
+        setattr(total, f.name, getattr(total, f.name) + getattr(part, f.name))
+
+
 @dataclass
 class MemoryBreakdown:
     """Memory of one layer (or a total) in **bits**; :attr:`training_bytes` is what training adds.
@@ -56,8 +62,7 @@ class MemoryBreakdown:
         return (self.training_bits + self.resident_weights + self.resident_bn) / 8
 
     def __iadd__(self, other: MemoryBreakdown) -> MemoryBreakdown:
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        _add_fieldwise(self, other)
         return self
 
 
@@ -85,8 +90,7 @@ class EnergyBreakdown:
         return self.forward + self.backward + self.weight_update + self.bn_update
 
     def __iadd__(self, other: EnergyBreakdown) -> EnergyBreakdown:
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        _add_fieldwise(self, other)
         return self
 
 
